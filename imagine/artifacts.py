@@ -1,0 +1,73 @@
+"""Where images and diagnostics live: Redis keys with a TTL, or a configured directory.
+
+An artifact key is ``{job_id}/{name}`` (``3f2a.../grid.png``). Results carry keys, never
+bytes: RQ's return values and job hashes stay small.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol
+
+import redis
+
+from imagine.constants import KEY_PREFIX, RESULT_TTL_S
+
+_SAFE_KEY = re.compile(r"^[0-9a-f]{32}/[A-Za-z0-9_.-]+$")
+
+
+def artifact_key(job_id: str, name: str) -> str:
+    key = f"{job_id}/{name}"
+    if not _SAFE_KEY.match(key):
+        raise ValueError(f"not an artifact key: {key!r}")
+    return key
+
+
+class ArtifactStore(Protocol):
+    def put(self, key: str, data: bytes) -> str: ...
+    def get(self, key: str) -> bytes: ...
+
+
+class RedisArtifacts:
+    """Artifacts as Redis strings that expire with the job's results."""
+
+    def __init__(self, connection: redis.Redis, ttl_s: int = RESULT_TTL_S) -> None:
+        self.redis = connection
+        self.ttl_s = ttl_s
+
+    def put(self, key: str, data: bytes) -> str:
+        self.redis.set(f"{KEY_PREFIX}:artifact:{key}", data, ex=self.ttl_s)
+        return key
+
+    def get(self, key: str) -> bytes:
+        data = self.redis.get(f"{KEY_PREFIX}:artifact:{key}")
+        if data is None:
+            raise KeyError(f"artifact {key} is missing or expired")
+        return bytes(data)
+
+
+class DirArtifacts:
+    """Artifacts as files under a directory shared by bot and workers (a volume)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def put(self, key: str, data: bytes) -> str:
+        path = self.root / artifact_key(*key.split("/", 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return key
+
+    def get(self, key: str) -> bytes:
+        path = self.root / artifact_key(*key.split("/", 1))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"artifact {key} is missing") from None
+
+
+def artifact_store(connection: redis.Redis, directory: Path | None, ttl_s: int) -> ArtifactStore:
+    return DirArtifacts(directory) if directory else RedisArtifacts(connection, ttl_s)

@@ -1,0 +1,61 @@
+"""All settings, typed, from the environment (and a .env file) in one object.
+
+Every field reads ``IMAGINE_<NAME>`` except the few that carry well-known names
+(``REDIS_URL``, ``DISCORD_TOKEN``). .env.example lists each with its default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagine import constants as c
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGINE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Redis: unset means "embedded" for `imagine run` (a redis-server it starts itself).
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "IMAGINE_REDIS_URL")
+    )
+    discord_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DISCORD_TOKEN", "IMAGINE_DISCORD_TOKEN")
+    )
+
+    # Models
+    models_config: Path | None = None
+    """TOML file naming the deployment's models; without it only the built-ins exist."""
+    default_model: str = "tiny"
+    model_cache_dir: Path = Path.home() / ".cache" / "imagine" / "models"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    torch_threads: int = Field(default=0, ge=0)
+    """Threads for torch on CPU; 0 means the number of cores available to this process."""
+    compile: bool = False
+    """torch.compile the UNet/VAE on GPU (warms the served sizes at start)."""
+
+    # Limits
+    running_limit: int = Field(default=c.DEFAULT_RUNNING_LIMIT, ge=1)
+    waiting_limit: int = Field(default=c.DEFAULT_WAITING_LIMIT, ge=0)
+    job_timeout_s: int = Field(default=c.JOB_TIMEOUT_S, ge=10)
+    result_ttl_s: int = Field(default=c.RESULT_TTL_S, ge=60)
+
+    # Artifacts: unset means "in Redis with result_ttl_s"
+    artifact_dir: Path | None = None
+
+    # Worker
+    worker_heartbeat_s: float = Field(default=c.WORKER_HEARTBEAT_S, gt=0)
+    worker_ttl_s: float = Field(default=c.WORKER_TTL_S, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,186 @@
+"""The queue on a real redis-server: admission, positions, cancel, finish, recovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+
+import pytest
+import redis
+
+from imagine.errors import JobNotFound, NotJobOwner, QueueFull, RedisUnavailable
+from imagine.jobs import ErrorInfo, JobResult, JobStatus
+from imagine.queue import JobQueue, job_key, queue_name
+from tests.helpers import make_job
+
+
+@pytest.fixture
+def jq(redis_conn: redis.Redis) -> JobQueue:
+    return JobQueue(redis_conn, running_limit=3, waiting_limit=10)
+
+
+def rq_ids(jq: JobQueue, speed: str = "fast", model: str = "tiny") -> list[str]:
+    return [x.decode() for x in jq.redis.lrange(jq.rq_queue(queue_name(speed, model)).key, 0, -1)]
+
+
+def test_submit_puts_only_the_job_id_in_rq_as_json(jq: JobQueue) -> None:
+    job = make_job()
+    admission = jq.submit(job)
+    assert admission.status is JobStatus.QUEUED
+    assert rq_ids(jq) == [job.id]
+    raw = jq.redis.hget(f"rq:job:{job.id}", "data")
+    payload = json.loads(zlib.decompress(raw))  # RQ compresses; the content must be JSON, not pickle
+    assert payload[0] == "worker.tasks.run_job" and payload[2] == [job.id]
+    state = jq.state(job.id)
+    assert state.job == job and state.status is JobStatus.QUEUED
+
+
+def test_admission_holds_over_the_running_limit_and_refuses_over_the_waiting_limit(jq: JobQueue) -> None:
+    jobs = [make_job(f"job {i}") for i in range(13)]
+    statuses = [jq.submit(j).status for j in jobs]
+    assert statuses == [JobStatus.QUEUED] * 3 + [JobStatus.HELD] * 10
+    with pytest.raises(QueueFull) as err:
+        jq.submit(make_job("one too many"))
+    assert err.value.title == "Queue full" and "10 waiting" in err.value.message
+    # other users are not affected by this user's limits
+    assert jq.submit(make_job(user="999")).status is JobStatus.QUEUED
+
+
+def test_admission_is_atomic_under_concurrent_submissions(jq: JobQueue, redis_server) -> None:
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def submit(i: int) -> None:
+        q = JobQueue(redis.Redis.from_url(redis_server.url), running_limit=3, waiting_limit=10)
+        try:
+            out = q.submit(make_job(f"job {i}")).status.value
+        except QueueFull:
+            out = "full"
+        with lock:
+            outcomes.append(out)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes).count("queued") == 3
+    assert outcomes.count("held") == 10 and outcomes.count("full") == 7
+    assert len(rq_ids(jq)) == 3
+
+
+def test_finishing_a_job_promotes_the_users_oldest_held_job(jq: JobQueue) -> None:
+    jobs = [make_job(f"job {i}") for i in range(5)]
+    for j in jobs:
+        jq.submit(j)
+    assert jq.position(jobs[3].id) == 1 and jq.position(jobs[4].id) == 2  # held, in order
+    jq.redis.lpop(jq.rq_queue(queue_name("fast", "tiny")).key)  # a worker dequeues job 0
+    jq.start(jobs[0].id, "w1")
+    jq.finish(jobs[0].id, JobResult(job_id=jobs[0].id, status=JobStatus.DONE))
+    assert jq.state(jobs[3].id).status is JobStatus.QUEUED
+    assert rq_ids(jq) == [jobs[1].id, jobs[2].id, jobs[3].id]
+    assert jq.state(jobs[4].id).status is JobStatus.HELD
+    final = [e.type for e in jq.events(jobs[0].id)]
+    assert final == ["done"]
+    deliveries = jq.redis.xrange("imagine:deliveries")
+    assert [f[b"job_id"].decode() for _, f in deliveries] == [jobs[0].id]
+
+
+def test_position_puts_fast_jobs_of_the_same_model_first(jq: JobQueue) -> None:
+    relax = make_job(user="1", speed="relax")
+    fast = [make_job(user=str(10 + i)) for i in range(2)]
+    other_model = make_job(user="5", model="sd15")
+    for j in [relax, *fast, other_model]:
+        jq.submit(j)
+    assert [jq.position(j.id) for j in fast] == [1, 2]
+    assert jq.position(relax.id) == 3
+    assert jq.position(other_model.id) == 1
+    jq.start(fast[0].id, "w")
+    assert jq.position(fast[0].id) is None  # running: no longer in line, but RQ pops it itself
+
+
+def test_cancel_held_queued_and_running_jobs(jq: JobQueue) -> None:
+    jobs = [make_job(f"job {i}") for i in range(4)]
+    for j in jobs:
+        jq.submit(j)
+    # held: gone at once
+    assert jq.cancel(jobs[3].id, "111") is JobStatus.CANCELLED
+    assert jq.redis.llen("imagine:user:111:held") == 0
+    # queued: removed from RQ at once
+    assert jq.cancel(jobs[1].id, "111") is JobStatus.CANCELLED
+    assert jobs[1].id not in rq_ids(jq)
+    # running: the worker is told (flag) and the job is not final yet
+    assert jq.start(jobs[0].id, "w1") is not None
+    assert jq.cancel(jobs[0].id, "111") is JobStatus.RUNNING
+    assert jq.cancel_requested(jobs[0].id)
+    assert jq.state(jobs[0].id).status is JobStatus.RUNNING
+    # finished jobs report their final status
+    assert jq.cancel(jobs[3].id, "111") is JobStatus.CANCELLED
+    assert [e.type for e in jq.events(jobs[1].id)] == ["cancelled"]
+
+
+def test_only_the_owner_or_an_admin_may_cancel(jq: JobQueue) -> None:
+    job = make_job(user="111")
+    jq.submit(job)
+    with pytest.raises(NotJobOwner):
+        jq.cancel(job.id, "222")
+    assert jq.cancel(job.id, "222", admin=True) is JobStatus.CANCELLED
+
+
+def test_a_job_cancelled_before_a_worker_takes_it_never_starts(jq: JobQueue) -> None:
+    job = make_job()
+    jq.submit(job)
+    jq.redis.hset(job_key(job.id), "cancel", "1")  # as if cancel raced the worker's dequeue
+    assert jq.start(job.id, "w1") is None
+    assert jq.state(job.id).status is JobStatus.CANCELLED
+    assert jq.start(job.id, "w2") is None  # and never twice
+
+
+def test_unknown_job(jq: JobQueue) -> None:
+    with pytest.raises(JobNotFound) as err:
+        jq.state("0" * 32)
+    assert "`" + "0" * 32 + "`" in err.value.message
+
+
+def test_progress_events_then_the_final_event(jq: JobQueue) -> None:
+    job = make_job()
+    jq.submit(job)
+    jq.start(job.id, "w1")
+    for step in range(1, 5):
+        jq.publish_progress(job.id, step=step, steps=4, preview_png=b"\x89PNG" if step == 2 else None)
+    jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE))
+    events = list(jq.follow(job.id))
+    assert [e.data.get("percent") for e in events[:-1]] == [25, 50, 75, 100]
+    assert events[1].preview == b"\x89PNG" and events[0].preview is None
+    assert events[-1].type == "done"
+    assert jq.state(job.id).progress == {"step": 4, "steps": 4, "percent": 100}
+
+
+def test_recover_fails_jobs_of_dead_workers_and_requeues_lost_ones(jq: JobQueue) -> None:
+    running, lost = make_job("running"), make_job("lost")
+    jq.submit(running)
+    jq.submit(lost)
+    jq.announce_worker({"name": "alive", "models": ["tiny"]}, ttl_s=60)
+    jq.start(running.id, "dead-worker")  # never announced: its heartbeat is gone
+    jq.redis.delete(f"rq:job:{lost.id}")  # as if the process died between admission and RQ
+    jq.redis.lrem(jq.rq_queue(queue_name("fast", "tiny")).key, 0, lost.id)
+    touched = jq.recover()
+    assert set(touched) == {running.id, lost.id}
+    state = jq.state(running.id)
+    assert state.status is JobStatus.FAILED
+    assert state.result.error == ErrorInfo(
+        type="WorkerLost",
+        title="Worker lost",
+        message="The worker running this job stopped unexpectedly; nothing was delivered. "
+        "Please submit it again.",
+    )
+    assert lost.id in rq_ids(jq)
+    assert jq.recover() == []  # idempotent
+
+
+def test_a_redis_that_is_down_gives_a_clear_error() -> None:
+    jq = JobQueue(redis.Redis(port=1, socket_connect_timeout=0.5))
+    with pytest.raises(RedisUnavailable) as err:
+        jq.submit(make_job())
+    assert "cannot be reached" in err.value.message and "redis://" not in err.value.message
