@@ -144,6 +144,7 @@ _BY_NAME: dict[str, ParamSpec] = {n: spec for spec in PARAMETERS for n in spec.n
 # values (`--ar=3:2`, `--v6`) are reported rather than silently read as text.
 _PARAM_RE = re.compile(r"(?:^|(?<=\s))(?:--|[—–])([^\W\d_]\S*)")
 _NAME_PREFIX_RE = re.compile(r"[^\W\d_]+")
+_GLUED_VALUE_START = frozenset("=:.0123456789")  # `--ar=3:2`, `--v6`: a value glued to a name
 _INT_RE = re.compile(r"[+-]?\d+", re.ASCII)
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
 _RATIO_RE = re.compile(r"(\d+):(\d+)", re.ASCII)
@@ -180,7 +181,7 @@ def parse(text: str, *, models: Collection[str] | None = None) -> list[ImagineRe
     jobs = count_jobs(requests)
     if jobs > MAX_JOBS_PER_PROMPT:
         raise InvalidPrompt(
-            f"This prompt makes {jobs} jobs ({len(requests)} permutation(s) counting `--repeat`); "
+            f"This prompt makes {jobs} jobs ({len(requests)} prompt(s), each run `--repeat` times); "
             f"the limit is {MAX_JOBS_PER_PROMPT} jobs per prompt."
         )
     return requests
@@ -452,11 +453,12 @@ def _lookup(name: str) -> ParamSpec:
     if spec is not None:
         return spec
     prefix = _NAME_PREFIX_RE.match(name)
-    if prefix and prefix.group().lower() in _BY_NAME and prefix.end() < len(name):
+    rest = name[prefix.end() :] if prefix else ""
+    if prefix and prefix.group().lower() in _BY_NAME and rest[:1] in _GLUED_VALUE_START:
         known = prefix.group()
         raise InvalidParameter(
             f"Malformed parameter {quote('--' + name)}; put a space between {quote('--' + known)} "
-            f"and its value, like `--{known.lower()} {name[prefix.end():].lstrip('=:')}`."
+            f"and its value, like `--{known.lower()} {rest.lstrip('=:')}`."
         )
     close = difflib.get_close_matches(name.lower()[:40], list(_BY_NAME), n=1, cutoff=0.6)
     if close:

@@ -1,0 +1,145 @@
+"""The ``imagine`` command: one entry point, one subcommand per job a person runs by hand.
+
+    imagine parse "PROMPT" [--json]        the normalized request(s), or the error (exit 2)
+    imagine run "PROMPT" [--model M] [--out DIR]   prompt -> queue -> worker -> images on disk
+    imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
+    imagine schema                         the JSON schema of the job contract
+
+Worker code (torch) is imported only by ``run`` and ``worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from imagine.errors import ImagineError, UserError
+from imagine.settings import get_settings
+
+err_console = Console(stderr=True)
+
+
+def request_json(request: Any) -> dict[str, Any]:
+    """A request as `imagine parse --json` prints it: every parameter resolved."""
+    data: dict[str, Any] = request.model_dump(mode="json")
+    data["params"]["aspect"] = str(request.params.aspect)
+    data["total_weight"] = request.total_weight
+    data["positives"] = [p.model_dump() for p in request.positives]
+    data["negatives"] = [p.model_dump() for p in request.negatives]
+    return data
+
+
+def print_error(exc: ImagineError) -> None:
+    err_console.print(f"[bold red]{exc.title}[/]: {exc.message}", highlight=False)
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from imagine.prompt import parse
+
+    try:
+        requests = parse(args.prompt, models=_model_names())
+    except UserError as exc:
+        if args.json:
+            print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False))
+        print_error(exc)
+        return 2
+    if args.json:
+        print(json.dumps([request_json(r) for r in requests], indent=2, ensure_ascii=False))
+    else:
+        console = Console()
+        for i, r in enumerate(requests, 1):
+            console.print(f"[bold]{i}.[/] {r.text}", highlight=False)
+            for p in r.parts:
+                console.print(f"   {p.weight:+g}  {p.text}", highlight=False)
+            params = {k: v for k, v in r.params.model_dump().items() if v not in (None, (), [])}
+            params["aspect"] = str(r.params.aspect)
+            console.print(f"   {params}", highlight=False)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from imagine.jobs import schema
+
+    print(json.dumps(schema(), indent=2))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.worker import run
+
+    settings = get_settings()
+    models = _split(args.models) or [settings.default_model]
+    run(models, _split(args.queues), settings, burst=args.burst)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from imagine.local_run import run_prompt
+
+    return run_prompt(args.prompt, model=args.model, out=args.out, user=args.user)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _model_names() -> list[str] | None:
+    """Names of the configured models, for validating --model (None: accept any)."""
+    try:
+        from worker.models import load_model_specs
+    except ImportError:  # a bot-only install: the worker checks the name instead
+        return None
+    return sorted(load_model_specs(get_settings().models_config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagine", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens to each job")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("parse", help="parse a prompt as /imagine would")
+    p.add_argument("prompt")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per job)")
+    p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("run", help="generate a prompt end to end and write the images")
+    p.add_argument("prompt")
+    p.add_argument("--model", default=None, help="model name (default: the deployment default)")
+    p.add_argument("--out", default="out", help="directory for grid.png, the images, result.json")
+    p.add_argument("--user", default="local", help="user id the job is submitted as")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("worker", help="run a worker that serves some models")
+    p.add_argument("--models", default=None, help="comma-separated model names")
+    p.add_argument("--queues", default="fast,relax", help="speeds in priority order")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("schema", help="print the job contract's JSON schema")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ImagineError as exc:
+        print_error(exc)
+        return 2 if isinstance(exc, UserError) else 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

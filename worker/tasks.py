@@ -1,0 +1,177 @@
+"""What a worker does for one job. RQ calls ``run_job(job_id)`` by its dotted path.
+
+The models are not loaded here: the worker process loads them once at start and installs
+a ``WorkerRuntime``; every job borrows them. A job always ends recorded in Redis, as done,
+failed with a reason the user can read, or cancelled; images go to the artifact store.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+from rq.timeouts import JobTimeoutException
+
+from imagine.artifacts import ArtifactStore, artifact_key
+from imagine.constants import PROGRESS_MIN_INTERVAL_S
+from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
+from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
+from imagine.queue import JobQueue
+from worker.generate import Generation, Progress, generate, make_grid
+from worker.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process holds for all its jobs: its name, Redis, artifacts and models."""
+
+    name: str
+    queue: JobQueue
+    artifacts: ArtifactStore
+    models: dict[str, LoadedModel]
+    current_job: str | None = field(default=None)
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def install(runtime: WorkerRuntime | None) -> None:
+    """Make ``runtime`` the one every job of this process uses."""
+    global _runtime
+    _runtime = runtime
+
+
+def current() -> WorkerRuntime:
+    if _runtime is None:
+        raise RuntimeError("no WorkerRuntime installed: run jobs with `imagine worker`")
+    return _runtime
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run_job(job_id: str) -> dict[str, str]:
+    """Run one job end to end; returns a small summary (RQ keeps it; the real result is in Redis)."""
+    rt = current()
+    job = rt.queue.start(job_id, rt.name)
+    if job is None:
+        return {"job_id": job_id, "status": "skipped"}
+    rt.current_job = job_id
+    t0 = time.perf_counter()
+    try:
+        result = _execute(rt, job)
+    except JobCancelled:
+        result = JobResult(job_id=job_id, status=JobStatus.CANCELLED, worker=rt.name)
+    except ImagineError as exc:
+        log.warning("job %s failed: %s", job_id, exc)
+        result = _failed(job_id, exc.to_dict(), rt.name)
+    except JobTimeoutException:
+        log.error("job %s timed out after %.0f s", job_id, time.perf_counter() - t0)
+        timeout = rt.queue.job_timeout_s
+        _finish(rt, job, _failed(job_id, {
+            "type": "JobTimeout", "title": "Job timed out",
+            "message": f"The job took longer than {timeout} s and was stopped; try a lower --quality.",
+        }, rt.name))
+        raise
+    except Exception:  # a bug: log it whole, tell the user something short with the job id
+        log.exception("job %s crashed", job_id)
+        result = _failed(job_id, {
+            "type": "InternalError", "title": "Something went wrong",
+            "message": f"The worker hit an internal error on job {job_id}; the admins can see it in the logs.",
+        }, rt.name)
+    _finish(rt, job, result)
+    return {"job_id": job_id, "status": result.status.value}
+
+
+def _finish(rt: WorkerRuntime, job: Job, result: JobResult) -> None:
+    rt.current_job = None
+    rt.queue.finish(job.id, result, job=job)
+
+
+def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
+    return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error), worker=worker)
+
+
+def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
+    t_start = time.perf_counter()
+    # 1. The model (loaded at worker start; routing guarantees we serve it).
+    model = rt.models[job.model]
+    # 2. The parent image, for follow-ups on one image of an earlier job.
+    parent = _parent_image(rt, job) if job.kind in (JobKind.VARIATION, JobKind.UPSCALE) else None
+    # 3. Generate, publishing progress and checking the cancel flag every step.
+    gen = generate(
+        model,
+        job,
+        parent_image=parent,
+        on_progress=_progress_publisher(rt.queue, job.id),
+        should_cancel=lambda: rt.queue.cancel_requested(job.id),
+    )
+    # 4. Store the images; the result carries their keys only.
+    t_store = time.perf_counter()
+    keys = tuple(
+        rt.artifacts.put(artifact_key(job.id, f"image_{i}.png"), png(img))
+        for i, img in enumerate(gen.images, start=1)
+    )
+    grid = None
+    if len(gen.images) == 4:
+        grid = rt.artifacts.put(artifact_key(job.id, "grid.png"), png(make_grid(gen.images)))
+    timings = dict(gen.timings)
+    timings["store"] = time.perf_counter() - t_store
+    timings["total"] = time.perf_counter() - t_start
+    return _done(job, gen, keys, grid, timings, rt.name)
+
+
+def _done(
+    job: Job, gen: Generation, keys: tuple[str, ...], grid: str | None,
+    timings: dict[str, float], worker: str,
+) -> JobResult:
+    return JobResult(
+        job_id=job.id,
+        status=JobStatus.DONE,
+        images=keys,
+        grid=grid,
+        seeds=tuple(gen.seeds),
+        width=gen.width,
+        height=gen.height,
+        steps=gen.steps,
+        guidance_scale=gen.guidance_scale,
+        timings=timings,
+        encoding=gen.encoding,
+        notes=tuple(gen.notes),
+        worker=worker,
+    )
+
+
+def _parent_image(rt: WorkerRuntime, job: Job) -> Image.Image:
+    if job.parent_id is None or job.index is None:
+        raise ValueError(f"job {job.id} ({job.kind}) needs parent_id and index")
+    parent = rt.queue.state(job.parent_id)
+    if parent.result is None or len(parent.result.images) < job.index:
+        raise JobNotFound(f"Image {job.index} of job {quote(job.parent_id)} is not available any more.")
+    data = rt.artifacts.get(parent.result.images[job.index - 1])
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _progress_publisher(queue: JobQueue, job_id: str) -> Callable[[Progress], None]:
+    """Publish progress at most every PROGRESS_MIN_INTERVAL_S, but always previews and the end."""
+    last = 0.0
+
+    def publish(p: Progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if p.preview is None and p.step < p.steps and now - last < PROGRESS_MIN_INTERVAL_S:
+            return
+        last = now
+        preview = png(p.preview) if p.preview is not None else None
+        queue.publish_progress(job_id, step=p.step, steps=p.steps, preview_png=preview)
+
+    return publish

@@ -1,0 +1,143 @@
+"""The GPU worker process: load the models once, announce itself, run jobs in-process.
+
+``imagine worker --models tiny,sd15 --queues fast,relax`` listens, in this order, on
+``imagine:fast:tiny``, ``imagine:fast:sd15``, ``imagine:relax:tiny``, ``imagine:relax:sd15``:
+fast before relax, and only the models it holds (workers with different models share Redis).
+
+Jobs run in this process (an RQ SimpleWorker): CUDA cannot be used in a forked child and a
+model must not be reloaded per job. A heartbeat thread refreshes the worker's announcement
+(host, models, device, GPU) and settles jobs that dead workers left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+import torch
+from rq.serializers import JSONSerializer
+from rq.worker import SimpleWorker
+
+from imagine.artifacts import artifact_store
+from imagine.queue import JobQueue, queue_name
+from imagine.settings import Settings
+from worker import tasks
+from worker.models import LoadedModel, load_model, load_model_specs, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def set_torch_threads(settings: Settings) -> int:
+    """Deliberately: all cores this process may use, unless configured (several workers per box)."""
+    n = settings.torch_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def load_models(names: list[str], settings: Settings) -> dict[str, LoadedModel]:
+    """Load each named model once, on the configured device."""
+    specs = load_model_specs(settings.models_config)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; configured: {sorted(specs)}")
+    device, dtype = pick_device(settings.device, settings.dtype)
+    return {
+        n: load_model(specs[n], device=device, dtype=dtype, cache_dir=settings.model_cache_dir,
+                      compile=settings.compile)
+        for n in names
+    }
+
+
+def device_info(models: dict[str, LoadedModel]) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": "cpu", "torch_threads": torch.get_num_threads()}
+    first = next(iter(models.values()), None)
+    if first is not None and str(first.device).startswith("cuda"):
+        props = torch.cuda.get_device_properties(first.device)
+        info.update(device=str(first.device), gpu=props.name,
+                    gpu_memory_gb=round(props.total_memory / 2**30, 1))
+    return info
+
+
+class Heartbeat(threading.Thread):
+    """Announces the worker every ``interval`` s (expiring after ``ttl``) and runs recovery."""
+
+    def __init__(self, runtime: tasks.WorkerRuntime, info: dict[str, Any], interval: float, ttl: float):
+        super().__init__(name="heartbeat", daemon=True)
+        self.runtime, self.info, self.interval, self.ttl = runtime, info, interval, ttl
+        self.stopped = threading.Event()
+
+    def beat(self) -> None:
+        info = dict(self.info, busy=self.runtime.current_job, last_seen=time.time())
+        self.runtime.queue.announce_worker(info, self.ttl)
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.beat()
+                self.runtime.queue.recover()
+            except Exception:  # keep beating through a Redis hiccup
+                log.exception("heartbeat failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.runtime.queue.redis.delete(f"imagine:worker:{self.info['name']}")
+
+
+def listen_order(models: list[str], speeds: list[str]) -> list[str]:
+    return [queue_name(speed, model) for speed in speeds for model in models]
+
+
+def build(
+    connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings
+) -> tuple[SimpleWorker, Heartbeat]:
+    """An RQ worker over our queues with the runtime installed and its heartbeat ready."""
+    name = worker_name()
+    jq = JobQueue(
+        connection,
+        running_limit=settings.running_limit,
+        waiting_limit=settings.waiting_limit,
+        job_timeout_s=settings.job_timeout_s,
+        result_ttl_s=settings.result_ttl_s,
+    )
+    runtime = tasks.WorkerRuntime(
+        name=name,
+        queue=jq,
+        artifacts=artifact_store(connection, settings.artifact_dir, settings.result_ttl_s),
+        models=models,
+    )
+    tasks.install(runtime)
+    queues = [jq.rq_queue(q) for q in listen_order(list(models), speeds)]
+    rq_worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
+    info = {"name": name, "host": socket.gethostname(), "pid": os.getpid(),
+            "models": list(models), "queues": [q.name for q in queues], "started_at": time.time(),
+            **device_info(models)}
+    heartbeat = Heartbeat(runtime, info, settings.worker_heartbeat_s, settings.worker_ttl_s)
+    heartbeat.beat()
+    return rq_worker, heartbeat
+
+
+def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool = False,
+        connection: redis.Redis | None = None) -> None:
+    """Load models, then work until stopped (or, with burst, until the queues are empty)."""
+    set_torch_threads(settings)
+    t0 = time.perf_counter()
+    loaded = load_models(models, settings)
+    log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
+    conn = connection or JobQueue.from_settings(settings).redis
+    rq_worker, heartbeat = build(conn, loaded, speeds, settings)
+    heartbeat.start()
+    try:
+        rq_worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
+    finally:
+        heartbeat.stop()
+        tasks.install(None)
