@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(exc, UserError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `imagine parse ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ Grammar (what ``/imagine prompt:`` accepts), applied in this order::
 4. **Image links** are the leading URL-looking tokens; text is required after them.
 5. **Multi-prompts.** ``::`` splits the text into weighted parts (``hot::2 dog`` -> ``hot``
    at 2, ``dog`` at 1). Empty parts are dropped. Each ``--no`` item is appended as a part
-   at ``NO_WEIGHT`` (-0.5). A total weight that is not above 0 is refused.
+   at ``NO_WEIGHT`` (-0.5). A total of the ``::`` weights that is not above 0 is refused
+   (``--no`` items are not counted, so any number of them can follow a plain prompt).
 
 Every refusal is an :class:`~imagine.errors.UserError` subclass whose message quotes the
 offending fragment and says what is allowed; nothing else escapes :func:`parse`.
@@ -176,7 +177,7 @@ def parse(text: str, *, models: Collection[str] | None = None) -> list[ImagineRe
     if not text.strip():
         raise InvalidPrompt("The prompt is empty; write what you want to see, like `a fox in the snow`.")
 
-    expansions = expand_permutations(text)
+    expansions = _expand_permutations(text)
     requests = [_parse_one(expansion, models) for expansion in expansions]
     jobs = count_jobs(requests)
     if jobs > MAX_JOBS_PER_PROMPT:
@@ -206,7 +207,7 @@ class _Group:
         self.options: list[list[str | _Group]] = []
 
 
-def expand_permutations(text: str) -> list[str]:
+def _expand_permutations(text: str) -> list[str]:
     """Expand every ``{a, b}`` group; refuse more than ``MAX_JOBS_PER_PROMPT`` results."""
     if _BRACE_CHARS_RE.search(text) is None:
         return [text]
@@ -316,15 +317,16 @@ def _parse_one(text: str, models: Collection[str] | None) -> ImagineRequest:
     prompt_text = " ".join(tokens)
 
     parts = _split_weights(prompt_text)
-    no_items = values.get("no", ())
-    parts.extend((item, NO_WEIGHT) for item in no_items)
+    # The rule is on the weights the user wrote with `::`. `--no` items (each -0.5) are not
+    # counted: otherwise `a garden --no people, cars` (1 - 0.5 - 0.5 = 0) would be refused.
     total = math.fsum(w for _, w in parts)
     if not total > 0:
         shown = " + ".join(_fmt(w) for _, w in parts)
         raise InvalidPrompt(
-            f"Prompts with a negative total weight are not allowed: the weights of {quote(text.strip())} "
+            f"Prompts with a negative total weight are not allowed: the weights of {quote(prompt_text)} "
             f"add up to {shown} = {_fmt(total)}, and the total must be above 0."
         )
+    parts.extend((item, NO_WEIGHT) for item in values.get("no", ()))
 
     try:
         return ImagineRequest(
@@ -500,8 +502,11 @@ def _parse_value(
 def _int_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> int:
     if _INT_RE.fullmatch(raw) is None:
         raise InvalidParameter(f"{quote(written)} is not a whole number; {flag} takes {spec.allowed}.")
-    digits = raw.lstrip("+-").lstrip("0")
-    value = int(raw) if len(digits) <= 18 else (-1 if raw[0] == "-" else 10**18)
+    digits = raw.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 18:  # far out of every range (and int() refuses > 4,300 digits)
+        value = -1 if raw[0] == "-" else 10**18
+    else:
+        value = -int(digits) if raw[0] == "-" else int(digits)
     return _in_range(spec, value, written, flag)
 
 
@@ -527,9 +532,10 @@ def _quality_value(spec: ParamSpec, raw: str, written: str, flag: str, models: A
 
 def _ratio_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> AspectRatio:
     m = _RATIO_RE.fullmatch(raw)
-    if m is None or len(raw) > 40:
+    sides = [side.lstrip("0") or "0" for side in m.groups()] if m else []
+    if not sides or any(len(side) > 9 for side in sides):
         raise InvalidParameter(f"{quote(written)} is not an aspect ratio; {flag} takes {spec.allowed}.")
-    w, h = int(m.group(1)), int(m.group(2))
+    w, h = int(sides[0]), int(sides[1])
     if w == 0 or h == 0:
         raise InvalidParameter(f"{quote(written)} has a zero side; {flag} takes {spec.allowed}.")
     g = math.gcd(w, h)
@@ -554,7 +560,9 @@ def _model_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Col
     for model in models:
         if model.lower() == raw.lower():
             return model
-    allowed = _or_list([f"`{m}`" for m in sorted(models)]) or "none are configured"
+    if not models:
+        raise InvalidParameter(f"{quote(written)} cannot be used: no models are configured to choose from.")
+    allowed = _or_list([f"`{m}`" for m in sorted(models)])
     raise InvalidParameter(f"{quote(written)} is not one of our models; {flag} takes {allowed}.")
 
 

@@ -132,9 +132,11 @@ def test_no_items_are_stripped_and_empty_ones_ignored():
     assert one("a::3 --no  red  cars , , trees,").params.no == ("red cars", "trees")
 
 
-def test_two_no_items_on_one_plain_part_total_zero():
-    # 1 - 0.5 - 0.5 = 0: the rule (total must be above 0) applies to --no items too
-    refused("a garden --no people, cars", InvalidPrompt, "a garden --no people, cars")
+def test_no_items_do_not_count_toward_the_total_weight():
+    # 1 - 0.5 - 0.5 would be 0: a plain prompt must still take any number of --no items
+    r = one("a garden --no people, cars, text, watermark")
+    assert r.positives == (SubPrompt(text="a garden", weight=1.0),)
+    assert [p.weight for p in r.negatives] == [-0.5] * 4
 
 
 @pytest.mark.parametrize(
@@ -142,7 +144,7 @@ def test_two_no_items_on_one_plain_part_total_zero():
     [
         ("a::-1", "a::-1"),
         ("a::1 b::-1", "a::1 b::-1"),  # a total of 0 is not positive either
-        ("a::0.5 --no b, c", "a::0.5 --no b, c"),
+        ("a::0.5 b::-1 --no c", "a::0.5 b::-1"),
     ],
 )
 def test_negative_total_weight_refused(text, shown):
@@ -267,6 +269,31 @@ def test_control_characters_do_not_crash(text):
         parse(text)
     except UserError:
         pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x --seed " + "0" * 5000 + "1",  # int() refuses strings over 4,300 digits
+        "x --seed " + "9" * 5000,
+        "x --ar " + "0" * 3000 + "16:" + "0" * 2000 + "9",
+        "x --ar " + "9" * 5000 + ":1",
+        "a::" + "9" * 5000 + " b",
+        "a::" * 2000,
+        "{a,b}" * 1200,
+        "{" * 3000,
+        "x --" + "a" * 5990,
+        "https://" + "a" * 5990,
+        "—" * 6000,
+    ],
+)
+def test_pathological_inputs_are_refused_or_parsed_quickly(text):
+    start = time.perf_counter()
+    try:
+        parse(text)
+    except UserError:
+        pass
+    assert time.perf_counter() - start < 0.5
 
 
 def test_non_string_input():
@@ -491,6 +518,7 @@ def test_models():
     err = refused("x --v 6", InvalidParameter, "--v 6", "sdxl", "Flux-Dev", models=models)
     assert "one of our models" in err.message
     assert one("x --v anything").params.model == "anything"
+    refused("x --v sdxl", InvalidParameter, "--v sdxl", models=[])
 
 
 # ---------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
 def _unet() -> UNet2DConditionModel:
     torch.manual_seed(SEED)
     return UNet2DConditionModel(
-        sample_size=8,
+        sample_size=16,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
@@ -195,7 +195,7 @@ def _vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=1,
         norm_num_groups=4,
-        sample_size=64,
+        sample_size=128,
     )
 
 

@@ -1,0 +1,47 @@
+"""`imagine parse` and `imagine schema` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imagine.cli import main
+
+
+def test_parse_json_prints_one_object_per_job_with_every_parameter(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["parse", "a {red, green} fox::2 forest --ar 32:18 --no people", "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert [j["text"] for j in jobs] == ["a red fox::2 forest", "a green fox::2 forest"]
+    first = jobs[0]
+    assert first["parts"] == [
+        {"text": "a red fox", "weight": 2.0},
+        {"text": "forest", "weight": 1.0},
+        {"text": "people", "weight": -0.5},
+    ]
+    assert first["positives"] == [
+        {"text": "a red fox", "weight": pytest.approx(2 / 3)},
+        {"text": "forest", "weight": pytest.approx(1 / 3)},
+    ]
+    assert first["negatives"] == [{"text": "people", "weight": -0.5}]
+    assert first["params"]["aspect"] == "16:9"
+    assert set(first["params"]) >= {"seed", "chaos", "stylize", "quality", "stop", "tile", "repeat",
+                                    "no", "weird", "iw", "style", "model", "speed"}
+
+
+def test_parse_error_exits_2_with_the_users_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["parse", "a cat --aspct 2:3", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"] == {
+        "type": "InvalidParameter",
+        "title": "Invalid parameter",
+        "message": "Unknown parameter `--aspct`; did you mean `--aspect`?",
+    }
+    assert "Invalid parameter" in err and "Traceback" not in err
+
+
+def test_schema_is_versioned(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["version"] == 1
+    assert "requester" in schema["job"]["properties"] and "error" in schema["result"]["properties"]

@@ -1,0 +1,83 @@
+"""Shared fixtures of the worker tests: the tiny model, built and loaded once per session, on the CPU.
+
+Import the fixtures into a test module with ``from tests.worker_fixtures import ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from imagine.jobs import Job, JobKind, Requester
+from imagine.request import ImagineRequest, Params, SubPrompt
+from worker.models import BUILTIN_SPECS, LoadedModel, load_model
+
+
+@pytest.fixture(scope="session")
+def worker_env() -> Iterator[None]:
+    """Offline, and one torch thread: the test machines are small and shared, and a second
+    thread buys the tiny networks little while a busy neighbour core can stall it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory, worker_env: None) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny(model_cache: Path) -> LoadedModel:
+    """The ``tiny`` model, loaded once for the session (tests must leave it as they found it)."""
+    return load_model(BUILTIN_SPECS["tiny"], device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+
+
+@dataclass
+class CallCounter:
+    calls: int = 0
+    largest_batch: int = 0
+
+
+@pytest.fixture
+def unet_calls(tiny: LoadedModel) -> Iterator[CallCounter]:
+    """Counts the tiny UNet's forward calls during one test."""
+    counter = CallCounter()
+
+    def count(module: torch.nn.Module, args: tuple, output: object) -> None:
+        counter.calls += 1
+        counter.largest_batch = max(counter.largest_batch, args[0].shape[0])
+
+    handle = tiny.pipe.unet.register_forward_hook(count)
+    yield counter
+    handle.remove()
+
+
+def make_request(*parts: tuple[str, float], **params: object) -> ImagineRequest:
+    """A request from ``(text, weight)`` parts; ``--no`` items are parts of weight -0.5."""
+    subprompts = tuple(SubPrompt(text=text, weight=weight) for text, weight in parts)
+    text = " ".join(text for text, weight in parts if weight > 0)
+    return ImagineRequest(text=text, parts=subprompts, params=Params(**params))
+
+
+def make_job(
+    prompt: str = "a cat in a garden",
+    *,
+    seed: int = 1234,
+    kind: JobKind = JobKind.IMAGINE,
+    model: str = "tiny",
+    parts: tuple[tuple[str, float], ...] | None = None,
+    **params: object,
+) -> Job:
+    request = make_request(*(parts or ((prompt, 1.0),)), **params)
+    extra: dict[str, object] = {}
+    if kind in (JobKind.VARIATION, JobKind.UPSCALE):
+        extra = {"parent_id": "parent", "index": 1}
+    return Job(kind=kind, request=request, model=model, seed=seed, requester=Requester(user_id="1"), **extra)

@@ -1,0 +1,414 @@
+"""One job's images: ``generate(model, job)``, written as numbered steps like a diffusers pipeline.
+
+How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multiple``, 8 by default):
+
+- Size (--ar W:H). The pixel budget of a 1:1 image, ``base_size**2``, is kept:
+  ``w = sqrt(budget * W/H)``, ``h = budget / w``, each rounded to the nearest multiple of M
+  (at least M). At base 512: 16:9 -> 680x384, 2:3 -> 416x624, 4:1 -> 1024x256. At the
+  tiny model's base 64: 1:1 -> 64x64, 16:9 -> 88x48, 2:3 -> 56x80, 4:1 -> 128x32.
+- Guidance (--stylize s, 0-1000) for CFG models: ``g = min(20, 1 + (g0 - 1) sqrt(s / 100))``
+  with g0 the model's guidance, so s = 100 gives g0, s = 0 gives 1 (no CFG) and s = 1000
+  about 3.2 g0 (capped). Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so.
+- Steps (--quality q): ``max(1, round(default_steps * q))``, at most ``spec.max_steps``
+  (SD-Turbo: 1-4). Image-to-image runs ``int(steps * strength)`` of them (diffusers' rule), so
+  steps are raised to at least ``ceil(1 / strength)`` there to run one step or more.
+- Seeds: image i of a grid uses seed ``(job.seed + i) mod 2**32``, one fresh CPU generator each.
+  Same job, same images.
+- Chaos (--chaos c, 0-100): the grid's starting noises share a component,
+  ``x_i = sqrt(1 - rho) e_i + sqrt(rho) e_shared`` with ``rho = 0.5 (1 - c / 100)``, where e_i
+  comes from image i's seed and e_shared from seed ``(job.seed + 2**31) mod 2**32``. Each x_i
+  is still unit Gaussian noise; two images' noises correlate by rho: 0.5 at --chaos 0 (similar
+  compositions), 0 at --chaos 100 (independent). Image-to-image jobs draw their own noise.
+- Stop (--stop p): denoising ends after ``ceil(steps * p / 100)`` steps; what there is is decoded.
+- Tile (--tile): every Conv2d of the UNet and VAE pads circularly during this job only.
+- Variation: image-to-image from the parent image at strength 0.35 (subtle) or 0.7 (strong,
+  the default), four images, the grid's seeds. Upscale: the parent image resized 2x (Lanczos)
+  and refined by image-to-image at strength 0.3, one image, seed job.seed; --stop does not apply.
+- Out of GPU memory: the batch is retried once as two sequential halves (same seeds, same
+  images), then ``OutOfMemory`` is raised.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from imagine.constants import IMAGES_PER_JOB, PREVIEW_EVERY_STEPS
+from imagine.errors import JobCancelled, OutOfMemory
+from imagine.jobs import Job, JobKind
+from imagine.request import AspectRatio
+from worker.models import LoadedModel, ModelSpec
+from worker.preview import latents_to_preview
+from worker.text_encoding import Conditioning
+
+VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
+UPSCALE_FACTOR = 2
+UPSCALE_STRENGTH = 0.3
+MAX_GUIDANCE = 20.0
+SEED_SPACE = 2**32
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One denoising step done. ``preview``: a small grid of the current latents, now and then."""
+
+    step: int
+    steps: int
+    percent: float
+    preview: Image.Image | None = None
+
+
+@dataclass
+class Generation:
+    """A job's images and how they were made."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    width: int
+    height: int
+    steps: int  # denoising steps run (after --stop and the image-to-image strength)
+    guidance_scale: float
+    timings: dict[str, float]  # seconds: encode, denoise, decode
+    encoding: dict[str, object]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A job's resolved settings."""
+
+    width: int
+    height: int
+    steps: int  # the scheduler's steps (num_inference_steps)
+    steps_to_run: int  # denoising steps that actually run
+    guidance_scale: float
+    cfg: bool
+    seeds: list[int]
+    init_image: Image.Image | None  # image-to-image from it, or text-to-image
+    strength: float | None
+    notes: list[str]
+
+
+def generate(
+    model: LoadedModel,
+    job: Job,
+    *,
+    parent_image: Image.Image | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> Generation:
+    """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``."""
+    # 1. Check inputs
+    check_inputs(model, job, parent_image)
+    if should_cancel():
+        raise JobCancelled("The job was cancelled before it started.")
+
+    # 2. Resolve size, steps, guidance, seeds
+    plan = _resolve(model, job, parent_image)
+    timings: dict[str, float] = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
+
+    # 3. Encode prompt
+    start = time.perf_counter()
+    cond = model.text_encoder.encode_request(job.request, cfg=plan.cfg)
+    timings["encode"] = time.perf_counter() - start
+
+    # 4. Prepare noise (text-to-image; image-to-image draws its own from the generators)
+    noise = None if plan.init_image is not None else _starting_noise(model, plan, job)
+
+    # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
+    denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel)
+    with _circular_padding(model, enabled=job.request.params.tile):
+        images = _run_with_memory_fallback(model, plan, cond, noise, denoising, timings)
+
+    # 7. Output
+    return Generation(
+        images=images,
+        seeds=plan.seeds,
+        width=images[0].width,
+        height=images[0].height,
+        steps=plan.steps_to_run,
+        guidance_scale=plan.guidance_scale,
+        timings=timings,
+        encoding=cond.info,
+        notes=plan.notes + cond.notes + denoising.notes,
+    )
+
+
+def check_inputs(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> None:
+    if job.kind not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION, JobKind.UPSCALE):
+        raise ValueError(f"generate() makes no images for {job.kind} jobs")
+    if job.model != model.spec.name:
+        raise ValueError(f"the job is for model {job.model!r} but model {model.spec.name!r} was given")
+    needs_parent = job.kind in (JobKind.VARIATION, JobKind.UPSCALE)
+    if needs_parent and parent_image is None:
+        raise ValueError(f"a {job.kind} job needs its parent image")
+    if not needs_parent and parent_image is not None:
+        raise ValueError(f"a {job.kind} job takes no parent image")
+
+
+# 2. Resolve ----------------------------------------------------------------------------------
+
+
+def image_size(spec: ModelSpec, aspect: AspectRatio) -> tuple[int, int]:
+    """Width and height for ``aspect`` with the pixel count of a ``base_size`` square."""
+    budget = spec.base_size**2
+    width = math.sqrt(budget * aspect.ratio)
+    return _snap(width, spec.size_multiple), _snap(budget / width, spec.size_multiple)
+
+
+def guidance_scale(spec: ModelSpec, stylize: int) -> float:
+    """The CFG scale for ``--stylize``: the model's own at 100, 1 at 0, rising as its square root."""
+    if not spec.supports_cfg:
+        return spec.guidance_scale
+    return min(MAX_GUIDANCE, 1 + (spec.guidance_scale - 1) * math.sqrt(stylize / 100))
+
+
+def denoising_steps(spec: ModelSpec, quality: float) -> int:
+    """The scheduler's step count for ``--quality``."""
+    steps = max(1, round(spec.default_steps * quality))
+    return min(steps, spec.max_steps) if spec.max_steps else steps
+
+
+def _snap(pixels: float, multiple: int) -> int:
+    return max(multiple, int(pixels / multiple + 0.5) * multiple)
+
+
+def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> _Plan:
+    spec, params = model.spec, job.request.params
+    notes: list[str] = []
+    steps = denoising_steps(spec, params.quality)
+    guidance = guidance_scale(spec, params.stylize)
+    if not spec.supports_cfg and params.stylize != 100:
+        notes.append(f"--stylize was ignored: {spec.name} runs without guidance.")
+
+    n_images, strength, init_image, stop = IMAGES_PER_JOB, None, None, params.stop
+    if job.kind == JobKind.VARIATION:
+        strength, init_image = VARIATION_STRENGTH[job.strength or "strong"], parent_image
+    elif job.kind == JobKind.UPSCALE:
+        assert parent_image is not None
+        n_images, strength, stop = 1, UPSCALE_STRENGTH, 100
+        size = (parent_image.width * UPSCALE_FACTOR, parent_image.height * UPSCALE_FACTOR)
+        init_image = parent_image.convert("RGB").resize(size, Image.LANCZOS)
+
+    if init_image is None:
+        width, height = image_size(spec, params.aspect)
+        run = steps
+    else:
+        width, height = init_image.size
+        steps = max(steps, math.ceil(1 / strength))
+        run = min(int(steps * strength), steps)  # as diffusers' img2img get_timesteps
+    steps_to_run = max(1, math.ceil(run * stop / 100 - 1e-9))
+    if steps_to_run < run:
+        notes.append(f"Stopped at {stop}%: {steps_to_run} of {run} steps.")
+
+    return _Plan(
+        width=width,
+        height=height,
+        steps=steps,
+        steps_to_run=steps_to_run,
+        guidance_scale=guidance,
+        cfg=guidance > 1 and model.pipe.unet.config.time_cond_proj_dim is None,  # the pipeline's rule
+        seeds=[(job.seed + i) % SEED_SPACE for i in range(n_images)],
+        init_image=init_image,
+        strength=strength,
+        notes=notes,
+    )
+
+
+# 4. Noise ------------------------------------------------------------------------------------
+
+
+def chaos_mix(noises: torch.Tensor, shared: torch.Tensor, chaos: int) -> torch.Tensor:
+    """``sqrt(1 - rho) noises + sqrt(rho) shared`` with ``rho = 0.5 (1 - chaos / 100)``."""
+    rho = 0.5 * (1 - chaos / 100)
+    return math.sqrt(1 - rho) * noises + math.sqrt(rho) * shared
+
+
+def _starting_noise(model: LoadedModel, plan: _Plan, job: Job) -> torch.Tensor:
+    """x_i for each image (module docstring), drawn on the CPU so that any device gives the same."""
+    factor = model.pipe.vae_scale_factor
+    shape = (1, model.pipe.unet.config.in_channels, plan.height // factor, plan.width // factor)
+    noises = torch.cat([randn_tensor(shape, generator=_generator(seed)) for seed in plan.seeds])
+    shared = randn_tensor(shape, generator=_generator((job.seed + SEED_SPACE // 2) % SEED_SPACE))
+    return chaos_mix(noises, shared, job.request.params.chaos).to(model.device, model.dtype)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+# 5. Denoise ----------------------------------------------------------------------------------
+
+
+class _Denoising:
+    """The pipeline's step callback: progress and previews, --stop, cancellation."""
+
+    def __init__(
+        self, steps_to_run: int, on_progress: Callable[[Progress], None] | None, should_cancel: Callable[[], bool]
+    ) -> None:
+        self.steps_to_run = steps_to_run
+        self.passes = 1
+        self.done = 0
+        self.cancelled = False
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel
+        self.notes: list[str] = []
+
+    def restart(self, passes: int) -> None:
+        """Count progress afresh over ``passes`` sequential batches."""
+        self.passes, self.done = passes, 0
+
+    def __call__(self, pipe: object, i: int, t: object, callback_kwargs: dict[str, torch.Tensor]) -> dict:
+        self.done += 1
+        if self.should_cancel():
+            self.cancelled = True
+            pipe._interrupt = True  # type: ignore[attr-defined]
+            return callback_kwargs
+        last = i + 1 >= self.steps_to_run
+        if last:
+            pipe._interrupt = True  # type: ignore[attr-defined]  # --stop (a no-op at the end)
+        if self.on_progress is not None:
+            total = self.steps_to_run * self.passes
+            preview = None
+            if last or self.done % PREVIEW_EVERY_STEPS == 0:
+                preview = make_grid(latents_to_preview(callback_kwargs["latents"]))
+            self.on_progress(Progress(self.done, total, 100 * self.done / total, preview))
+        return callback_kwargs
+
+
+def _run_with_memory_fallback(
+    model: LoadedModel,
+    plan: _Plan,
+    cond: Conditioning,
+    noise: torch.Tensor | None,
+    denoising: _Denoising,
+    timings: dict[str, float],
+) -> list[Image.Image]:
+    """All images in one batch; out of memory, once more as two halves one after the other."""
+    everything = [slice(0, len(plan.seeds))]
+    n_first = (len(plan.seeds) + 1) // 2
+    halves = [slice(0, n_first), slice(n_first, len(plan.seeds))]
+    try:
+        return _run_batches(model, plan, cond, noise, denoising, timings, everything)
+    except torch.OutOfMemoryError:
+        _free_memory(model.device)
+    if len(plan.seeds) == 1:
+        raise OutOfMemory(_oom_message(plan))
+    denoising.restart(passes=2)
+    denoising.notes.append("The GPU ran out of memory: the images were made two at a time.")
+    try:
+        return _run_batches(model, plan, cond, noise, denoising, timings, halves)
+    except torch.OutOfMemoryError as e:
+        _free_memory(model.device)
+        raise OutOfMemory(_oom_message(plan)) from e
+
+
+def _run_batches(
+    model: LoadedModel,
+    plan: _Plan,
+    cond: Conditioning,
+    noise: torch.Tensor | None,
+    denoising: _Denoising,
+    timings: dict[str, float],
+    batches: list[slice],
+) -> list[Image.Image]:
+    images: list[Image.Image] = []
+    for batch in batches:
+        start = time.perf_counter()
+        latents = _denoise(model, plan, cond, noise, denoising, batch)
+        timings["denoise"] += time.perf_counter() - start
+        if denoising.cancelled:
+            raise JobCancelled("The job was cancelled.")
+        start = time.perf_counter()
+        images += _decode(model, latents)
+        timings["decode"] += time.perf_counter() - start
+    return images
+
+
+def _denoise(
+    model: LoadedModel,
+    plan: _Plan,
+    cond: Conditioning,
+    noise: torch.Tensor | None,
+    denoising: _Denoising,
+    batch: slice,
+) -> torch.Tensor:
+    """The pipeline's denoising loop for the images in ``batch``; returns their latents."""
+    seeds = plan.seeds[batch]
+    negative = cond.negative_prompt_embeds
+    kwargs = dict(
+        prompt_embeds=cond.prompt_embeds.repeat(len(seeds), 1, 1),
+        negative_prompt_embeds=None if negative is None else negative.repeat(len(seeds), 1, 1),
+        guidance_scale=plan.guidance_scale,
+        num_inference_steps=plan.steps,
+        generator=[_generator(seed) for seed in seeds],
+        output_type="latent",  # 6. decodes, so that a cancelled job is never decoded
+        callback_on_step_end=denoising,
+    )
+    if plan.init_image is None:
+        assert noise is not None
+        return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
+    return model.img2img(image=plan.init_image, strength=plan.strength, **kwargs).images
+
+
+def _free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _oom_message(plan: _Plan) -> str:
+    return (
+        f"The GPU ran out of memory making {plan.width}x{plan.height} images, even two at a time. "
+        "Try a smaller aspect ratio or a lower --quality, or try again later."
+    )
+
+
+@contextmanager
+def _circular_padding(model: LoadedModel, *, enabled: bool) -> Iterator[None]:
+    """--tile: circular padding on every Conv2d of the UNet and VAE, restored afterwards."""
+    if not enabled:
+        yield
+        return
+    convs = [m for net in (model.pipe.unet, model.pipe.vae) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    saved = [conv.padding_mode for conv in convs]
+    try:
+        for conv in convs:
+            conv.padding_mode = "circular"
+        yield
+    finally:
+        for conv, mode in zip(convs, saved):
+            conv.padding_mode = mode
+
+
+# 6. Decode -----------------------------------------------------------------------------------
+
+
+def _decode(model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+    """Latents to PIL images through the VAE, as the pipeline itself decodes."""
+    vae = model.pipe.vae
+    with torch.inference_mode():
+        pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    return model.pipe.image_processor.postprocess(pixels, output_type="pil")
+
+
+# 7. Output -----------------------------------------------------------------------------------
+
+
+def make_grid(images: list[Image.Image]) -> Image.Image:
+    """The images side by side, two per row (four make Midjourney's 2x2 grid)."""
+    cols = min(2, len(images))
+    rows = math.ceil(len(images) / cols)
+    width, height = images[0].size
+    grid = Image.new("RGB", (cols * width, rows * height))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % cols) * width, (i // cols) * height))
+    return grid
