@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     worker_heartbeat_s: float = Field(default=c.WORKER_HEARTBEAT_S, gt=0)
     worker_ttl_s: float = Field(default=c.WORKER_TTL_S, gt=0)
 
+    # Discord bot (`imagine bot`)
+    dev_guild_id: int | None = None
+    """Guild (server) the slash commands are synced to at start, for development."""
+    sync_global: bool = False
+    """Sync the slash commands globally at start (they take a while to appear everywhere)."""
+    discord_api_base: str = "https://discord.com/api/v10"
+    """Discord's REST API; a rate-limit proxy (nirn-proxy) or a local stand-in in tests."""
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    """Discord's gateway (websocket) for the first connection."""
+    progress_interval_s: float = Field(default=2.0, gt=0)
+    """The bot edits a job's progress message at most this often."""
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

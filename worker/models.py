@@ -175,7 +175,7 @@ def load_model(
     source = str(ensure_tiny_model(cache_dir)) if spec.source == BUILTIN_TINY else spec.source
     pipe = StableDiffusionPipeline.from_pretrained(
         source,
-        torch_dtype=dtype,
+        dtype=dtype,
         safety_checker=None,
         requires_safety_checker=False,
         local_files_only=_hub_offline(),

@@ -12,7 +12,7 @@ Stable-Diffusion model (whose text encoder is CLIP's text tower, a Transformer):
    ``L = 77 k`` vectors. The UNet's cross-attention accepts any L.
 
 2. Static embeddings: the input embedding table, one fixed vector w per token id
-   (``model.get_input_embeddings()``, CLIP's ``text_model.embeddings.token_embedding``).
+   (``model.get_input_embeddings()``: CLIPTextModel's ``embeddings.token_embedding``).
 
 3. Contextual embeddings: the encoder's last hidden state h_1 ... h_L (for CLIP after its final
    layer norm), each h_i depending on the tokens around it through self-attention. This is

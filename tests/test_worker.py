@@ -1,0 +1,182 @@
+"""Jobs through real Redis and a real RQ worker with the tiny model: the product's engine.
+
+Covers: models loaded once per worker, routing by model, fast before relax, progress in
+order, cancel mid-run delivering nothing, a SIGKILLed worker leaving a failed job with a
+reason, reproducibility through the whole path, and `imagine run` as a user runs it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+
+from imagine.artifacts import RedisArtifacts
+from imagine.jobs import JobStatus
+from imagine.queue import JobQueue
+from imagine.settings import Settings
+from tests.helpers import make_job
+from tests.worker_fixtures import model_cache, tiny, worker_env  # noqa: F401  (fixtures)
+from worker import worker as worker_mod
+from worker.models import LOAD_COUNT, LoadedModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def settings(redis_server, model_cache: Path) -> Settings:  # noqa: F811
+    return Settings(
+        redis_url=redis_server.url,
+        model_cache_dir=model_cache,
+        torch_threads=1,
+        worker_heartbeat_s=0.2,
+        worker_ttl_s=1.0,
+    )
+
+
+@pytest.fixture
+def jq(redis_conn: redis.Redis) -> JobQueue:
+    return JobQueue(redis_conn)
+
+
+def work(conn: redis.Redis, tiny_model: LoadedModel, settings: Settings) -> None:
+    """A real RQ SimpleWorker over our queues, in burst mode, with the session's tiny model."""
+    rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny_model}, ["fast", "relax"], settings)
+    try:
+        rq_worker.work(burst=True, logging_level="ERROR")
+    finally:
+        heartbeat.stop()
+
+
+def image(conn: redis.Redis, key: str) -> Image.Image:
+    return Image.open(io.BytesIO(RedisArtifacts(conn).get(key)))
+
+
+def test_a_worker_loads_its_model_once_for_all_its_jobs(redis_conn, jq, settings) -> None:
+    jobs = [make_job(f"a cat number {i}", seed=i) for i in range(3)]
+    for job in jobs:
+        jq.submit(job)
+    before = LOAD_COUNT["tiny"]
+    worker_mod.run(["tiny"], ["fast", "relax"], settings, burst=True, connection=redis_conn)
+    assert LOAD_COUNT["tiny"] == before + 1
+    for job in jobs:
+        state = jq.state(job.id)
+        assert state.status is JobStatus.DONE, state.result
+        result = state.result
+        assert len(result.images) == 4 and result.seeds == (job.seed, job.seed + 1, job.seed + 2, job.seed + 3)
+        assert image(redis_conn, result.grid).size == (2 * result.width, 2 * result.height)
+        assert result.timings["total"] > 0 and result.worker == state.worker
+
+
+def test_jobs_go_only_to_workers_serving_their_model_and_fast_before_relax(redis_conn, jq, tiny, settings) -> None:
+    other = make_job(model="sd15", user="1")
+    relax = make_job(speed="relax", user="2")
+    fast = make_job(speed="fast", user="3")
+    for job in (other, relax, fast):
+        jq.submit(job)
+    work(redis_conn, tiny, settings)
+    assert jq.state(other.id).status is JobStatus.QUEUED  # nobody here serves sd15
+    assert jq.state(fast.id).started_at < jq.state(relax.id).started_at
+
+
+def test_progress_reaches_100_in_order_with_previews(redis_conn, jq, tiny, settings) -> None:
+    job = make_job(quality=2.0)
+    jq.submit(job)
+    work(redis_conn, tiny, settings)
+    events = jq.events(job.id)
+    steps = [e.data["step"] for e in events if e.type == "progress"]
+    assert steps == sorted(steps) and steps[-1] == events[0].data["steps"]
+    assert events[-2].data["percent"] == 100 and events[-1].type == "done"
+    preview = next(e.preview for e in events if e.preview)
+    assert Image.open(io.BytesIO(preview)).size[0] <= 128
+
+
+def test_same_seed_gives_identical_bytes_through_the_queue(redis_conn, jq, tiny, settings) -> None:
+    a, b = make_job("a lighthouse", seed=42, user="1"), make_job("a lighthouse", seed=42, user="2")
+    jq.submit(a)
+    jq.submit(b)
+    work(redis_conn, tiny, settings)
+    store = RedisArtifacts(redis_conn)
+    ra, rb = jq.state(a.id).result, jq.state(b.id).result
+    assert [store.get(k) for k in ra.images] == [store.get(k) for k in rb.images]
+    assert len({store.get(k) for k in ra.images}) == 4  # four seeds, four different images
+
+
+def test_cancel_mid_run_stops_and_delivers_nothing(redis_conn, jq, tiny, settings) -> None:
+    job = make_job(quality=2.0)
+    jq.submit(job)
+
+    def cancel_at_first_progress() -> None:
+        follower = JobQueue(redis.Redis(connection_pool=redis_conn.connection_pool))
+        for event in follower.follow(job.id, poll_ms=50):
+            if event.type == "progress":
+                follower.cancel(job.id, job.requester.user_id)
+                return
+
+    canceller = threading.Thread(target=cancel_at_first_progress)
+    canceller.start()
+    work(redis_conn, tiny, settings)
+    canceller.join(10)
+    state = jq.state(job.id)
+    assert state.status is JobStatus.CANCELLED and state.result.images == ()
+    events = jq.events(job.id)
+    progress = [e.data for e in events if e.type == "progress"]
+    assert progress and progress[-1]["step"] < progress[-1]["steps"]  # stopped before the end
+    assert events[-1].type == "cancelled"
+    assert list(redis_conn.scan_iter(f"imagine:artifact:{job.id}/*")) == []
+    assert redis_conn.scard("imagine:user:111:active") == 0  # the slot is free again
+
+
+def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server, redis_conn, jq, tmp_path, model_cache) -> None:  # noqa: F811
+    config = tmp_path / "models.toml"
+    config.write_text('[models.slow]\nfamily = "tiny"\nsource = "builtin:tiny"\ndefault_steps = 150\n')
+    env = dict(os.environ, REDIS_URL=redis_server.url, IMAGINE_MODELS_CONFIG=str(config),
+               IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_WORKER_HEARTBEAT_S="0.2",
+               IMAGINE_WORKER_TTL_S="1", IMAGINE_TORCH_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "imagine.cli", "worker", "--models", "slow"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        job = make_job(model="slow")
+        jq.submit(job)
+        deadline = time.monotonic() + 120
+        while jq.state(job.id).status is not JobStatus.RUNNING:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the worker never started the job"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    time.sleep(1.5)  # the dead worker's heartbeat expires
+    assert jq.recover() == [job.id]
+    state = jq.state(job.id)
+    assert state.status is JobStatus.FAILED
+    assert state.result.error.title == "Worker lost"
+    assert "stopped unexpectedly" in state.result.error.message
+    assert [e.type for e in jq.events(job.id)][-1] == "failed"
+
+
+def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) -> None:  # noqa: F811
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(IMAGINE_MODEL_CACHE_DIR=str(model_cache), HF_HUB_OFFLINE="1", IMAGINE_TORCH_THREADS="1")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "imagine.cli", "run", "a red circle --ar 3:2 --seed 7", "--out", str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["result"]["status"] == "done" and result["job"]["seed"] == 7
+    w, h = Image.open(out / "image_1.png").size
+    assert abs(w / h - 1.5) < 0.1
+    assert Image.open(out / "grid.png").size == (2 * w, 2 * h)
+    assert str(out) in done.stderr
