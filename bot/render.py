@@ -126,11 +126,7 @@ def line(job: Job, *statuses: str, tail: str = "") -> str:
     """``**<prompt>** - <who> (status) (status)<tail>``, the prompt cut to fit 2,000 characters."""
     after = f" - {_who(job)}" + "".join(f" ({s})" for s in statuses) + tail
     room = MAX_CONTENT - len(after) - 4  # the four asterisks
-    prompt = escape(prompt_text(job.request))
-    if len(prompt) > room:
-        prompt = escape(shorten(prompt_text(job.request), room - prompt.count("\\") - 1))
-        prompt = shorten(prompt, room)
-    return f"**{prompt}**{after}"
+    return f"**{shorten(escape(prompt_text(job.request)), room)}**{after}"
 
 
 def speed_word(job: Job) -> str:

@@ -91,10 +91,8 @@ def _split(value: str | None) -> list[str]:
 
 def _model_names() -> list[str] | None:
     """Names of the configured models, for validating --model (None: accept any)."""
-    try:
-        from worker.models import load_model_specs
-    except ImportError:  # a bot-only install: the worker checks the name instead
-        return None
+    from imagine.model_specs import load_model_specs
+
     return sorted(load_model_specs(get_settings().models_config))
 
 

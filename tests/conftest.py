@@ -11,6 +11,8 @@ import redis
 from imagine.embedded import EmbeddedRedis
 from imagine.errors import RedisUnavailable
 
+pytest_plugins = ["tests.worker_fixtures"]  # the tiny model, built and loaded once per session
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.worker_fixtures import make_request, model_cache, tiny, worker_env  # noqa: F401
+from tests.worker_fixtures import make_request
 from worker.models import LoadedModel
 from worker.text_encoding import TextEncoder, pool
 

@@ -26,7 +26,6 @@ from imagine.jobs import JobStatus
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 from tests.helpers import make_job
-from tests.worker_fixtures import model_cache, tiny, worker_env  # noqa: F401  (fixtures)
 from worker import worker as worker_mod
 from worker.models import LOAD_COUNT, LoadedModel
 
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def settings(redis_server, model_cache: Path) -> Settings:  # noqa: F811
+def settings(redis_server, model_cache: Path) -> Settings:
     return Settings(
         redis_url=redis_server.url,
         model_cache_dir=model_cache,
@@ -137,7 +136,7 @@ def test_cancel_mid_run_stops_and_delivers_nothing(redis_conn, jq, tiny, setting
     assert redis_conn.scard("imagine:user:111:active") == 0  # the slot is free again
 
 
-def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server, redis_conn, jq, tmp_path, model_cache) -> None:  # noqa: F811
+def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server, redis_conn, jq, tmp_path, model_cache) -> None:
     config = tmp_path / "models.toml"
     config.write_text('[models.slow]\nfamily = "tiny"\nsource = "builtin:tiny"\ndefault_steps = 150\n')
     env = dict(os.environ, REDIS_URL=redis_server.url, IMAGINE_MODELS_CONFIG=str(config),
@@ -165,7 +164,7 @@ def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server,
     assert [e.type for e in jq.events(job.id)][-1] == "failed"
 
 
-def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) -> None:  # noqa: F811
+def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(IMAGINE_MODEL_CACHE_DIR=str(model_cache), HF_HUB_OFFLINE="1", IMAGINE_TORCH_THREADS="1")
     out = tmp_path / "out"

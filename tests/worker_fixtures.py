@@ -1,6 +1,6 @@
 """Shared fixtures of the worker tests: the tiny model, built and loaded once per session, on the CPU.
 
-Import the fixtures into a test module with ``from tests.worker_fixtures import ...``.
+Loaded for every test module by ``pytest_plugins`` in conftest.py; import only the helpers.
 """
 
 from __future__ import annotations

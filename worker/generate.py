@@ -31,6 +31,7 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,9 @@ UPSCALE_FACTOR = 2
 UPSCALE_STRENGTH = 0.3
 MAX_GUIDANCE = 20.0
 SEED_SPACE = 2**32
+_TRY_AGAIN = "Try a smaller aspect ratio or a lower --quality, or try again later."
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,10 +169,16 @@ def image_size(spec: ModelSpec, aspect: AspectRatio) -> tuple[int, int]:
 
 
 def guidance_scale(spec: ModelSpec, stylize: int) -> float:
-    """The CFG scale for ``--stylize``: the model's own at 100, 1 at 0, rising as its square root."""
+    """The CFG scale for ``--stylize``: the model's own at 100, lower as stylize rises.
+
+    In Midjourney a low --stylize follows the prompt closely and a high one drifts toward the
+    house style; for a diffusion model that is guidance strength going *down* as stylize goes
+    up: ``g = 1 + (g0 - 1) * 2 ** ((100 - s) / 300)``, halving the push above 1 every 300.
+    SD 1.5 (g0 = 7.5): s=0 -> 9.2, 100 -> 7.5, 250 -> 5.6, 750 -> 2.5, 1000 -> 1.8.
+    """
     if not spec.supports_cfg:
         return spec.guidance_scale
-    return min(MAX_GUIDANCE, 1 + (spec.guidance_scale - 1) * math.sqrt(stylize / 100))
+    return min(MAX_GUIDANCE, 1 + (spec.guidance_scale - 1) * 2 ** ((100 - stylize) / 300))
 
 
 def denoising_steps(spec: ModelSpec, quality: float) -> int:
@@ -189,19 +199,20 @@ def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> 
     if not spec.supports_cfg and params.stylize != 100:
         notes.append(f"--stylize was ignored: {spec.name} runs without guidance.")
 
-    n_images, strength, init_image, stop = IMAGES_PER_JOB, None, None, params.stop
-    if job.kind == JobKind.VARIATION:
-        strength, init_image = VARIATION_STRENGTH[job.strength or "strong"], parent_image
-    elif job.kind == JobKind.UPSCALE:
-        assert parent_image is not None
-        n_images, strength, stop = 1, UPSCALE_STRENGTH, 100
-        size = (parent_image.width * UPSCALE_FACTOR, parent_image.height * UPSCALE_FACTOR)
-        init_image = parent_image.convert("RGB").resize(size, Image.LANCZOS)
-
-    if init_image is None:
+    strength: float | None = None
+    init_image: Image.Image | None = None
+    n_images, stop = IMAGES_PER_JOB, params.stop
+    if parent_image is None:  # imagine, reroll
         width, height = image_size(spec, params.aspect)
         run = steps
-    else:
+    else:  # variation, upscale: image-to-image
+        if job.kind == JobKind.UPSCALE:
+            n_images, strength, stop = 1, UPSCALE_STRENGTH, 100
+            size = (parent_image.width * UPSCALE_FACTOR, parent_image.height * UPSCALE_FACTOR)
+            init_image = parent_image.convert("RGB").resize(size, Image.LANCZOS)
+        else:
+            strength = VARIATION_STRENGTH[job.strength or "strong"]
+            init_image = parent_image.convert("RGB")
         width, height = init_image.size
         steps = max(steps, math.ceil(1 / strength))
         run = min(int(steps * strength), steps)  # as diffusers' img2img get_timesteps
@@ -292,23 +303,31 @@ def _run_with_memory_fallback(
     denoising: _Denoising,
     timings: dict[str, float],
 ) -> list[Image.Image]:
-    """All images in one batch; out of memory, once more as two halves one after the other."""
-    everything = [slice(0, len(plan.seeds))]
-    n_first = (len(plan.seeds) + 1) // 2
-    halves = [slice(0, n_first), slice(n_first, len(plan.seeds))]
+    """All images in one batch; out of memory, once more as two halves one after the other.
+
+    Memory is freed after leaving each ``except`` block: until then the exception's traceback
+    keeps the failed attempt's tensors alive.
+    """
+    n = len(plan.seeds)
     try:
-        return _run_batches(model, plan, cond, noise, denoising, timings, everything)
-    except torch.OutOfMemoryError:
-        _free_memory(model.device)
-    if len(plan.seeds) == 1:
-        raise OutOfMemory(_oom_message(plan))
-    denoising.restart(passes=2)
-    denoising.notes.append("The GPU ran out of memory: the images were made two at a time.")
-    try:
-        return _run_batches(model, plan, cond, noise, denoising, timings, halves)
+        return _run_batches(model, plan, cond, noise, denoising, timings, [slice(0, n)])
     except torch.OutOfMemoryError as e:
-        _free_memory(model.device)
-        raise OutOfMemory(_oom_message(plan)) from e
+        log.warning("out of memory with %d images at %dx%d: %s", n, plan.width, plan.height, e)
+    _free_memory(model.device)
+    if n == 1:
+        raise OutOfMemory(f"The GPU ran out of memory making a {plan.width}x{plan.height} image. {_TRY_AGAIN}")
+
+    denoising.restart(passes=2)
+    denoising.notes.append("The GPU ran out of memory: the images were made in two halves.")
+    half = (n + 1) // 2
+    try:
+        return _run_batches(model, plan, cond, noise, denoising, timings, [slice(0, half), slice(half, n)])
+    except torch.OutOfMemoryError as e:
+        log.warning("out of memory again with %d images at a time: %s", half, e)
+    _free_memory(model.device)
+    raise OutOfMemory(
+        f"The GPU ran out of memory making {plan.width}x{plan.height} images, even {half} at a time. {_TRY_AGAIN}"
+    )
 
 
 def _run_batches(
@@ -363,13 +382,6 @@ def _free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _oom_message(plan: _Plan) -> str:
-    return (
-        f"The GPU ran out of memory making {plan.width}x{plan.height} images, even two at a time. "
-        "Try a smaller aspect ratio or a lower --quality, or try again later."
-    )
 
 
 @contextmanager

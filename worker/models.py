@@ -1,129 +1,31 @@
-"""The model registry: which models a deployment serves, and loading one onto a device.
-
-A model is named by a ``ModelSpec``: where its weights come from and its generation defaults.
-Three are built in (``BUILTIN_SPECS``); a TOML file adds more or overrides fields::
-
-    [models.sd15]                    # a built-in: only the fields given change
-    source = "/srv/models/sd15"
-
-    [models.dreamshaper]             # a new model: the rest comes from its family's built-in
-    source = "Lykon/dreamshaper-8"
-    family = "sd15"
+"""Loading a model onto a device, once per worker.
 
 Every model, the embedded ``tiny`` included, is loaded by ``StableDiffusionPipeline.from_pretrained``
-from a diffusers directory or Hub id. Hub models come from the Hugging Face cache (``HF_HOME``);
-with ``HF_HUB_OFFLINE=1`` nothing is downloaded. A worker loads each model once and keeps the
-``LoadedModel``; ``LOAD_COUNT`` counts loads per model name so tests can check that.
+from a diffusers directory or Hub id (its ``ModelSpec`` in ``imagine.model_specs`` says which).
+Hub models come from the Hugging Face cache (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` nothing is
+downloaded. A worker loads each model once and keeps the ``LoadedModel``; ``LOAD_COUNT`` counts
+loads per model name so tests can check that.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from imagine.model_specs import BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
 from worker.text_encoding import TextEncoder
 from worker.tiny import ensure_tiny_model
 
-Family = Literal["tiny", "sd15", "sd-turbo"]
-
-BUILTIN_TINY = "builtin:tiny"
+__all__ = ["BUILTIN_SPECS", "LOAD_COUNT", "LoadedModel", "ModelSpec", "load_model", "load_model_specs", "pick_device"]
 
 LOAD_COUNT: Counter[str] = Counter()
 """How many times each model name was loaded by ``load_model`` in this process."""
-
-
-class ModelSpec(BaseModel):
-    """A servable model and its generation defaults."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    source: str  # a Hub id, a local diffusers directory, or "builtin:tiny"
-    family: Family
-    default_steps: int = Field(ge=1, le=150)  # at --quality 1
-    max_steps: int | None = Field(default=None, ge=1)  # distilled models gain nothing past it
-    guidance_scale: float = Field(ge=0, le=30)  # CFG scale at --stylize 100; 0: no CFG
-    supports_cfg: bool
-    base_size: int = Field(ge=64, le=2048)  # pixel side of a 1:1 image; its square is the budget
-    size_multiple: int = Field(default=8, ge=8)  # width and height are multiples of it
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _guidance_matches_cfg(self) -> Self:
-        if self.supports_cfg != (self.guidance_scale > 1):
-            raise ValueError(
-                f"model {self.name}: guidance_scale {self.guidance_scale} contradicts "
-                f"supports_cfg={self.supports_cfg} (CFG runs only with guidance above 1)"
-            )
-        if self.base_size % self.size_multiple:
-            raise ValueError(f"model {self.name}: base_size must be a multiple of {self.size_multiple}")
-        return self
-
-
-BUILTIN_SPECS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="tiny",
-            source=BUILTIN_TINY,
-            family="tiny",
-            default_steps=8,
-            guidance_scale=5.0,
-            supports_cfg=True,
-            base_size=128,
-            description="Embedded untrained test model: seeded textures, offline, about a second on a CPU.",
-        ),
-        ModelSpec(
-            name="sd-turbo",
-            source="stabilityai/sd-turbo",
-            family="sd-turbo",
-            default_steps=2,
-            max_steps=4,
-            guidance_scale=0.0,
-            supports_cfg=False,
-            base_size=512,
-            description="SD 2.1 distilled to 1-4 steps, no guidance.",
-        ),
-        ModelSpec(
-            name="sd15",
-            source="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            family="sd15",
-            default_steps=25,
-            guidance_scale=7.5,
-            supports_cfg=True,
-            base_size=512,
-            description="Stable Diffusion 1.5.",
-        ),
-    )
-}
-
-
-def load_model_specs(config_path: Path | None) -> dict[str, ModelSpec]:
-    """The built-in specs, with the ``[models.NAME]`` tables of ``config_path`` merged over them.
-
-    A table named after a built-in overrides its fields; any other table starts from the
-    built-in of its ``family`` (required then) and gets the table's name.
-    """
-    specs = dict(BUILTIN_SPECS)
-    if config_path is None:
-        return specs
-    with open(config_path, "rb") as f:
-        tables = tomllib.load(f).get("models", {})
-    for name, table in tables.items():
-        base = specs.get(name) or BUILTIN_SPECS.get(table.get("family", ""))
-        if base is None:
-            raise ValueError(f"{config_path}: [models.{name}] needs a family: one of {', '.join(BUILTIN_SPECS)}")
-        specs[name] = ModelSpec.model_validate({**base.model_dump(), **table, "name": name})
-    return specs
 
 
 def pick_device(pref: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:

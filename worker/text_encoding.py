@@ -256,7 +256,7 @@ class TextEncoder:
         info: dict[str, object] = {
             "encoder": type(self.model).__name__,
             "window": self.chunk_size,
-            "token_count": sum(p["token_count"] for p in parts if p["role"] == "positive"),  # type: ignore[misc]
+            "token_count": sum(encodings[p.text][1].count for p in request.parts if p.weight > 0),
             "chunks": n_chunks,
             "sequence_length": n_chunks * self.window,
             "truncated": False,

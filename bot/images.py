@@ -1,0 +1,46 @@
+"""Keep every upload under Discord's size limit: PNG when it fits, else WebP, then JPEG.
+
+A post must never fail for its size: if even a strong JPEG is too big, the image is
+scaled down until it fits. Nothing here imports discord.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+DEFAULT_LIMIT = 10 * 1024 * 1024
+"""Discord's upload limit for bots outside boosted guilds (10 MiB)."""
+
+_QUALITIES = (92, 85, 75, 60)
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+def fit_upload(png: bytes, stem: str, limit: int = DEFAULT_LIMIT) -> Upload:
+    """``png`` as ``{stem}.png`` if it fits in ``limit`` bytes, else the best smaller encoding."""
+    if len(png) <= limit:
+        return Upload(f"{stem}.png", png)
+    image = Image.open(io.BytesIO(png))
+    image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    while True:
+        for fmt, ext in (("WEBP", "webp"), ("JPEG", "jpg")):
+            for quality in _QUALITIES:
+                data = _encode(image if fmt == "WEBP" else image.convert("RGB"), fmt, quality)
+                if len(data) <= limit:
+                    return Upload(f"{stem}.{ext}", data)
+        if max(image.size) <= 16:
+            raise ValueError(f"cannot fit an image in {limit} bytes")
+        image = image.resize((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)), Image.LANCZOS)
+
+
+def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, quality=quality)
+    return buf.getvalue()

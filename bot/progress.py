@@ -1,0 +1,137 @@
+"""Progress: read the event streams of running jobs and edit their messages, throttled.
+
+One task reads the streams of every followed job with a single XREAD. Progress is lossy
+by design: of the events that arrived since the last edit only the latest percent and the
+latest preview are shown, and a job's message is edited at most once per
+``interval`` seconds (``IMAGINE_PROGRESS_INTERVAL_S``, 2 s by default) so a busy bot stays
+far below Discord's rate limits. A job's final event ends the following; the result
+itself arrives through ``bot.delivery``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+import discord
+import redis.asyncio as aioredis
+
+from imagine.jobs import Job
+from imagine.queue import events_key
+
+from bot import render
+from bot.images import Upload
+from bot.messages import JobMessage, Post
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+
+class Throttle:
+    """At most one edit per job every ``interval`` seconds (the clock is injectable for tests)."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+
+    def wait_s(self, job_id: str) -> float:
+        """Seconds until the job's message may be edited again (0: now)."""
+        last = self._last.get(job_id)
+        return 0.0 if last is None else max(0.0, last + self.interval - self.clock())
+
+    def mark(self, job_id: str) -> None:
+        self._last[job_id] = self.clock()
+
+    def forget(self, job_id: str) -> None:
+        self._last.pop(job_id, None)
+
+
+@dataclass(eq=False)
+class _Followed:
+    job: Job
+    message: JobMessage
+    after: bytes | str = "0-0"  # the last stream entry read
+    percent: int | None = None  # latest percent not shown yet
+    preview: bytes | None = None  # latest preview not shown yet
+    editing: bool = False
+
+
+class ProgressFollower:
+    """Follows the jobs this process posted, until each one's final event."""
+
+    def __init__(self, bot: ImagineBot, redis: aioredis.Redis, throttle: Throttle) -> None:
+        self.bot = bot
+        self.redis = redis
+        self.throttle = throttle
+        self.edits = 0  # progress edits sent (for tests and the benchmark)
+        self._followed: dict[str, _Followed] = {}
+        self._wake = asyncio.Event()
+
+    def follow(self, job: Job, message: JobMessage) -> None:
+        self._followed[job.id] = _Followed(job, message)
+        self._wake.set()
+
+    def unfollow(self, job_id: str) -> None:
+        self._followed.pop(job_id, None)
+        self.throttle.forget(job_id)
+
+    async def run(self) -> None:
+        while True:
+            if not self._followed:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            streams = {events_key(job_id): f.after for job_id, f in self._followed.items()}
+            reply = await self.redis.xread(streams, count=100, block=self._block_ms())
+            for stream, entries in reply or []:
+                self._read(stream.decode().split(":")[2], entries)
+            self._flush()
+
+    def _block_ms(self) -> int:
+        """Block until the next pending edit is due, or for one interval when none is pending."""
+        waits = [self.throttle.wait_s(j) for j, f in self._followed.items() if f.percent is not None]
+        return max(1, int(1000 * min(waits, default=self.throttle.interval)))
+
+    def _read(self, job_id: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        followed = self._followed.get(job_id)
+        if followed is None:
+            return
+        for entry_id, fields in entries:
+            followed.after = entry_id
+            if fields[b"type"] != b"progress":
+                self.unfollow(job_id)
+                return
+            followed.percent = json.loads(fields[b"data"])["percent"]
+            followed.preview = fields.get(b"preview", followed.preview)
+
+    def _flush(self) -> None:
+        for f in list(self._followed.values()):
+            if f.percent is not None and not f.editing and self.throttle.wait_s(f.job.id) == 0:
+                f.editing = True
+                self.throttle.mark(f.job.id)
+                asyncio.create_task(self._edit(f), name=f"progress-{f.job.id}")
+
+    async def _edit(self, f: _Followed) -> None:
+        percent, preview = f.percent or 0, f.preview
+        f.percent = f.preview = None
+        upload = Upload("preview.png", preview) if preview is not None else None
+        post = Post(render.progress_line(f.job, percent), upload=upload, buttons=render.running_buttons(f.job.id))
+        try:
+            async with f.message.lock:
+                if f.message.closed:
+                    return
+                await f.message.edit(self.bot, post, keep_attachments=upload is None)
+                self.edits += 1
+        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+            log.warning("job %s: progress edit at %d%% failed: %s", f.job.id, percent, exc)
+        finally:
+            f.editing = False

@@ -1,0 +1,66 @@
+"""What the bot keeps in Redis beside the core's keys, in one place.
+
+    imagine:job:{id}          hash   + channel_id, message_id     where the job's message is
+                                     + delivered_message_id        written after the result is posted
+    imagine:user:{uid}:usage  hash   jobs per kind (imagine, variation, upscale, reroll), gpu_s
+
+The message location lets a restarted bot edit the message of a job it started before;
+the delivered marker makes delivery exactly-once when the bot stops between posting a
+result and acknowledging its delivery entry.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+
+from imagine.constants import KEY_PREFIX
+from imagine.jobs import Job
+from imagine.queue import DELIVERIES, job_key
+
+CHANNEL_ID = "channel_id"
+MESSAGE_ID = "message_id"
+DELIVERED = "delivered_message_id"
+GROUP = "bot"
+"""The consumer group of ``imagine:deliveries`` the bot reads."""
+
+
+def usage_key(user_id: str) -> str:
+    return f"{KEY_PREFIX}:user:{user_id}:usage"
+
+
+def count_submission(conn: redis.Redis, job: Job) -> None:
+    conn.hincrby(usage_key(job.requester.user_id), job.kind.value, 1)
+
+
+def read_usage(conn: redis.Redis, user_id: str) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in conn.hgetall(usage_key(user_id)).items()}
+
+
+async def remember_message(conn: aioredis.Redis, job_id: str, channel_id: int, message_id: int) -> None:
+    await conn.hset(job_key(job_id), mapping={CHANNEL_ID: channel_id, MESSAGE_ID: message_id})
+
+
+async def message_location(conn: aioredis.Redis, job_id: str) -> tuple[int | None, int | None]:
+    """(channel id, message id) of the job's message, as far as Redis knows."""
+    channel, message = await conn.hmget(job_key(job_id), CHANNEL_ID, MESSAGE_ID)
+    return (int(channel) if channel else None, int(message) if message else None)
+
+
+async def delivered_message(conn: aioredis.Redis, job_id: str) -> int | None:
+    raw = await conn.hget(job_key(job_id), DELIVERED)
+    return int(raw) if raw else None
+
+
+async def mark_delivered(
+    conn: aioredis.Redis, job_id: str, message_id: int | None, entry_id: bytes | str,
+    *, gpu_s: float | None = None, user_id: str | None = None,
+) -> None:
+    """Record the posted result (when there is one) and acknowledge its delivery entry, atomically."""
+    pipe = conn.pipeline(transaction=True)
+    if message_id is not None:
+        pipe.hset(job_key(job_id), DELIVERED, message_id)
+    if gpu_s and user_id:
+        pipe.hincrbyfloat(usage_key(user_id), "gpu_s", gpu_s)
+    pipe.xack(DELIVERIES, GROUP, entry_id)
+    await pipe.execute()
