@@ -1,0 +1,14 @@
+"""The Discord bot (``imagine bot``): a thin adapter over the core, without torch.
+
+    app.py          ImagineBot (dependencies injected) and the launcher
+    cogs/           one extension per feature: imagine, buttons (DynamicItems), info (/info, /show)
+    launch.py       admit jobs from an interaction and give each its message
+    progress.py     follow running jobs' event streams; throttled progress edits
+    delivery.py     the imagine:deliveries consumer group: results posted exactly once
+    messages.py     where a job's message lives; edits via the interaction or the channel
+    render.py       every line, embed and button as plain data (no discord import)
+    custom_ids.py   the buttons' custom_id formats and templates
+    images.py       uploads kept under Discord's size limit
+    store.py        the bot's own Redis fields and keys
+    models.py       the model names --model may take
+"""

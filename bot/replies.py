@@ -14,7 +14,7 @@ import discord
 from imagine.errors import ImagineError
 
 from bot import render
-from bot.messages import Post, make_embeds
+from bot.messages import Post
 
 log = logging.getLogger(__name__)
 
@@ -58,5 +58,3 @@ async def notice(interaction: discord.Interaction, embed: render.Embed) -> None:
 def something_went_wrong(what: str) -> render.Embed:
     return render.error_embed("Something went wrong", f"{what} failed on our side; the admins can see it in the logs.")
 
-
-__all__ = ["defer", "respond", "error", "notice", "something_went_wrong", "make_embeds"]

@@ -4,6 +4,7 @@
     imagine run "PROMPT" [--model M] [--out DIR]   prompt -> queue -> worker -> images on disk
     imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
     imagine schema                         the JSON schema of the job contract
+    imagine bot [--sync-global]            the Discord bot (DISCORD_TOKEN, REDIS_URL)
 
 Worker code (torch) is imported only by ``run`` and ``worker``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -79,6 +81,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bot(args: argparse.Namespace) -> int:
+    from bot.app import main as run_bot
+
+    logging.getLogger().setLevel(logging.INFO)  # a service: say what happens to each job
+    return run_bot(get_settings(), sync_global=args.sync_global)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from imagine.local_run import run_prompt
 
@@ -119,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("bot", help="run the Discord bot")
+    p.add_argument("--sync-global", action="store_true", help="sync the slash commands globally at start")
+    p.set_defaults(func=cmd_bot)
+
     p = sub.add_parser("schema", help="print the job contract's JSON schema")
     p.set_defaults(func=cmd_schema)
     return parser
@@ -126,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.verbose:  # transformers' import-time notices (torchvision absent, ...) are noise here
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     """Threads for torch on CPU; 0 means the number of cores available to this process."""
     compile: bool = False
     """torch.compile the UNet/VAE on GPU (warms the served sizes at start)."""
+    warm_aspects: list[str] = ["1:1"]
+    """Aspect ratios compiled at worker start when ``compile`` is on (JSON list in the env)."""
 
     # Limits
     running_limit: int = Field(default=c.DEFAULT_RUNNING_LIMIT, ge=1)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
 from worker.text_encoding import TextEncoder
@@ -74,6 +76,8 @@ def load_model(
     image size then compiles once).
     """
     start = time.perf_counter()
+    diffusers_logging.disable_progress_bar()  # loading bars would bury the worker's own log
+    transformers_logging.disable_progress_bar()
     source = str(ensure_tiny_model(cache_dir)) if spec.source == BUILTIN_TINY else spec.source
     pipe = StableDiffusionPipeline.from_pretrained(
         source,
@@ -85,6 +89,9 @@ def load_model(
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (e.g. the VAE) on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         if compile:

@@ -25,9 +25,12 @@ from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from imagine.artifacts import artifact_store
+from imagine.jobs import Job, Requester
+from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.queue import JobQueue, queue_name
 from imagine.settings import Settings
 from worker import tasks
+from worker.generate import generate
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,27 @@ def load_models(names: list[str], settings: Settings) -> dict[str, LoadedModel]:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; configured: {sorted(specs)}")
     device, dtype = pick_device(settings.device, settings.dtype)
-    return {
+    models = {
         n: load_model(specs[n], device=device, dtype=dtype, cache_dir=settings.model_cache_dir,
                       compile=settings.compile)
         for n in names
     }
+    if settings.compile:
+        for model in models.values():
+            warm_up(model, settings.warm_aspects)
+    return models
+
+
+def warm_up(model: LoadedModel, aspects: list[str]) -> None:
+    """Run one job per served size so torch.compile compiles before the first user waits."""
+    for aspect in aspects:
+        w, h = (int(x) for x in aspect.split(":"))
+        request = ImagineRequest(text="warm up", parts=(SubPrompt(text="warm up", weight=1.0),),
+                                 params=Params(aspect=AspectRatio(width=w, height=h)))
+        t0 = time.perf_counter()
+        generate(model, Job(request=request, model=model.spec.name, seed=0,
+                            requester=Requester(user_id="warm-up")))
+        log.info("warmed %s at %s in %.1f s", model.spec.name, aspect, time.perf_counter() - t0)
 
 
 def device_info(models: dict[str, LoadedModel]) -> dict[str, Any]:

@@ -1,0 +1,165 @@
+"""The Discord bot: a ``commands.Bot`` given its dependencies, and ``imagine bot``'s launcher.
+
+The bot is a thin adapter over the core (``imagine``): it parses, submits and cancels jobs
+through ``JobQueue``, reads progress and results from Redis streams, and talks to Discord.
+It never imports torch, and the Discord token never leaves this process (workers hand
+their results over through Redis; see ``bot.delivery``).
+
+    ImagineBot(settings=, queue=, redis=, artifacts=)   dependencies injected
+      setup_hook: one extension per feature (the buttons' adds the DynamicItems), command sync,
+                  then the progress follower and the delivery reader as background tasks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import discord
+import redis.asyncio as aioredis
+import yarl
+from discord.ext import commands
+
+from imagine.artifacts import ArtifactStore, artifact_store
+from imagine.queue import JobQueue
+from imagine.settings import Settings
+
+from bot.delivery import Delivery, default_consumer
+from bot.messages import JobMessages
+from bot.progress import ProgressFollower, Throttle
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info")
+"""One extension per feature, loaded in ``setup_hook``."""
+
+TOKEN_HELP = (
+    "No Discord token: set DISCORD_TOKEN in the environment or in .env "
+    '(see the README section "Creating the Discord application").'
+)
+
+RESTART_DELAY_S = 5.0
+"""A background loop that crashed (Redis down, a bug) starts again after this long."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class ImagineBot(commands.Bot):
+    """The bot, with everything it uses passed in (tests give it a private Redis and a fake Discord)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        queue: JobQueue,
+        redis: aioredis.Redis,
+        artifacts: ArtifactStore,
+        consumer: str | None = None,
+        delivery_block_ms: int = 1000,
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            help_command=None,
+        )
+        self.settings = settings
+        self.queue = queue
+        self.redis = redis
+        self.artifacts = artifacts
+        self.messages = JobMessages()
+        self.progress = ProgressFollower(self, redis, Throttle(settings.progress_interval_s))
+        self.delivery = Delivery(self, redis, consumer or default_consumer(), block_ms=delivery_block_ms)
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:  # bot.cogs.buttons registers the DynamicItem buttons
+            await self.load_extension(extension)
+        await self.sync_commands()
+        self._loops = [
+            asyncio.create_task(self._keep_running("progress", self.progress.run), name="imagine-progress"),
+            asyncio.create_task(self._keep_running("delivery", self.delivery.run), name="imagine-delivery"),
+        ]
+
+    async def sync_commands(self) -> None:
+        """Commands go to the development guild at start; globally only when asked."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), guild.id)
+        if self.settings.sync_global:
+            synced = await self.tree.sync()
+            log.info("synced %d commands globally (they may take a while to appear)", len(synced))
+        if not self.settings.dev_guild_id and not self.settings.sync_global:
+            log.warning("commands not synced: set IMAGINE_DEV_GUILD_ID, or run `imagine bot --sync-global` once")
+
+    async def _keep_running(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the %s loop stopped; starting it again in %.0f s", name, RESTART_DELAY_S)
+                await asyncio.sleep(RESTART_DELAY_S)
+
+    async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.delivery.drain()
+        await super().close()
+
+    async def run_sync(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """A blocking call (the core's Redis API, Pillow) in a thread, off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def use_endpoints(settings: Settings) -> None:
+    """Point discord.py at the configured REST API and gateway (a proxy, or a test stand-in)."""
+    discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def main(settings: Settings, *, sync_global: bool = False) -> int:
+    """``imagine bot``: run until stopped. Returns the exit status."""
+    token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
+    if not token:
+        print(TOKEN_HELP, file=sys.stderr)
+        return 2
+    if sync_global:
+        settings = settings.model_copy(update={"sync_global": True})
+    use_endpoints(settings)
+    queue = JobQueue.from_settings(settings)
+    asyncio.run(_serve(settings, queue, token))
+    return 0
+
+
+async def _serve(settings: Settings, queue: JobQueue, token: str) -> None:
+    assert settings.redis_url  # JobQueue.from_settings checked it
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    artifacts = artifact_store(queue.redis, settings.artifact_dir, settings.result_ttl_s)
+    bot = ImagineBot(settings=settings, queue=queue, redis=redis, artifacts=artifacts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _stop, bot)
+    try:
+        async with bot:
+            await bot.start(token)
+    finally:
+        await redis.aclose()
+        log.info("bot stopped")
+
+
+def _stop(bot: ImagineBot) -> None:
+    log.info("stopping the bot")
+    asyncio.ensure_future(bot.close())
+
+
+__all__ = ["ImagineBot", "TOKEN_HELP", "main", "use_endpoints"]

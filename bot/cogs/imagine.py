@@ -1,0 +1,90 @@
+"""/imagine prompt: parse, confirm when it makes many jobs, then launch them (``bot.launch``).
+
+A prompt with an error is answered with Midjourney's red embed ("Invalid parameter",
+"Invalid prompt", "Invalid link") only the user sees. A prompt that expands to more than
+``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
+from imagine.errors import ImagineError
+from imagine.jobs import Job
+from imagine.prompt import parse
+
+from bot import render, replies
+from bot.launch import jobs_for_interaction, launch
+from bot.models import ModelNames
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+CONFIRM_TIMEOUT_S = 300.0
+
+
+class ConfirmJobs(discord.ui.View):
+    """Yes / No before submitting many jobs. Lives in memory only, like Midjourney's."""
+
+    def __init__(self, bot: ImagineBot, jobs: list[Job]) -> None:
+        super().__init__(timeout=CONFIRM_TIMEOUT_S)
+        self.bot = bot
+        self.jobs = jobs
+
+    @discord.ui.button(label="Yes", style=discord.ButtonStyle.success)
+    async def yes(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmJobs]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content=f"Submitting {len(self.jobs)} jobs…", view=None)
+        await _launch(self.bot, interaction, self.jobs)
+
+    @discord.ui.button(label="No", style=discord.ButtonStyle.danger)
+    async def no(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmJobs]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Cancelled: no job was submitted.", view=None)
+
+
+class ImagineCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        self.models = ModelNames(bot.settings, bot.queue)
+
+    @app_commands.command(name="imagine")
+    @app_commands.describe(prompt="What to see: [image links] text --parameters")
+    async def imagine(
+        self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS]
+    ) -> None:
+        """Create images from a prompt."""
+        try:
+            requests = parse(prompt, models=await self.bot.run_sync(self.models.get))
+        except ImagineError as exc:
+            await replies.error(interaction, exc)
+            return
+        jobs = jobs_for_interaction(requests, default_model=self.bot.settings.default_model, interaction=interaction)
+        if len(jobs) > CONFIRM_JOBS_ABOVE:
+            await interaction.response.send_message(
+                render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs), ephemeral=True
+            )
+            return
+        await _launch(self.bot, interaction, jobs)
+
+
+async def _launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job]) -> None:
+    try:
+        await launch(bot, interaction, jobs)
+    except discord.HTTPException as exc:
+        log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
+    except Exception:
+        log.exception("interaction %s: /imagine crashed", interaction.id)
+        await replies.notice(interaction, replies.something_went_wrong("/imagine"))
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(ImagineCog(bot))

@@ -1,0 +1,103 @@
+"""/info (your jobs and usage, only you see it) and /show job_id (repost a result with live buttons)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
+from imagine.jobs import JobStatus
+from imagine.queue import JobQueue, active_key, held_key
+
+from bot import render, replies, store
+from bot.cogs.buttons import may_act_for_others
+from bot.images import fit_upload
+from bot.messages import Post
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def gather_info(queue: JobQueue, user_id: str) -> render.InfoData:
+    """The user's running, queued and held jobs and usage counters (blocking: run in a thread)."""
+    running: list[render.JobSummary] = []
+    queued: list[render.JobSummary] = []
+    for raw in sorted(queue.redis.smembers(active_key(user_id))):
+        try:
+            state = queue.state(raw.decode())
+        except JobNotFound:
+            continue
+        prompt = render.prompt_text(state.job.request)
+        if state.status is JobStatus.RUNNING:
+            percent = state.progress.get("percent") if state.progress else None
+            running.append(render.JobSummary(state.job.id, prompt, "running", percent=percent))
+        elif state.status is JobStatus.QUEUED:
+            queued.append(render.JobSummary(state.job.id, prompt, "queued", position=queue.position(state.job.id)))
+    for place, raw in enumerate(queue.redis.lrange(held_key(user_id), 0, -1), start=1):
+        try:
+            state = queue.state(raw.decode())
+        except JobNotFound:
+            continue
+        queued.append(render.JobSummary(state.job.id, render.prompt_text(state.job.request), "held", position=place))
+    return render.InfoData(running=running, queued=queued, usage=store.read_usage(queue.redis, user_id))
+
+
+class InfoCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="info")
+    async def info(self, interaction: discord.Interaction) -> None:
+        """Your running and queued jobs, and your usage."""
+        try:
+            data = await self.bot.run_sync(gather_info, self.bot.queue, str(interaction.user.id))
+        except ImagineError as exc:
+            await replies.error(interaction, exc)
+            return
+        await replies.notice(interaction, render.info_embed(data))
+
+    @app_commands.command(name="show")
+    @app_commands.describe(job_id="The job's id (32 hexadecimal characters)")
+    async def show(self, interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 100]) -> None:
+        """Post one of your jobs again, with its buttons."""
+        try:
+            await self._show(interaction, job_id.strip().lower())
+        except ImagineError as exc:
+            await replies.error(interaction, exc)
+
+    async def _show(self, interaction: discord.Interaction, job_id: str) -> None:
+        if not _JOB_ID.fullmatch(job_id):
+            raise JobNotFound(f"{quote(job_id)} is not a job id; a job id is 32 hexadecimal characters.")
+        state = await self.bot.run_sync(self.bot.queue.state, job_id)
+        job, result = state.job, state.result
+        if job.requester.user_id != str(interaction.user.id) and not may_act_for_others(interaction):
+            raise NotJobOwner("You can only show your own jobs.")
+        if state.status is not JobStatus.DONE or result is None:
+            error = result.error if result else None
+            embed = (render.error_embed(error.title, error.message) if error else
+                     render.notice_embed("Not finished", f"Job {quote(job_id)} is {state.status.value}."))
+            await replies.notice(interaction, embed)
+            return
+        key = result.grid or result.images[0]
+        try:
+            png = await self.bot.run_sync(self.bot.artifacts.get, key)
+        except KeyError:
+            raise JobNotFound(f"The images of job {quote(job_id)} are no longer stored.") from None
+        stem = f"{job.id}_{key.split('/', 1)[1].rsplit('.', 1)[0]}"
+        upload = await self.bot.run_sync(fit_upload, png, stem, interaction.filesize_limit)
+        await replies.respond(interaction, Post(render.done_line(job), upload=upload,
+                                                buttons=render.result_buttons(result)))
+        log.info("job %s shown again for %s", job_id, interaction.user.id)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(InfoCog(bot))

@@ -1,0 +1,240 @@
+"""Delivery: post every finished job's result in Discord, exactly once, even across restarts.
+
+Workers never hold the Discord token. ``JobQueue.finish`` appends one entry per finished job
+to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``bot``:
+
+1. At start, entries left pending by an earlier run of the bot (any consumer) are claimed
+   (XAUTOCLAIM) and delivered first, then new ones are read (XREADGROUP ``>``).
+2. Delivering edits the job's message into the result (the grid with its buttons, or the
+   error, or "cancelled"); if the message is unknown or was deleted, a new one is posted in
+   the channel with the bot token.
+3. Only after Discord accepted it: ``delivered_message_id`` is written on the job and the
+   entry acknowledged (XACK), in one transaction. An entry whose job already carries that
+   marker is acknowledged without posting: a bot that stopped between the post and the
+   acknowledgement never posts twice.
+
+A transient failure (Discord 5xx, network, Redis) leaves the entry pending: it is tried
+again every ``retry_s``. A channel the bot may no longer post in (403/404) is logged and the
+entry acknowledged; the result stays available through /show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+import discord
+import redis
+import redis.asyncio as aioredis
+
+from imagine.errors import JobNotFound, RetryableError
+from imagine.jobs import JobStatus
+from imagine.queue import DELIVERIES, JobState
+
+from bot import render, store
+from bot.images import fit_upload
+from bot.messages import JobMessage, Post, send_to_channel
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, RetryableError, redis.exceptions.RedisError,
+             discord.DiscordServerError)
+"""Failures that may pass: the entry stays pending and is delivered later."""
+
+MESSAGE_WAIT_S = 10.0
+"""How long a result waits for its job's message to be posted (a job faster than its post)."""
+
+
+def default_consumer() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Delivery:
+    """Reads ``imagine:deliveries`` as a member of the group ``bot`` and posts each result."""
+
+    def __init__(
+        self, bot: ImagineBot, redis: aioredis.Redis, consumer: str, *,
+        block_ms: int = 1000, concurrency: int = 8, retry_s: float = 30.0,
+    ) -> None:
+        self.bot = bot
+        self.redis = redis
+        self.consumer = consumer
+        self.block_ms = block_ms
+        self.retry_s = retry_s
+        self.delivered = 0  # results posted by this process (for tests and the benchmark)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: set[bytes] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        await self._create_group()
+        await self._claim_pending()
+        await self._deliver_pending()
+        last_retry = time.monotonic()
+        while True:
+            reply = await self.redis.xreadgroup(
+                store.GROUP, self.consumer, {DELIVERIES: ">"}, count=32, block=self.block_ms
+            )
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    await self._start(entry_id, fields)
+            if time.monotonic() - last_retry >= self.retry_s:
+                await self._deliver_pending()
+                last_retry = time.monotonic()
+
+    async def _create_group(self) -> None:
+        """The group starts at the stream's end: jobs started by the bot are all submitted after."""
+        try:
+            await self.redis.xgroup_create(DELIVERIES, store.GROUP, id="$", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _claim_pending(self) -> None:
+        """Take over what earlier runs of the bot read but never acknowledged."""
+        start: bytes | str = "0-0"
+        while True:
+            start, claimed, *_ = await self.redis.xautoclaim(
+                DELIVERIES, store.GROUP, self.consumer, min_idle_time=0, start_id=start, count=100, justid=True
+            )
+            if claimed:
+                log.info("claimed %d undelivered results of an earlier run", len(claimed))
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _deliver_pending(self) -> None:
+        """Deliver this consumer's pending entries (read but not acknowledged), oldest first."""
+        after: bytes | str = "0"
+        while True:
+            reply = await self.redis.xreadgroup(store.GROUP, self.consumer, {DELIVERIES: after}, count=100)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                after = entry_id
+                if entry_id not in self._in_flight:
+                    await self._start(entry_id, fields)
+
+    async def _start(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        """Deliver one entry in the background, at most ``concurrency`` at once."""
+        await self._slots.acquire()
+        self._in_flight.add(entry_id)
+        task = asyncio.create_task(self._deliver_entry(entry_id, fields or {}), name=f"deliver-{entry_id!r}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            job_id = fields.get(b"job_id", b"").decode()
+            if not job_id:  # trimmed from the stream while pending
+                await store.mark_delivered(self.redis, "", None, entry_id)
+                return
+            await self.deliver(job_id, entry_id)
+        except TRANSIENT as exc:
+            log.warning("delivery entry %s: %s; it stays pending and is tried again", entry_id.decode(), exc)
+        except Exception:  # a bug: logged with its traceback; the entry stays pending
+            log.exception("delivery entry %s crashed", entry_id.decode())
+        finally:
+            self._in_flight.discard(entry_id)
+            self._slots.release()
+
+    async def deliver(self, job_id: str, entry_id: bytes) -> None:
+        """Post one job's result (unless already posted), then mark it and acknowledge the entry."""
+        if (posted := await store.delivered_message(self.redis, job_id)) is not None:
+            log.info("job %s: already delivered as message %s; acknowledging", job_id, posted)
+            await store.mark_delivered(self.redis, job_id, None, entry_id)
+            return
+        try:
+            state = await self.bot.run_sync(self.bot.queue.state, job_id)
+        except JobNotFound:
+            log.warning("job %s: finished but expired before delivery; nothing to post", job_id)
+            await store.mark_delivered(self.redis, job_id, None, entry_id)
+            return
+        if state.job.requester.channel_id is None:  # not started from Discord (imagine run)
+            await store.mark_delivered(self.redis, job_id, None, entry_id)
+            return
+        message = await self._message_of(state)
+        post = await self._result_post(state, message.filesize_limit)
+        message_id = await self._post(message, post)
+        self.bot.progress.unfollow(job_id)
+        self.bot.messages.forget(job_id)
+        gpu_s = state.result.timings.get("total") if state.result else None
+        await store.mark_delivered(
+            self.redis, job_id, message_id, entry_id, gpu_s=gpu_s, user_id=state.job.requester.user_id
+        )
+        if message_id is not None:
+            self.delivered += 1
+            log.info("job %s: %s result delivered as message %s in channel %s",
+                     job_id, state.status.value, message_id, message.channel_id)
+
+    async def _message_of(self, state: JobState) -> JobMessage:
+        """The job's message: in memory when this process posted it, else as Redis remembers it."""
+        job = state.job
+        message = self.bot.messages.get(job.id)
+        if message is not None:
+            try:
+                await asyncio.wait_for(message.ready.wait(), MESSAGE_WAIT_S)
+            except asyncio.TimeoutError:
+                log.warning("job %s: its message was never posted; posting the result anew", job.id)
+            return message
+        channel_id, message_id = await store.message_location(self.redis, job.id)
+        return JobMessage(job.id, channel_id or int(job.requester.channel_id or 0), message_id=message_id)
+
+    async def _result_post(self, state: JobState, limit: int) -> Post:
+        job, result = state.job, state.result
+        if state.status is JobStatus.DONE and result is not None:
+            key = result.grid or (result.images[0] if result.images else None)
+            try:
+                if key is None:
+                    raise KeyError(f"job {job.id} has no image")
+                png = await self.bot.run_sync(self.bot.artifacts.get, key)
+            except KeyError:
+                log.warning("job %s: its images are missing from the artifact store", job.id)
+                return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
+                    "Images expired", "The images of this job are no longer stored; please run it again.")])
+            stem = f"{job.id}_{key.split('/', 1)[1].rsplit('.', 1)[0]}"
+            upload = await self.bot.run_sync(fit_upload, png, stem, limit)
+            return Post(render.done_line(job), upload=upload, buttons=render.result_buttons(result))
+        if state.status is JobStatus.CANCELLED:
+            return Post(render.ended_line(job, "cancelled"))
+        error = result.error if result else None
+        title, text = (error.title, error.message) if error else ("Job failed", "The job failed; please try again.")
+        return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(title, text)])
+
+    async def _post(self, message: JobMessage, post: Post) -> int | None:
+        """Turn the job's message into the result, or post it anew; None if Discord refuses for good."""
+        async with message.lock:
+            message.closed = True
+            try:
+                if message.message_id is not None:
+                    try:
+                        await message.edit(self.bot, post)
+                        return message.message_id
+                    except discord.NotFound:
+                        log.info("job %s: its message %s is gone; posting the result anew",
+                                 message.job_id, message.message_id)
+                sent = await send_to_channel(self.bot, message.channel_id, post)
+                return sent.id
+            except (discord.Forbidden, discord.NotFound) as exc:
+                log.warning("job %s: cannot post in channel %s (%s); the result stays available through /show",
+                            message.job_id, message.channel_id, exc)
+                return None
+            except discord.HTTPException as exc:
+                if exc.status >= 500:
+                    raise
+                log.error("job %s: Discord refused the result (%s %s); giving up", message.job_id, exc.status, exc)
+                return None
+
+    async def drain(self) -> None:
+        """Wait for the deliveries in progress (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+

@@ -1,0 +1,146 @@
+"""Starting jobs from an interaction: admit each, give it its message, follow its progress.
+
+Shared by /imagine (one job per permutation and ``--repeat``) and by the buttons that start
+a job (V1-V4, Vary, Upscale, 🔄). Per job, the Discord requests are: one message (the
+interaction's response for the first job, a followup for each other one), the throttled
+progress edits, and one final edit with the result (``bot.delivery``).
+
+Admission takes a few milliseconds, so the first job's message *is* the interaction's
+response: no "thinking…" defer and no extra request. Only when Redis is slow to answer
+(``DEFER_AFTER_S``) is the response deferred, to stay inside Discord's 3 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import discord
+
+from imagine.errors import ImagineError
+from imagine.jobs import Job, JobKind, JobStatus, Requester
+from imagine.local_run import jobs_for
+from imagine.queue import JobQueue
+from imagine.request import ImagineRequest
+
+from bot import render, replies, store
+from bot.messages import Post
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+DEFER_AFTER_S = 1.5
+"""Defer the response when admission has not answered within this many seconds."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A job accepted by the queue, with its place in line and wait when known."""
+
+    status: JobStatus  # QUEUED or HELD
+    position: int | None
+    wait_s: float | None
+
+
+def admit(queue: JobQueue, job: Job) -> Admitted:
+    """Submit the job and count it in its user's usage (blocking: run it in a thread)."""
+    admission = queue.submit(job)
+    store.count_submission(queue.redis, job)
+    if admission.status is not JobStatus.QUEUED:
+        return Admitted(admission.status, None, None)
+    return Admitted(admission.status, queue.position(job.id), queue.estimated_wait_s(job.id))
+
+
+def requester_for(interaction: discord.Interaction) -> Requester:
+    return Requester(
+        user_id=str(interaction.user.id),
+        guild_id=str(interaction.guild_id) if interaction.guild_id else None,
+        channel_id=str(interaction.channel_id) if interaction.channel_id else None,
+        interaction_id=str(interaction.id),
+    )
+
+
+def jobs_for_interaction(
+    requests: list[ImagineRequest], *, default_model: str, interaction: discord.Interaction
+) -> list[Job]:
+    """``imagine.local_run.jobs_for``, answering in the interaction's channel."""
+    requester = requester_for(interaction)
+    jobs = jobs_for(requests, default_model=default_model, user=requester.user_id)
+    return [job.model_copy(update={"requester": requester}) for job in jobs]
+
+
+def follow_up_job(
+    parent: Job,
+    kind: JobKind,
+    interaction: discord.Interaction,
+    *,
+    index: int | None = None,
+    strength: Literal["subtle", "strong"] | None = None,
+) -> Job:
+    """A job made from one of ``parent``'s images (or its request, for 🔄), with a new seed."""
+    return Job(
+        kind=kind,
+        request=parent.request,
+        model=parent.model,
+        speed=parent.speed,
+        seed=random.SystemRandom().randrange(2**32),
+        requester=requester_for(interaction),
+        parent_id=parent.id,
+        index=index,
+        strength=strength,
+    )
+
+
+async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job]) -> None:
+    """Admit the jobs in order; each admitted job gets its message and is followed.
+
+    A refusal (Queue full, Redis down) comes back ephemeral and stops the rest.
+    """
+    channel_id = interaction.channel_id
+    if channel_id is None:
+        raise ValueError(f"interaction {interaction.id} has no channel")
+    for i, job in enumerate(jobs):
+        message = bot.messages.expect(job.id, channel_id, interaction)
+        try:
+            admitted = await _admit_in_time(bot, interaction, job)
+        except ImagineError as exc:
+            bot.messages.forget(job.id)
+            if i:
+                exc = type(exc)(f"{exc.message} ({len(jobs) - i} of {len(jobs)} jobs were not submitted.)")
+            log.info("job %s of user %s refused: %s", job.id, job.requester.user_id, exc.title)
+            await replies.error(interaction, exc)
+            return
+        held = [render.held_embed(bot.queue.running_limit)] if admitted.status is JobStatus.HELD else []
+        post = Post(
+            render.waiting_line(job, admitted.position, admitted.wait_s),
+            embeds=held,
+            buttons=render.running_buttons(job.id),
+        )
+        try:
+            message_id, message.original = await replies.respond(interaction, post)
+        except discord.HTTPException as exc:
+            log.warning("job %s: its message could not be posted (%s); the result goes to the channel", job.id, exc)
+            message.interaction = None
+            message.posted(None)
+            continue
+        message.posted(message_id)
+        if message_id is not None:
+            await store.remember_message(bot.redis, job.id, channel_id, message_id)
+        bot.progress.follow(job, message)
+        log.info("job %s (%s) of user %s: %s, message %s", job.id, job.kind.value, job.requester.user_id,
+                 admitted.status.value, message_id)
+
+
+async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> Admitted:
+    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, job))
+    if not interaction.response.is_done():
+        done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
+        if not done:
+            log.warning("job %s: admission is slow; deferring the response", job.id)
+            await replies.defer(interaction)
+    return await task
