@@ -103,7 +103,7 @@ class Delivery:
         start: bytes | str = "0-0"
         while True:
             start, claimed, *_ = await self.redis.xautoclaim(
-                DELIVERIES, store.GROUP, self.consumer, min_idle_time=0, start_id=start, count=100, justid=True
+                DELIVERIES, store.GROUP, self.consumer, min_idle_time=0, start_id=start, count=100
             )
             if claimed:
                 log.info("claimed %d undelivered results of an earlier run", len(claimed))

@@ -468,15 +468,12 @@ class JobQueue:
     @_redis_errors
     def workers(self) -> list[dict[str, Any]]:
         """Announcements of the workers alive now (their heartbeat key has not expired)."""
-        names = [n.decode() for n in self.redis.smembers(WORKERS)]
-        out = []
-        for name in names:
-            raw = self.redis.get(worker_key(name))
-            if raw is None:
-                self.redis.srem(WORKERS, name)
-            else:
-                out.append(json.loads(raw))
-        return sorted(out, key=lambda w: w["name"])
+        names = sorted(n.decode() for n in self.redis.smembers(WORKERS))
+        announcements = self.redis.mget([worker_key(n) for n in names]) if names else []
+        dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
+        if dead:
+            self.redis.srem(WORKERS, *dead)
+        return [json.loads(raw) for raw in announcements if raw is not None]
 
     @_redis_errors
     def announce_worker(self, info: dict[str, Any], ttl_s: float) -> None:
@@ -494,12 +491,16 @@ class JobQueue:
         - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again.
         """
         touched = []
-        for raw_id in self.redis.zrange(OPEN_JOBS, 0, -1):
-            job_id = raw_id.decode()
-            status, worker, qname = self.redis.hmget(job_key(job_id), "status", "worker", "queue")
+        ids = [raw.decode() for raw in self.redis.zrange(OPEN_JOBS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "status", "worker", "queue")
+        rows = pipe.execute() if ids else []
+        alive = {w["name"] for w in self.workers()}
+        for job_id, (status, worker, qname) in zip(ids, rows, strict=True):
             if status is None:  # expired
                 self.redis.zrem(OPEN_JOBS, job_id)
-            elif status == b"running" and not self.redis.exists(worker_key(worker.decode())):
+            elif status == b"running" and worker.decode() not in alive:
                 err = WorkerLost(
                     "The worker running this job stopped unexpectedly; nothing was delivered. "
                     "Please submit it again."

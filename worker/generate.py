@@ -5,10 +5,11 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
 - Size (--ar W:H). The pixel budget of a 1:1 image, ``base_size**2``, is kept:
   ``w = sqrt(budget * W/H)``, ``h = budget / w``, each rounded to the nearest multiple of M
   (at least M). At base 512: 16:9 -> 680x384, 2:3 -> 416x624, 4:1 -> 1024x256. At the
-  tiny model's base 64: 1:1 -> 64x64, 16:9 -> 88x48, 2:3 -> 56x80, 4:1 -> 128x32.
-- Guidance (--stylize s, 0-1000) for CFG models: ``g = min(20, 1 + (g0 - 1) sqrt(s / 100))``
-  with g0 the model's guidance, so s = 100 gives g0, s = 0 gives 1 (no CFG) and s = 1000
-  about 3.2 g0 (capped). Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so.
+  tiny model's base 128: 1:1 -> 128x128, 16:9 -> 168x96, 2:3 -> 104x160, 4:1 -> 256x64.
+- Guidance (--stylize s, 0-1000) for CFG models: ``g = min(20, 1 + (g0 - 1) 2 ** ((100 - s) / 300))``
+  with g0 the model's guidance: s = 100 gives g0; lower stylize follows the prompt more
+  closely (s = 0: 9.2 for SD 1.5), higher drifts from it (s = 1000: 1.8), as in Midjourney.
+  Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so.
 - Steps (--quality q): ``max(1, round(default_steps * q))``, at most ``spec.max_steps``
   (SD-Turbo: 1-4). Image-to-image runs ``int(steps * strength)`` of them (diffusers' rule), so
   steps are raised to at least ``ceil(1 / strength)`` there to run one step or more.

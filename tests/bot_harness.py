@@ -1,0 +1,116 @@
+"""What the bot tests share: a bot wired to the fake Discord and a private Redis, and a
+worker simulated at the queue's lowest level (start, publish_progress, artifacts, finish).
+
+Nothing of ours is mocked: the bot is the real ImagineBot on the real discord.py, the queue
+the real JobQueue on a real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import discord
+import redis
+import redis.asyncio as aioredis
+from PIL import Image
+
+from bot.app import ImagineBot
+from imagine.artifacts import RedisArtifacts, artifact_key
+from imagine.jobs import ErrorInfo, JobResult, JobStatus
+from imagine.queue import OPEN_JOBS, JobQueue
+from imagine.settings import Settings
+from tests.discord_stub import GUILD_ID, TOKEN, FakeDiscord
+
+
+def settings_for(redis_url: str, **overrides: Any) -> Settings:
+    """Settings as a test wants them: nothing from the environment or .env."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url, "dev_guild_id": GUILD_ID, "progress_interval_s": 0.2,
+        "default_model": "tiny", "models_config": None,
+    }
+    return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running_bot(
+    redis_url: str, fake: FakeDiscord, *, consumer: str = "test-bot", **settings: Any
+) -> AsyncIterator[ImagineBot]:
+    """A logged-in ImagineBot (setup_hook done: cogs, buttons, sync, background loops)."""
+    old_base = discord.http.Route.BASE
+    discord.http.Route.BASE = fake.base_url
+    conn = redis.Redis.from_url(redis_url)
+    stream_conn = aioredis.Redis.from_url(redis_url)
+    cfg = settings_for(redis_url, **settings)
+    queue = JobQueue(conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
+    bot = ImagineBot(settings=cfg, queue=queue, redis=stream_conn, artifacts=RedisArtifacts(conn),
+                     consumer=consumer, delivery_block_ms=20)
+    try:
+        await bot.login(TOKEN)
+        yield bot
+    finally:
+        await bot.close()
+        await stream_conn.aclose()
+        conn.close()
+        discord.http.Route.BASE = old_base
+
+
+def feed(bot: ImagineBot, payload: dict[str, Any]) -> None:
+    """Hand the bot an INTERACTION_CREATE as the gateway would."""
+    bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class FakeWorker:
+    """A worker at the queue's lowest level: what worker/ does, without a model."""
+
+    def __init__(self, conn: redis.Redis) -> None:
+        self.queue = JobQueue(conn)
+        self.artifacts = RedisArtifacts(conn)
+
+    def open_jobs(self) -> list[str]:
+        return [x.decode() for x in self.queue.redis.zrange(OPEN_JOBS, 0, -1)]
+
+    def start(self, job_id: str) -> None:
+        assert self.queue.start(job_id, "fake-worker") is not None
+
+    def progress(self, job_id: str, step: int, steps: int = 10, preview: bool = True) -> None:
+        preview_png = png((step * 20 % 256, 0, 0), (16, 16)) if preview else None
+        self.queue.publish_progress(job_id, step=step, steps=steps, preview_png=preview_png)
+
+    def finish(self, job_id: str, *, images: int = 4, status: JobStatus = JobStatus.DONE,
+               image_size: tuple[int, int] = (64, 64)) -> JobResult:
+        if status is JobStatus.DONE:
+            keys = tuple(self.artifacts.put(artifact_key(job_id, f"image_{i}.png"), png((60 * i, 90, 30), image_size))
+                         for i in range(1, images + 1))
+            grid = self.artifacts.put(artifact_key(job_id, "grid.png"), png((1, 2, 3), image_size)) if images == 4 else None
+            result = JobResult(job_id=job_id, status=status, images=keys, grid=grid, seeds=(1, 2, 3, 4)[:images],
+                               timings={"total": 1.5}, worker="fake-worker")
+        else:
+            error = ErrorInfo(type="OutOfMemory", title="Out of GPU memory", message="The GPU ran out of memory.")
+            result = JobResult(job_id=job_id, status=status, error=error if status is JobStatus.FAILED else None)
+        self.queue.finish(job_id, result)
+        return result
+
+    def run(self, job_id: str, steps: int = 4) -> JobResult:
+        self.start(job_id)
+        for step in range(1, steps + 1):
+            self.progress(job_id, step, steps)
+        return self.finish(job_id)
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
