@@ -290,7 +290,7 @@ class _Denoising:
         if self.on_progress is not None:
             total = self.steps_to_run * self.passes
             preview = None
-            if last or self.done % PREVIEW_EVERY_STEPS == 0:
+            if self.done % PREVIEW_EVERY_STEPS == 0 and not last:  # at the end the images follow
                 preview = make_grid(latents_to_preview(callback_kwargs["latents"]))
             self.on_progress(Progress(self.done, total, 100 * self.done / total, preview))
         return callback_kwargs
