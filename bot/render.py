@@ -190,22 +190,27 @@ def held_embed(running_limit: int) -> Embed:
 
 
 def clip_embed(embed: Embed) -> Embed:
-    """The embed cut to Discord's limits (each part, then 6,000 characters in all)."""
+    """The embed cut to Discord's limits: each part, then 6,000 characters in all
+    (title, footer and description first; fields while they fit)."""
     out = dict(embed)
     if "title" in out:
         out["title"] = shorten(out["title"], EMBED_TITLE)
-    fields = [
-        {**f, "name": shorten(f["name"], FIELD_NAME) or "-", "value": shorten(f["value"], FIELD_VALUE) or "-"}
-        for f in out.get("fields", [])[:EMBED_FIELDS]
-    ]
-    if fields:
-        out["fields"] = fields
     if "footer" in out:
         out["footer"] = {**out["footer"], "text": shorten(out["footer"]["text"], EMBED_FOOTER)}
     budget = EMBED_TOTAL - len(out.get("title", "")) - len(out.get("footer", {}).get("text", ""))
-    budget -= sum(len(f["name"]) + len(f["value"]) for f in fields)
     if "description" in out:
-        out["description"] = shorten(out["description"], max(1, min(EMBED_DESCRIPTION, budget)))
+        out["description"] = shorten(out["description"], min(EMBED_DESCRIPTION, budget))
+        budget -= len(out["description"])
+    fields = []
+    for f in out.pop("fields", [])[:EMBED_FIELDS]:
+        name, value = shorten(f["name"], FIELD_NAME) or "-", shorten(f["value"], FIELD_VALUE) or "-"
+        if len(name) + 2 > budget:
+            break
+        value = shorten(value, budget - len(name))
+        budget -= len(name) + len(value)
+        fields.append({**f, "name": name, "value": value})
+    if fields:
+        out["fields"] = fields
     return out
 
 

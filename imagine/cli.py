@@ -3,6 +3,7 @@
     imagine parse "PROMPT" [--json]        the normalized request(s), or the error (exit 2)
     imagine run "PROMPT" [--model M] [--out DIR]   prompt -> queue -> worker -> images on disk
     imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
+    imagine queue [--watch]                 queues, running jobs, workers, failures (for admins)
     imagine schema                         the JSON schema of the job contract
     imagine bot [--sync-global]            the Discord bot (DISCORD_TOKEN, REDIS_URL)
 
@@ -88,6 +89,24 @@ def cmd_bot(args: argparse.Namespace) -> int:
     return run_bot(get_settings(), sync_global=args.sync_global)
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.live import Live
+
+    from imagine.monitor import overview, render
+    from imagine.queue import JobQueue
+
+    jq = JobQueue.from_settings(get_settings())
+    if not args.watch:
+        Console().print(render(overview(jq)))
+        return 0
+    with Live(render(overview(jq)), refresh_per_second=1, screen=False) as live:
+        while True:
+            time.sleep(args.interval)
+            live.update(render(overview(jq)))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from imagine.local_run import run_prompt
 
@@ -131,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bot", help="run the Discord bot")
     p.add_argument("--sync-global", action="store_true", help="sync the slash commands globally at start")
     p.set_defaults(func=cmd_bot)
+
+    p = sub.add_parser("queue", help="the queue, running jobs, workers and failures (REDIS_URL)")
+    p.add_argument("--watch", action="store_true", help="keep the view live")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("schema", help="print the job contract's JSON schema")
     p.set_defaults(func=cmd_schema)

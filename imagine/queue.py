@@ -9,6 +9,7 @@ Where things live (``imagine:`` keys are ours, ``rq:`` keys are RQ's)::
     imagine:user:{uid}:active   set   the user's jobs in an RQ queue or running (<= running limit)
     imagine:user:{uid}:held     list  the user's accepted jobs waiting for a slot (<= waiting limit)
     imagine:jobs:open           zset  every job not finished yet, by creation time (for recovery)
+    imagine:jobs:finished       zset  jobs finished in the last day, by end time (for monitoring)
     imagine:deliveries          stream one entry per finished job, for the bot to deliver
     rq:queue:imagine:{speed}:{model}  RQ's queue of job ids: fast before relax, one per model
 
@@ -36,6 +37,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from imagine import constants as c
+from imagine import metrics
 from imagine.errors import (
     JobNotFound,
     NotJobOwner,
@@ -53,6 +55,8 @@ TASK = "worker.tasks.run_job"
 
 P = c.KEY_PREFIX
 OPEN_JOBS = f"{P}:jobs:open"
+FINISHED_JOBS = f"{P}:jobs:finished"
+FINISHED_KEEP_S = 24 * 3600
 DELIVERIES = f"{P}:deliveries"
 WORKERS = f"{P}:workers"
 
@@ -273,6 +277,7 @@ class JobQueue:
             )
         if outcome == "queued":
             self._enqueue(job.id, qname)
+        metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
         log.info("job %s submitted by user %s: %s on %s", job.id, user, outcome, qname)
         return Admission(job=job, status=JobStatus(outcome))
 
@@ -402,7 +407,9 @@ class JobQueue:
         status, job_json = self._start(keys=[job_key(job_id)], args=[worker, time.time()])
         status = status.decode()
         if status == "running":
-            return Job.model_validate_json(job_json)
+            job = Job.model_validate_json(job_json)
+            metrics.JOB_WAIT.labels(job.model).observe(max(0.0, time.time() - job.created_at))
+            return job
         if status == "cancel":
             job = Job.model_validate_json(self.redis.hget(job_key(job_id), "job"))
             self.finish(job_id, JobResult(job_id=job_id, status=JobStatus.CANCELLED), job=job)
@@ -437,6 +444,8 @@ class JobQueue:
             mapping={"status": result.status.value, "result": result.model_dump_json(), "finished_at": now},
         )
         pipe.zrem(OPEN_JOBS, job_id)
+        pipe.zadd(FINISHED_JOBS, {job_id: now})  # for monitoring: the last day's outcomes
+        pipe.zremrangebyscore(FINISHED_JOBS, "-inf", now - FINISHED_KEEP_S)
         pipe.xadd(events_key(job_id), {"type": result.status.value, "data": data})
         pipe.expire(events_key(job_id), self.result_ttl_s)
         pipe.xadd(
@@ -449,6 +458,7 @@ class JobQueue:
             pipe.lpush(runtimes_key(job.model), result.timings["total"])
             pipe.ltrim(runtimes_key(job.model), 0, 99)
         pipe.execute()
+        metrics.JOBS_FINISHED.labels(job.kind.value, job.model, result.status.value).inc()
         log.info("job %s %s", job_id, result.status.value)
         self._promote(job.requester.user_id, job_id)
 

@@ -6,6 +6,7 @@ Every field reads ``IMAGINE_<NAME>`` except the few that carry well-known names
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -52,7 +53,15 @@ class Settings(BaseSettings):
     # Artifacts: unset means "in Redis with result_ttl_s"
     artifact_dir: Path | None = None
 
+    # Monitoring
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Serve Prometheus metrics on this port (0: off)."""
+
     # Worker
+    gpu: str = ""
+    """"auto": claim a free GPU of this host in Redis; a number: that GPU; empty: as CUDA_VISIBLE_DEVICES says."""
+    host_id: str = Field(default_factory=socket.gethostname)
+    """Names the physical host for GPU claims and in the worker list."""
     worker_heartbeat_s: float = Field(default=c.WORKER_HEARTBEAT_S, gt=0)
     worker_ttl_s: float = Field(default=c.WORKER_TTL_S, gt=0)
 

@@ -60,6 +60,7 @@ class Call:
     files: list[Upload]
     at: float  # time.monotonic()
     status: int = 200
+    answer: Any = None  # what the fake answered
 
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} {self.status}{' +' + str(len(self.files)) + ' files' if self.files else ''}>"
@@ -173,7 +174,7 @@ class FakeDiscord:
                 failure.times -= 1
                 call.status = failure.status
                 return _json({"message": "failure requested by the test", "code": failure.code}, failure.status)
-        answer = self._answer(request.method, path, body or {}, files)
+        answer = call.answer = self._answer(request.method, path, body or {}, files)
         if answer is None:
             call.status = 404
             return _json({"message": "Unknown route or message", "code": 10008}, 404)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 from rq.timeouts import JobTimeoutException
 
+from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_key
 from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
@@ -70,6 +71,7 @@ def run_job(job_id: str) -> dict[str, str]:
     if job is None:
         return {"job_id": job_id, "status": "skipped"}
     rt.current_job = job_id
+    metrics.WORKER_BUSY.set(1)
     t0 = time.perf_counter()
     try:
         result = _execute(rt, job)
@@ -93,11 +95,13 @@ def run_job(job_id: str) -> dict[str, str]:
             "message": f"The worker hit an internal error on job {job_id}; the admins can see it in the logs.",
         }, rt.name)
     _finish(rt, job, result)
+    metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
 
 def _finish(rt: WorkerRuntime, job: Job, result: JobResult) -> None:
     rt.current_job = None
+    metrics.WORKER_BUSY.set(0)
     rt.queue.finish(job.id, result, job=job)
 
 

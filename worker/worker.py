@@ -24,6 +24,7 @@ import torch
 from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
+from imagine import metrics
 from imagine.artifacts import artifact_store
 from imagine.jobs import Job, Requester
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
@@ -31,6 +32,7 @@ from imagine.queue import JobQueue, queue_name
 from imagine.settings import Settings
 from worker import tasks
 from worker.generate import generate
+from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 
 log = logging.getLogger(__name__)
@@ -90,13 +92,19 @@ def device_info(models: dict[str, LoadedModel]) -> dict[str, Any]:
 class Heartbeat(threading.Thread):
     """Announces the worker every ``interval`` s (expiring after ``ttl``) and runs recovery."""
 
-    def __init__(self, runtime: tasks.WorkerRuntime, info: dict[str, Any], interval: float, ttl: float):
+    def __init__(self, runtime: tasks.WorkerRuntime, info: dict[str, Any], interval: float, ttl: float,
+                 gpu: GpuClaim | None = None):
         super().__init__(name="heartbeat", daemon=True)
-        self.runtime, self.info, self.interval, self.ttl = runtime, info, interval, ttl
+        self.runtime, self.info, self.interval, self.ttl, self.gpu = runtime, info, interval, ttl, gpu
         self.stopped = threading.Event()
 
     def beat(self) -> None:
+        if self.gpu is not None and not self.gpu.renew():
+            log.error("lost the claim on GPU %d of %s", self.gpu.index, self.gpu.host_id)
         info = dict(self.info, busy=self.runtime.current_job, last_seen=time.time())
+        if torch.cuda.is_available() and str(info.get("device", "")).startswith("cuda"):
+            metrics.GPU_MEMORY.labels("allocated").set(torch.cuda.memory_allocated())
+            metrics.GPU_MEMORY.labels("reserved").set(torch.cuda.memory_reserved())
         self.runtime.queue.announce_worker(info, self.ttl)
 
     def run(self) -> None:
@@ -110,6 +118,8 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.runtime.queue.redis.delete(f"imagine:worker:{self.info['name']}")
+        if self.gpu is not None:
+            self.gpu.release()
 
 
 def listen_order(models: list[str], speeds: list[str]) -> list[str]:
@@ -117,10 +127,11 @@ def listen_order(models: list[str], speeds: list[str]) -> list[str]:
 
 
 def build(
-    connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings
+    connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings,
+    *, name: str | None = None, gpu: GpuClaim | None = None,
 ) -> tuple[SimpleWorker, Heartbeat]:
     """An RQ worker over our queues with the runtime installed and its heartbeat ready."""
-    name = worker_name()
+    name = name or worker_name()
     jq = JobQueue(
         connection,
         running_limit=settings.running_limit,
@@ -137,10 +148,10 @@ def build(
     tasks.install(runtime)
     queues = [jq.rq_queue(q) for q in listen_order(list(models), speeds)]
     rq_worker = SimpleWorker(queues, connection=connection, name=name, serializer=JSONSerializer)
-    info = {"name": name, "host": socket.gethostname(), "pid": os.getpid(),
+    info = {"name": name, "host": settings.host_id, "pid": os.getpid(),
             "models": list(models), "queues": [q.name for q in queues], "started_at": time.time(),
             **device_info(models)}
-    heartbeat = Heartbeat(runtime, info, settings.worker_heartbeat_s, settings.worker_ttl_s)
+    heartbeat = Heartbeat(runtime, info, settings.worker_heartbeat_s, settings.worker_ttl_s, gpu)
     heartbeat.beat()
     return rq_worker, heartbeat
 
@@ -149,11 +160,18 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
         connection: redis.Redis | None = None) -> None:
     """Load models, then work until stopped (or, with burst, until the queues are empty)."""
     set_torch_threads(settings)
+    conn = connection or JobQueue.from_settings(settings).redis
+    name, gpu = worker_name(), None
+    if settings.gpu == "auto":  # before anything touches CUDA
+        gpu = claim_gpu(conn, settings.host_id, gpu_count(), name, settings.worker_ttl_s)
+        log.info("claimed GPU %d of %s", gpu.index, settings.host_id)
+    elif settings.gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = settings.gpu
     t0 = time.perf_counter()
     loaded = load_models(models, settings)
     log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
-    conn = connection or JobQueue.from_settings(settings).redis
-    rq_worker, heartbeat = build(conn, loaded, speeds, settings)
+    rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu)
+    metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
     try:
         rq_worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)

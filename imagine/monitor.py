@@ -1,0 +1,180 @@
+"""The queue at a glance, for admins: what /queue, `imagine queue` and the metrics show.
+
+``overview(jq)`` reads everything from Redis in a handful of round trips and returns plain
+data; ``render(overview)`` draws it as rich tables for the terminal. The bot renders the same
+``Overview`` as a Discord embed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from imagine.queue import FINISHED_JOBS, OPEN_JOBS, P, JobQueue, job_key
+
+WINDOW_S = 3600
+"""Failures and wait/run percentiles are over the last hour."""
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    job_id: str
+    user_id: str
+    model: str
+    speed: str
+    prompt: str
+    percent: int
+    elapsed_s: float
+    worker: str
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    job_id: str
+    user_id: str
+    finished_at: float
+    title: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float
+    p95: float
+    count: int
+
+
+@dataclass
+class Overview:
+    at: float
+    queues: dict[str, int]  # RQ queue name -> jobs waiting in it
+    held: int  # accepted jobs waiting for one of their user's running slots
+    running: list[RunningJob]
+    workers: list[dict[str, Any]]
+    failed: list[FailedJob]  # in the last hour, newest first
+    wait: Percentiles | None  # submission -> start, jobs started in the last hour
+    run: Percentiles | None  # start -> end, jobs finished in the last hour
+    finished: dict[str, int] = field(default_factory=dict)  # status -> count in the last hour
+
+
+def _percentiles(values: list[float]) -> Percentiles | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return Percentiles(values[0], values[0], 1)
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return Percentiles(statistics.median(values), q[94], len(values))
+
+
+def overview(jq: JobQueue, now: float | None = None) -> Overview:
+    """Everything an admin wants to see about the queue, from Redis."""
+    now = time.time() if now is None else now
+    r = jq.redis
+    queue_names = sorted(
+        k.decode().removeprefix("rq:queue:") for k in r.smembers("rq:queues")
+        if k.decode().startswith(f"rq:queue:{P}:")
+    )
+    pipe = r.pipeline(transaction=False)
+    for name in queue_names:
+        pipe.llen(jq.rq_queue(name).key)
+    depths = dict(zip(queue_names, pipe.execute(), strict=True)) if queue_names else {}
+
+    fields = ("status", "job", "worker", "progress", "created_at", "started_at", "finished_at", "result")
+    open_ids = [x.decode() for x in r.zrange(OPEN_JOBS, 0, -1)]
+    done_ids = [x.decode() for x in r.zrangebyscore(FINISHED_JOBS, now - WINDOW_S, "+inf")]
+    pipe = r.pipeline(transaction=False)
+    for job_id in open_ids + done_ids:
+        pipe.hmget(job_key(job_id), *fields)
+    rows = [dict(zip(fields, (v.decode() if v else None for v in row), strict=True)) for row in pipe.execute()]
+
+    held, running, waits = 0, [], []
+    for job_id, row in zip(open_ids, rows[: len(open_ids)], strict=True):
+        if row["started_at"] and float(row["started_at"]) >= now - WINDOW_S:
+            waits.append(float(row["started_at"]) - float(row["created_at"]))
+        if row["status"] == "held":
+            held += 1
+        elif row["status"] == "running" and row["job"]:
+            job = json.loads(row["job"])
+            progress = json.loads(row["progress"]) if row["progress"] else {"percent": 0}
+            running.append(RunningJob(
+                job_id=job_id, user_id=job["requester"]["user_id"], model=job["model"], speed=job["speed"],
+                prompt=job["request"]["text"], percent=int(progress["percent"]),
+                elapsed_s=now - float(row["started_at"] or now), worker=row["worker"] or "?",
+            ))
+
+    failed, runs, finished = [], [], {}
+    for job_id, row in zip(done_ids, rows[len(open_ids):], strict=True):
+        if row["status"] is None:
+            continue
+        finished[row["status"]] = finished.get(row["status"], 0) + 1
+        if row["started_at"]:
+            waits.append(float(row["started_at"]) - float(row["created_at"]))
+            runs.append(float(row["finished_at"]) - float(row["started_at"]))
+        if row["status"] == "failed" and row["result"]:
+            result, job = json.loads(row["result"]), json.loads(row["job"])
+            error = result.get("error") or {"title": "Failed", "message": ""}
+            failed.append(FailedJob(job_id, job["requester"]["user_id"], float(row["finished_at"]),
+                                    error["title"], error["message"]))
+    failed.sort(key=lambda f: f.finished_at, reverse=True)
+    return Overview(
+        at=now, queues=depths, held=held, running=running, workers=jq.workers(), failed=failed,
+        wait=_percentiles(waits), run=_percentiles(runs), finished=finished,
+    )
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def render(ov: Overview) -> Group:
+    """The overview as rich tables, for `imagine queue`."""
+    queues = Table(title="Queues", title_justify="left")
+    queues.add_column("queue")
+    queues.add_column("waiting", justify="right")
+    for name, depth in ov.queues.items():
+        queues.add_row(name, str(depth))
+    queues.add_row("held (users at their running limit)", str(ov.held))
+
+    running = Table(title=f"Running ({len(ov.running)})", title_justify="left")
+    for col in ("job", "user", "model", "speed", "progress", "elapsed", "worker", "prompt"):
+        running.add_column(col)
+    for j in ov.running:
+        running.add_row(j.job_id[:8], j.user_id, j.model, j.speed, f"{j.percent}%", _ago(j.elapsed_s),
+                        j.worker, j.prompt[:40])
+
+    workers = Table(title=f"Workers ({len(ov.workers)})", title_justify="left")
+    for col in ("name", "host", "models", "device", "state", "last heartbeat"):
+        workers.add_column(col)
+    for w in ov.workers:
+        device = w.get("gpu") or w.get("device", "?")
+        if w.get("gpu_memory_gb"):
+            device += f" ({w['gpu_memory_gb']} GB)"
+        state = f"busy {w['busy'][:8]}" if w.get("busy") else "idle"
+        workers.add_row(w["name"], w.get("host", "?"), ",".join(w.get("models", [])), device, state,
+                        f"{_ago(ov.at - w.get('last_seen', ov.at))} ago")
+
+    stats = Table(title="Last hour", title_justify="left")
+    stats.add_column("")
+    stats.add_column("p50", justify="right")
+    stats.add_column("p95", justify="right")
+    stats.add_column("jobs", justify="right")
+    for label, pct in (("wait (submitted -> started)", ov.wait), ("run (started -> finished)", ov.run)):
+        if pct is None:
+            stats.add_row(label, "-", "-", "0")
+        else:
+            stats.add_row(label, f"{pct.p50:.1f}s", f"{pct.p95:.1f}s", str(pct.count))
+    outcome = ", ".join(f"{n} {s}" for s, n in sorted(ov.finished.items())) or "none"
+    stats.caption = f"finished: {outcome}"
+
+    failed = Table(title=f"Failed in the last hour ({len(ov.failed)})", title_justify="left")
+    for col in ("job", "user", "when", "reason"):
+        failed.add_column(col)
+    for f in ov.failed[:10]:
+        failed.add_row(f.job_id[:8], f.user_id, f"{_ago(ov.at - f.finished_at)} ago", f"{f.title}: {f.message}")
+    return Group(queues, running, workers, stats, failed)

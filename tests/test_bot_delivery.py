@@ -1,0 +1,186 @@
+"""Delivery of results: exactly once across restarts, fallbacks to the channel, sizes, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from typing import Any
+
+import redis
+from PIL import Image
+
+from bot import store
+from imagine.jobs import JobStatus
+from imagine.queue import DELIVERIES
+from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.discord_stub import CHANNEL_ID, FakeDiscord
+
+
+async def submit(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a harbour") -> tuple[str, int]:
+    """/imagine through the bot; returns the job id and the id of its message."""
+    before = len(fake.find("POST", r"/callback$"))
+    feed(bot, fake.slash("imagine", prompt=prompt))
+    [*_, callback] = await fake.wait_for("POST", r"/callback$", count=before + 1)
+    job_id = worker.open_jobs()[-1]
+    await wait_until(lambda: bot.queue.redis.hexists(f"imagine:job:{job_id}", store.MESSAGE_ID))
+    return job_id, int(callback.answer["resource"]["message"]["id"])
+
+
+def result_posts(fake: FakeDiscord, message_id: int | None = None) -> list[Any]:
+    """Requests that carried a result grid (edits or new messages)."""
+    return [c for c in fake.calls if c.method in ("PATCH", "POST") and any("grid" in f.filename for f in c.files)
+            and (message_id is None or c.path.endswith(f"/{message_id}"))]
+
+
+async def test_a_result_finished_while_the_bot_was_down_is_delivered_once_after_restart(
+    redis_server, redis_conn: redis.Redis
+) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+        worker.run(job_id)  # the bot is down: nobody reads imagine:deliveries
+        assert not result_posts(fake)
+
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            await wait_until(lambda: bot.delivery.delivered == 1)
+            [post] = result_posts(fake)
+            # no interaction in memory any more: edited through the channel with the bot token
+            assert post.method == "PATCH" and post.path == f"/channels/{CHANNEL_ID}/messages/{message_id}"
+            assert post.json["content"] == "**a harbour** - <@111111111111111111> (fast)"
+        async with running_bot(redis_server.url, fake, consumer="bot-c") as bot:
+            await asyncio.sleep(0.3)
+            assert bot.delivery.delivered == 0
+        assert len(result_posts(fake)) == 1
+        assert redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0
+
+
+async def test_an_entry_posted_but_never_acknowledged_is_not_posted_again(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+        worker.run(job_id)
+        # A bot read the entry and posted the result, then died before XACK:
+        redis_conn.xreadgroup(store.GROUP, "dead-bot", {DELIVERIES: ">"})
+        redis_conn.hset(f"imagine:job:{job_id}", store.DELIVERED, message_id)
+        assert redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 1
+        async with running_bot(redis_server.url, fake, consumer="bot-b"):
+            await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
+        assert result_posts(fake) == []
+
+
+async def test_pending_entries_of_a_crashed_bot_are_delivered_at_start(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+        worker.run(job_id)
+        redis_conn.xreadgroup(store.GROUP, "dead-bot", {DELIVERIES: ">"})  # read, never posted
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            await wait_until(lambda: bot.delivery.delivered == 1)
+        assert len(result_posts(fake, message_id)) == 1
+
+
+async def test_buttons_work_after_a_restart(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+            worker.run(job_id)
+            await wait_until(lambda: bot.delivery.delivered == 1)
+        grid = fake.message_of(message_id)
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            feed(bot, fake.press(f"imagine:U:{job_id}:4", grid))
+            feed(bot, fake.press(f"imagine:V:{job_id}:1", grid))
+            await wait_until(lambda: len(fake.find("POST", r"/callback$")) == 3)
+            await wait_until(lambda: len(worker.open_jobs()) == 1)
+        pick = next(c for c in fake.find("POST", r"/callback$")[1:] if c.files)
+        assert pick.json["data"]["content"].endswith("Image #4 <@111111111111111111>")
+        assert bot.queue.state(worker.open_jobs()[0]).job.parent_id == job_id
+
+
+async def test_an_expired_interaction_token_falls_back_to_the_channel(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, message_id = await submit(bot, fake, worker)
+        fake.fail("PATCH", r"^/webhooks/", 401, code=50027, times=5)
+        worker.run(job_id)
+        await wait_until(lambda: bot.delivery.delivered == 1)
+        # The first edit through the interaction is refused; that one and every later edit
+        # (progress, then the result) go through the channel instead.
+        [refused] = fake.find("PATCH", r"^/webhooks/")
+        assert refused.status == 401
+        assert fake.calls[fake.calls.index(refused) + 1].path == f"/channels/{CHANNEL_ID}/messages/{message_id}"
+        [post] = result_posts(fake, message_id)
+        assert post.path == f"/channels/{CHANNEL_ID}/messages/{message_id}" and post.status == 200
+        assert redis_conn.hget(f"imagine:job:{job_id}", store.DELIVERED) == str(message_id).encode()
+
+
+async def test_a_deleted_message_gets_a_new_one(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+        del fake.messages[message_id]  # the user deleted it
+        worker.run(job_id)
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            await wait_until(lambda: bot.delivery.delivered == 1)
+        [new] = [c for c in result_posts(fake) if c.status == 200]
+        assert new.method == "POST" and new.path == f"/channels/{CHANNEL_ID}/messages"
+        assert redis_conn.hget(f"imagine:job:{job_id}", store.DELIVERED) == new.answer["id"].encode()
+
+
+async def test_a_channel_the_bot_cannot_post_in_is_logged_and_acknowledged(redis_server, redis_conn, caplog) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, _ = await submit(bot, fake, worker)
+        worker.run(job_id)
+        fake.fail("PATCH", r"^/channels/", 403, code=50013)
+        with caplog.at_level(logging.WARNING, logger="bot.delivery"):
+            async with running_bot(redis_server.url, fake, consumer="bot-b"):
+                await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
+        assert f"job {job_id}: cannot post in channel" in caplog.text and "/show" in caplog.text
+        assert not redis_conn.hexists(f"imagine:job:{job_id}", store.DELIVERED)
+        assert bot.queue.state(job_id).status is JobStatus.DONE  # still there for /show
+
+
+async def test_a_discord_outage_leaves_the_entry_pending_for_a_retry(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        bot.delivery.retry_s = 0.1
+        job_id, message_id = await submit(bot, fake, worker)
+        fake.fail("PATCH", r"/messages/@original$", 503, times=20)  # discord.py retries 5xx itself
+        worker.run(job_id)
+        await wait_until(lambda: bot.delivery.delivered == 1, timeout=30)
+        assert len([c for c in result_posts(fake) if c.status == 200]) == 1
+
+
+async def test_a_grid_over_the_upload_limit_is_sent_smaller(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        payload = fake.slash("imagine", prompt="a noisy picture")
+        payload["attachment_size_limit"] = 50_000
+        feed(bot, payload)
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = worker.open_jobs()
+        worker.start(job_id)
+        noise = io.BytesIO()
+        Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3)).save(noise, format="PNG")
+        worker.artifacts.put(f"{job_id}/grid.png", noise.getvalue())
+        worker.queue.finish(job_id, worker.queue.state(job_id).result or _result_with_grid(job_id))
+        await wait_until(lambda: bot.delivery.delivered == 1)
+        [final] = [c for c in fake.find("PATCH") if c.files]
+        [upload] = final.files
+        assert upload.filename == f"{job_id}_grid.webp" and len(upload.data) <= 50_000
+        assert len(noise.getvalue()) > 50_000
+
+
+def _result_with_grid(job_id: str) -> Any:
+    from imagine.jobs import JobResult
+
+    images = tuple(f"{job_id}/image_{i}.png" for i in range(1, 5))
+    return JobResult(job_id=job_id, status=JobStatus.DONE, images=images, grid=f"{job_id}/grid.png")

@@ -1,0 +1,310 @@
+"""The bot at the wire: the real discord.py against the fake Discord, a real Redis, a simulated worker.
+
+Each test feeds INTERACTION_CREATE payloads and asserts on the requests discord.py sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from imagine.jobs import JobKind, JobStatus
+from imagine.queue import JobQueue
+from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
+
+NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+def custom_ids_of(message: dict[str, Any]) -> list[str]:
+    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
+
+
+def job_calls(fake: FakeDiscord, since: int) -> list[Any]:
+    return fake.calls[since:]
+
+
+async def test_commands_registered_with_valid_names_descriptions_and_options(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake):
+        [put] = fake.find("PUT", r"/applications/\d+/guilds/\d+/commands$")
+        assert not fake.find("PUT", r"/applications/\d+/commands$")  # global sync only on request
+        commands = {c["name"]: c for c in put.json}
+        assert set(commands) == {"imagine", "info", "show"}
+        for command in put.json:
+            assert NAME.match(command["name"]) and command["name"] == command["name"].lower()
+            assert 1 <= len(command["description"]) <= 100
+            assert len(command.get("options", [])) <= 25
+            for option in command.get("options", []):
+                assert NAME.match(option["name"]) and 1 <= len(option["description"]) <= 100
+        [prompt] = commands["imagine"]["options"]
+        assert prompt["name"] == "prompt" and prompt["type"] == 3 and prompt["required"]
+        assert prompt["max_length"] == 6000
+
+
+async def test_global_sync_on_request(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, dev_guild_id=None, sync_global=True):
+        assert len(fake.find("PUT", r"/applications/\d+/commands$")) == 1
+        assert not fake.find("PUT", r"/guilds/")
+
+
+async def test_imagine_waits_progresses_and_ends_in_one_message_with_buttons(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, progress_interval_s=0.05) as bot:
+        start = len(fake.calls)
+        feed(bot, fake.slash("imagine", prompt="a fox in snow --ar 16:9"))
+        [callback] = await fake.wait_for("POST", r"/interactions/\d+/[^/]+/callback$")
+        assert callback.json["type"] == 4  # the message itself: no defer needed
+        waiting = callback.json["data"]
+        assert re.fullmatch(r"\*\*a fox in snow --ar 16:9\*\* - <@111111111111111111> \(Waiting to start\)"
+                            r" - #1 in line", waiting["content"])
+        assert not waiting.get("flags")  # public
+        [job_id] = worker.open_jobs()
+        assert custom_ids_of(waiting) == [f"imagine:X:{job_id}"]
+        state = bot.queue.state(job_id)
+        assert state.job.requester.channel_id == "700000000000000002" and state.job.kind is JobKind.IMAGINE
+
+        worker.start(job_id)
+        worker.progress(job_id, 5, 10)
+        [progress] = await fake.wait_for("PATCH", r"/webhooks/\d+/[^/]+/messages/@original$")
+        assert progress.json["content"].endswith("(50%) (fast)")
+        assert [f.filename for f in progress.files] == ["preview.png"]
+        assert custom_ids_of(progress.json) == [f"imagine:X:{job_id}"]
+        await asyncio.sleep(0.1)
+        worker.finish(job_id)
+
+        edits = await fake.wait_for("PATCH", r"/messages/@original$", count=2)
+        final = edits[-1]
+        assert final.json["content"] == "**a fox in snow --ar 16:9** - <@111111111111111111> (fast)"
+        assert [f.filename for f in final.files] == [f"{job_id}_grid.png"]
+        assert final.json["attachments"] == [{"id": 0, "filename": f"{job_id}_grid.png"}]
+        assert custom_ids_of(final.json) == [
+            *(f"imagine:U:{job_id}:{n}" for n in range(1, 5)), f"imagine:R:{job_id}",
+            *(f"imagine:V:{job_id}:{n}" for n in range(1, 5))]
+        await wait_until(lambda: bot.delivery.delivered == 1)
+        # The whole flow: the response, one progress edit, the result. Nothing else.
+        assert [c.method for c in job_calls(fake, start)] == ["POST", "PATCH", "PATCH"]
+        message_id = callback.answer["resource"]["message"]["id"]
+        assert redis_conn.hget(f"imagine:job:{job_id}", "delivered_message_id") == message_id.encode()
+
+
+async def test_progress_edits_are_throttled_and_lossy(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    interval = 0.25
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, progress_interval_s=interval) as bot:
+        feed(bot, fake.slash("imagine", prompt="a busy job"))
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = worker.open_jobs()
+        worker.start(job_id)
+        steps = 40
+        for step in range(1, steps + 1):  # 40 events over about 1.2 s
+            worker.progress(job_id, step, steps, preview=step % 5 == 0)
+            await asyncio.sleep(0.03)
+        await asyncio.sleep(interval * 2)
+        edits = fake.find("PATCH", r"/messages/@original$")
+        times = [c.at for c in edits]
+        assert 2 <= len(edits) <= 1.3 / interval + 2
+        assert all(b - a >= interval * 0.9 for a, b in zip(times, times[1:], strict=False))
+        assert edits[-1].json["content"].endswith("(100%) (fast)")  # the latest state wins
+        assert bot.progress.edits == len(edits)
+
+
+async def test_invalid_prompts_answer_ephemeral_red_embeds(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        cases = {"a cat --aspct 2:3": "Invalid parameter", "a::-2 b": "Invalid prompt",
+                 "http://example.com/a.png a cat": "Invalid link", "a cat --v nope": "Invalid parameter"}
+        for n, prompt in enumerate(cases, start=1):
+            feed(bot, fake.slash("imagine", prompt=prompt))
+            await fake.wait_for("POST", r"/callback$", count=n)
+        for callback, (prompt, title) in zip(fake.find("POST", r"/callback$"), cases.items(), strict=True):
+            data = callback.json["data"]
+            assert callback.json["type"] == 4 and data["flags"] == 64, prompt
+            [embed] = data["embeds"]
+            assert embed["title"] == title and embed["color"] == 16711680 and embed["description"]
+        assert data["embeds"][0]["description"] == "`--v nope` is not one of our models; `--v` takes `tiny`."
+        assert FakeWorker(redis_conn).open_jobs() == []
+
+
+async def test_held_jobs_get_the_job_queued_notice_and_a_full_queue_is_refused(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, running_limit=1, waiting_limit=1) as bot:
+        for n in range(3):
+            feed(bot, fake.slash("imagine", prompt=f"job {n}"))
+            await fake.wait_for("POST", r"/callback$", count=n + 1)
+        first, held, full = (c.json["data"] for c in fake.find("POST", r"/callback$"))
+        assert first["embeds"] == [] and "(Waiting to start) - #1 in line" in first["content"]
+        assert held["content"].endswith("(Waiting to start)") and not held.get("flags")
+        [notice] = held["embeds"]
+        assert notice["title"] == "Job queued" and notice["color"] == 16776960
+        assert "this job will start as soon as another one finishes" in notice["description"]
+        assert full["flags"] == 64 and full["embeds"][0]["title"] == "Queue full"
+        statuses = sorted(bot.queue.state(j).status.value for j in FakeWorker(redis_conn).open_jobs())
+        assert statuses == ["held", "queued"]
+
+
+async def test_a_few_permutations_post_one_message_each(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="a {red, green, blue} bird"))
+        await fake.wait_for("POST", r"/webhooks/\d+/[^/]+$", count=2)
+        [callback] = fake.find("POST", r"/callback$")
+        followups = fake.find("POST", r"/webhooks/\d+/[^/]+$")
+        contents = [callback.json["data"]["content"]] + [c.json["content"] for c in followups]
+        assert [c.split("**")[1] for c in contents] == ["a red bird", "a green bird", "a blue bird"]
+        assert len(FakeWorker(redis_conn).open_jobs()) == 3
+
+
+async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f} bird"))
+        [ask] = await fake.wait_for("POST", r"/callback$")
+        assert ask.json["data"]["flags"] == 64 and "**6 jobs**" in ask.json["data"]["content"]
+        assert FakeWorker(redis_conn).open_jobs() == []
+        yes, no = ask.json["data"]["components"][0]["components"]
+        assert (yes["label"], no["label"]) == ("Yes", "No")
+        message = fake.message_of(max(fake.messages))
+        feed(bot, fake.press(yes["custom_id"], message))
+        await fake.wait_for("POST", r"/webhooks/\d+/[^/]+$", count=6)
+        update = fake.find("POST", r"/callback$")[-1]
+        assert update.json["type"] == 7 and update.json["data"]["components"] == []
+        assert len(FakeWorker(redis_conn).open_jobs()) == 6
+
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f} cat"))
+        await fake.wait_for("POST", r"/callback$", count=3)
+        no_id = fake.find("POST", r"/callback$")[-1].json["data"]["components"][0]["components"][1]["custom_id"]
+        feed(bot, fake.press(no_id, fake.message_of(max(fake.messages))))
+        [*_, answer] = await fake.wait_for("POST", r"/callback$", count=4)
+        assert answer.json["type"] == 7 and "no job was submitted" in answer.json["data"]["content"]
+        assert len(FakeWorker(redis_conn).open_jobs()) == 6
+
+
+async def finished_job(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a lighthouse") -> tuple[str, dict[str, Any]]:
+    """Run /imagine to its delivered grid; returns the job id and the result message."""
+    feed(bot, fake.slash("imagine", prompt=prompt))
+    await fake.wait_for("POST", r"/callback$")
+    job_id = worker.open_jobs()[-1]
+    worker.run(job_id)
+    await wait_until(lambda: redis_conn_has(bot.queue, job_id))
+    message_id = int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id"))
+    return job_id, fake.message_of(message_id)
+
+
+def redis_conn_has(queue: JobQueue, job_id: str) -> bool:
+    return bool(queue.redis.hexists(f"imagine:job:{job_id}", "delivered_message_id"))
+
+
+async def test_u_posts_the_image_and_v_vary_upscale_reroll_start_follow_up_jobs(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, grid = await finished_job(bot, fake, worker)
+        before = len(fake.find("POST", r"/callback$"))
+        feed(bot, fake.press(f"imagine:U:{job_id}:2", grid))
+        [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
+        assert pick.json["data"]["content"] == "**a lighthouse** - Image #2 <@111111111111111111>"
+        assert [f.filename for f in pick.files] == [f"{job_id}_image_2.png"]
+        assert custom_ids_of(pick.json["data"]) == [
+            f"imagine:vary:{job_id}:2:strong", f"imagine:vary:{job_id}:2:subtle", f"imagine:up:{job_id}:2"]
+        single = fake.message_of(max(fake.messages))
+
+        presses = [(f"imagine:V:{job_id}:3", grid, JobKind.VARIATION, 3, "strong"),
+                   (f"imagine:vary:{job_id}:2:subtle", single, JobKind.VARIATION, 2, "subtle"),
+                   (f"imagine:up:{job_id}:2", single, JobKind.UPSCALE, 2, None),
+                   (f"imagine:R:{job_id}", grid, JobKind.REROLL, None, None)]
+        for n, (custom_id, message, kind, index, strength) in enumerate(presses, start=1):
+            feed(bot, fake.press(custom_id, message))
+            await wait_until(lambda n=n: len(worker.open_jobs()) == n)
+            new = bot.queue.state(worker.open_jobs()[-1]).job
+            assert (new.kind, new.parent_id, new.index, new.strength) == (kind, job_id, index, strength)
+            assert new.request == bot.queue.state(job_id).job.request
+            assert new.seed != bot.queue.state(job_id).job.seed or kind is JobKind.UPSCALE
+        answers = fake.find("POST", r"/callback$")[-4:]
+        assert answers[0].json["data"]["content"].startswith("**a lighthouse** - Variations (Strong) by <@")
+        assert all(a.json["type"] == 4 and "Waiting to start" in a.json["data"]["content"] for a in answers)
+
+
+async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, grid = await finished_job(bot, fake, worker)
+        feed(bot, fake.press(f"imagine:U:{job_id}:1", grid, user_id=OTHER_USER_ID))
+        [*_, refusal] = await fake.wait_for("POST", r"/callback$", count=2)
+        assert refusal.json["data"]["flags"] == 64
+        assert refusal.json["data"]["embeds"][0]["title"] == "Not your job"
+        feed(bot, fake.press(f"imagine:U:{job_id}:1", grid, user_id=OTHER_USER_ID, permissions=MANAGE_GUILD))
+        [*_, allowed] = await fake.wait_for("POST", r"/callback$", count=3)
+        assert "Image #1" in allowed.json["data"]["content"]
+
+
+async def test_a_press_on_an_unknown_job_says_so(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        gone = "f" * 32
+        message = {**fake.message_of(fake_message(fake)), "components": [
+            {"type": 1, "components": [{"type": 2, "style": 2, "label": "U1", "custom_id": f"imagine:U:{gone}:1"}]}]}
+        feed(bot, fake.press(f"imagine:U:{gone}:1", message))
+        [answer] = await fake.wait_for("POST", r"/callback$")
+        assert answer.json["data"]["flags"] == 64
+        embed = answer.json["data"]["embeds"][0]
+        assert embed["title"] == "Job not found" and gone in embed["description"]
+
+
+def fake_message(fake: FakeDiscord) -> int:
+    return int(fake._new_message(700000000000000002, {"content": "old"}, [])["id"])
+
+
+async def test_cancel_job_button(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="never mind"))
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = FakeWorker(redis_conn).open_jobs()
+        waiting = fake.message_of(max(fake.messages))
+        feed(bot, fake.press(f"imagine:X:{job_id}", waiting))
+        [_, update] = await fake.wait_for("POST", r"/callback$", count=2)
+        assert update.json["type"] == 7 and update.json["data"]["components"] == []
+        assert update.json["data"]["content"].endswith("(cancelling…)")
+        [final] = await fake.wait_for("PATCH", r"/messages/@original$")
+        assert final.json["content"].endswith("(cancelled)") and final.json["components"] == []
+        assert bot.queue.state(job_id).status is JobStatus.CANCELLED
+
+
+async def test_a_failed_job_shows_its_error(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="too big"))
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = worker.open_jobs()
+        worker.start(job_id)
+        worker.finish(job_id, status=JobStatus.FAILED)
+        [final] = await fake.wait_for("PATCH", r"/messages/@original$")
+        assert final.json["content"].endswith("(failed)") and final.json["components"] == []
+        assert final.json["embeds"][0]["title"] == "Out of GPU memory"
+        assert final.json["embeds"][0]["color"] == 16711680
+
+
+async def test_info_lists_your_jobs_and_show_reposts_a_result(redis_server, redis_conn) -> None:
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, running_limit=1) as bot:
+        job_id, _grid = await finished_job(bot, fake, worker, "first")
+        for prompt in ("second", "third"):
+            feed(bot, fake.slash("imagine", prompt=prompt))
+        await fake.wait_for("POST", r"/callback$", count=3)
+        running = worker.open_jobs()[0]
+        worker.start(running)
+        worker.progress(running, 3, 10)
+        feed(bot, fake.slash("info"))
+        [*_, info] = await fake.wait_for("POST", r"/callback$", count=4)
+        assert info.json["data"]["flags"] == 64
+        fields = {f["name"]: f["value"] for f in info.json["data"]["embeds"][0]["fields"]}
+        assert fields["Usage"].startswith("3 imagine\nGPU time: 0.0 min")
+        assert fields["Running jobs (1)"].endswith("second (30%)")
+        assert "third (held, #1 waiting)" in fields["Queued jobs (1)"]
+
+        feed(bot, fake.slash("show", job_id=job_id))
+        [*_, show] = await fake.wait_for("POST", r"/callback$", count=5)
+        assert show.json["data"]["content"] == "**first** - <@111111111111111111> (fast)"
+        assert not show.json["data"].get("flags") and len(show.files) == 1
+        assert f"imagine:U:{job_id}:1" in custom_ids_of(show.json["data"])
+        feed(bot, fake.slash("show", job_id=job_id, user_id=OTHER_USER_ID))
+        await fake.wait_for("POST", r"/callback$", count=6)
+        feed(bot, fake.slash("show", job_id="nope"))
+        [*_, other, bad] = await fake.wait_for("POST", r"/callback$", count=7)
+        assert other.json["data"]["embeds"][0]["title"] == "Not your job"
+        assert bad.json["data"]["embeds"][0]["title"] == "Job not found"
+
