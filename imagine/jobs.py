@@ -67,6 +67,7 @@ class Job(Contract):
     index: int | None = Field(default=None, ge=1, le=4)  # which image of the parent (1-4)
     strength: Literal["subtle", "strong"] | None = None  # variation strength
     diagnostics: bool = True  # compute embedding diagnostics with the result
+    output_filter: Literal["off", "block", "spoiler"] = "block"  # the guild's policy for flagged images
     created_at: float = Field(default_factory=time.time)
 
 
@@ -95,6 +96,7 @@ class JobResult(Contract):
     encoding: dict[str, object] = {}  # token count, chunks, what was cut, how weights were applied
     notes: tuple[str, ...] = ()  # things the user should know (e.g. "negatives ignored: no CFG")
     diagnostics: str | None = None  # artifact key of diagnostics.json
+    flagged: tuple[bool, ...] = ()  # per image: held to be posted as a spoiler by the output filter
     error: ErrorInfo | None = None
     worker: str | None = None
 

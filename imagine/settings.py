@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     warm_aspects: list[str] = ["1:1"]
     """Aspect ratios compiled at worker start when ``compile`` is on (JSON list in the env)."""
 
+    output_filter_model: str = ""
+    """Image safety classifier run before delivery (e.g. CompVis/stable-diffusion-safety-checker); empty: off."""
+
     # Limits
     running_limit: int = Field(default=c.DEFAULT_RUNNING_LIMIT, ge=1)
     waiting_limit: int = Field(default=c.DEFAULT_WAITING_LIMIT, ge=0)

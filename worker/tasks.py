@@ -25,6 +25,7 @@ from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
+from worker.safety import OutputFilter, OutputFiltered
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class WorkerRuntime:
     queue: JobQueue
     artifacts: ArtifactStore
     models: dict[str, LoadedModel]
+    output_filter: OutputFilter | None = None
     current_job: str | None = field(default=None)
 
 
@@ -123,7 +125,9 @@ def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
         on_progress=_progress_publisher(rt.queue, job.id),
         should_cancel=lambda: rt.queue.cancel_requested(job.id),
     )
-    # 4. Store the images; the result carries their keys only.
+    # 4. The output filter, before anything is stored.
+    flagged = _screen(rt, job, gen.images)
+    # 5. Store the images; the result carries their keys only.
     t_store = time.perf_counter()
     images = {f"image_{i}.png": img for i, img in enumerate(gen.images, start=1)}
     if len(gen.images) == 4:
@@ -135,7 +139,21 @@ def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
     timings = dict(gen.timings)
     timings["store"] = time.perf_counter() - t_store
     timings["total"] = time.perf_counter() - t_start
-    return _done(job, gen, keys, grid, timings, rt.name)
+    return _done(job, gen, keys, grid, timings, rt.name).model_copy(update={"flagged": flagged})
+
+
+def _screen(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> tuple[bool, ...]:
+    """Flags per image from the worker's safety classifier; blocks the job if the policy says so."""
+    if rt.output_filter is None or job.output_filter == "off":
+        return ()
+    flags = tuple(rt.output_filter.flags(images))
+    if any(flags) and job.output_filter == "block":
+        log.warning("job %s: %d of %d images flagged; blocked", job.id, sum(flags), len(flags))
+        raise OutputFiltered(
+            "The output filter flagged what this prompt produced, so nothing was posted. "
+            "Rephrase the prompt and try again."
+        )
+    return flags
 
 
 def _done(

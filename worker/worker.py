@@ -33,6 +33,7 @@ from imagine.settings import Settings
 from worker import tasks
 from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
+from worker.safety import OutputFilter
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,15 @@ def load_models(names: list[str], settings: Settings) -> dict[str, LoadedModel]:
         for model in models.values():
             warm_up(model, settings.warm_aspects)
     return models
+
+
+def load_output_filter(settings: Settings, models: dict[str, LoadedModel]) -> OutputFilter | None:
+    """The safety classifier, loaded once beside the models (None when not configured)."""
+    if not settings.output_filter_model:
+        return None
+    first = next(iter(models.values()))
+    return OutputFilter.load(settings.output_filter_model, device=first.device, dtype=first.dtype,
+                             cache_dir=settings.model_cache_dir)
 
 
 def warm_up(model: LoadedModel, aspects: list[str]) -> None:
@@ -128,7 +138,7 @@ def listen_order(models: list[str], speeds: list[str]) -> list[str]:
 
 def build(
     connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings,
-    *, name: str | None = None, gpu: GpuClaim | None = None,
+    *, name: str | None = None, gpu: GpuClaim | None = None, output_filter: OutputFilter | None = None,
 ) -> tuple[SimpleWorker, Heartbeat]:
     """An RQ worker over our queues with the runtime installed and its heartbeat ready."""
     name = name or worker_name()
@@ -144,6 +154,7 @@ def build(
         queue=jq,
         artifacts=artifact_store(connection, settings.artifact_dir, settings.result_ttl_s),
         models=models,
+        output_filter=output_filter,
     )
     tasks.install(runtime)
     queues = [jq.rq_queue(q) for q in listen_order(list(models), speeds)]
@@ -170,7 +181,8 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
     t0 = time.perf_counter()
     loaded = load_models(models, settings)
     log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
-    rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu)
+    rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu,
+                                 output_filter=load_output_filter(settings, loaded))
     metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
     try:
