@@ -6,8 +6,8 @@ Where things live (``imagine:`` keys are ours, ``rq:`` keys are RQ's)::
                                       progress (JSON), cancel flag, timestamps
     imagine:job:{id}:events     stream progress events, then one final event (never lost:
                                       a reader that was away reads from where it stopped)
-    imagine:user:{uid}:active   set   the user's jobs in an RQ queue or running (<= running limit)
-    imagine:user:{uid}:held     list  the user's accepted jobs waiting for a slot (<= waiting limit)
+    imagine:user:{guild}:{uid}:active  set   the user's jobs in an RQ queue or running (<= running limit)
+    imagine:user:{guild}:{uid}:held    list  the user's accepted jobs waiting for a slot (<= waiting limit)
     imagine:jobs:open           zset  every job not finished yet, by creation time (for recovery)
     imagine:jobs:finished       zset  jobs finished in the last day, by end time (for monitoring)
     imagine:deliveries          stream one entry per finished job, for the bot to deliver
@@ -69,12 +69,17 @@ def events_key(job_id: str) -> str:
     return f"{P}:job:{job_id}:events"
 
 
-def active_key(user_id: str) -> str:
-    return f"{P}:user:{user_id}:active"
+def user_scope(job: Job) -> str:
+    """Limits are per user per guild (a DM counts as its own place)."""
+    return f"{job.requester.guild_id or 'dm'}:{job.requester.user_id}"
 
 
-def held_key(user_id: str) -> str:
-    return f"{P}:user:{user_id}:held"
+def active_key(scope: str) -> str:
+    return f"{P}:user:{scope}:active"
+
+
+def held_key(scope: str) -> str:
+    return f"{P}:user:{scope}:held"
 
 
 def worker_key(name: str) -> str:
@@ -113,7 +118,7 @@ def _redis_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
 _ADMIT = """
 -- KEYS: job hash, active set, held list, open zset
--- ARGV: id, job json, running limit, waiting limit, now, ttl, queue name, user id
+-- ARGV: id, job json, running limit, waiting limit, now, ttl, queue name, user scope
 local status
 if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[3]) then
   redis.call('SADD', KEYS[2], ARGV[1]); status = 'queued'
@@ -123,7 +128,7 @@ else
   return 'full'
 end
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'queue', ARGV[7],
-           'user', ARGV[8], 'created_at', ARGV[5])
+           'scope', ARGV[8], 'limit', ARGV[3], 'created_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 return status
@@ -253,32 +258,26 @@ class JobQueue:
     # --- producer side -------------------------------------------------------------------------
 
     @_redis_errors
-    def submit(self, job: Job) -> Admission:
-        """Admit a job for its user (atomically) and, when a running slot is free, enqueue it."""
-        user = job.requester.user_id
+    def submit(self, job: Job, *, running_limit: int | None = None, waiting_limit: int | None = None) -> Admission:
+        """Admit a job for its user (atomically) and, when a running slot is free, enqueue it.
+        The limits default to the queue's; a guild's own limits are passed by the bot."""
+        scope = user_scope(job)
+        running = running_limit or self.running_limit
+        waiting = self.waiting_limit if waiting_limit is None else waiting_limit
         qname = queue_name(job.speed, job.model)
         outcome = self._admit(
-            keys=[job_key(job.id), active_key(user), held_key(user), OPEN_JOBS],
-            args=[
-                job.id,
-                job.model_dump_json(),
-                self.running_limit,
-                self.waiting_limit,
-                job.created_at,
-                self.result_ttl_s,
-                qname,
-                user,
-            ],
+            keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
+            args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
         ).decode()
         if outcome == "full":
             raise QueueFull(
-                f"You already have {self.running_limit} jobs running and {self.waiting_limit} "
+                f"You already have {running} jobs running and {waiting} "
                 "waiting; wait for one to finish or cancel one, then submit again."
             )
         if outcome == "queued":
             self._enqueue(job.id, qname)
         metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
-        log.info("job %s submitted by user %s: %s on %s", job.id, user, outcome, qname)
+        log.info("job %s submitted by %s: %s on %s", job.id, scope, outcome, qname)
         return Admission(job=job, status=JobStatus(outcome))
 
     def _enqueue(self, job_id: str, qname: str) -> None:
@@ -317,11 +316,11 @@ class JobQueue:
     def position(self, job_id: str) -> int | None:
         """1-based place in line for a queued job (fast jobs of the same model go first),
         place among the user's held jobs for a held one, None once it runs or ended."""
-        status, qname, user = self.redis.hmget(job_key(job_id), "status", "queue", "user")
+        status, qname, scope = self.redis.hmget(job_key(job_id), "status", "queue", "scope")
         if status is None:
             raise JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
         if status == b"held":
-            idx = self.redis.lpos(held_key(user.decode()), job_id)
+            idx = self.redis.lpos(held_key(scope.decode()), job_id)
             return None if idx is None else idx + 1
         if status != b"queued":
             return None
@@ -382,7 +381,7 @@ class JobQueue:
             raise NotJobOwner("Only the person who started this job (or an admin) can cancel it.")
         qname = queue_name(st.job.speed, st.job.model)
         outcome = self._cancel(
-            keys=[job_key(job_id), held_key(st.job.requester.user_id), self.rq_queue(qname).key],
+            keys=[job_key(job_id), held_key(user_scope(st.job)), self.rq_queue(qname).key],
             args=[job_id, time.time()],
         ).decode()
         if outcome == "cancelled":
@@ -460,12 +459,14 @@ class JobQueue:
         pipe.execute()
         metrics.JOBS_FINISHED.labels(job.kind.value, job.model, result.status.value).inc()
         log.info("job %s %s", job_id, result.status.value)
-        self._promote(job.requester.user_id, job_id)
+        self._promote(job, job_id)
 
-    def _promote(self, user_id: str, finished_job_id: str) -> None:
+    def _promote(self, job: Job, finished_job_id: str) -> None:
+        scope = user_scope(job)
+        limit = self.redis.hget(job_key(finished_job_id), "limit") or self.running_limit
         nxt = self._release(
-            keys=[active_key(user_id), held_key(user_id)],
-            args=[finished_job_id, self.running_limit, P],
+            keys=[active_key(scope), held_key(scope)],
+            args=[finished_job_id, int(limit), P],
         )
         if nxt:
             nxt = nxt.decode()

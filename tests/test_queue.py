@@ -106,7 +106,7 @@ def test_cancel_held_queued_and_running_jobs(jq: JobQueue) -> None:
         jq.submit(j)
     # held: gone at once
     assert jq.cancel(jobs[3].id, "111") is JobStatus.CANCELLED
-    assert jq.redis.llen("imagine:user:111:held") == 0
+    assert jq.redis.llen("imagine:user:222:111:held") == 0
     # queued: removed from RQ at once
     assert jq.cancel(jobs[1].id, "111") is JobStatus.CANCELLED
     assert jobs[1].id not in rq_ids(jq)
@@ -184,3 +184,16 @@ def test_a_redis_that_is_down_gives_a_clear_error() -> None:
     with pytest.raises(RedisUnavailable) as err:
         jq.submit(make_job())
     assert "cannot be reached" in err.value.message and "redis://" not in err.value.message
+
+
+def test_limits_are_per_user_per_guild_and_a_guild_may_set_its_own(jq: JobQueue) -> None:
+    def job_in(guild: str, text: str):  # type: ignore[no-untyped-def]
+        job = make_job(text, user="111")
+        return job.model_copy(update={"requester": job.requester.model_copy(update={"guild_id": guild})})
+
+    generous = [jq.submit(job_in("big", f"b{i}"), running_limit=5, waiting_limit=0).status for i in range(5)]
+    assert generous == [JobStatus.QUEUED] * 5
+    with pytest.raises(QueueFull, match="5 jobs running and 0 waiting"):
+        jq.submit(job_in("big", "one more"), running_limit=5, waiting_limit=0)
+    # the same person elsewhere has their own slots, under that server's defaults
+    assert [jq.submit(job_in("small", f"s{i}")).status for i in range(4)] == [JobStatus.QUEUED] * 3 + [JobStatus.HELD]

@@ -133,7 +133,7 @@ def test_cancel_mid_run_stops_and_delivers_nothing(redis_conn, jq, tiny, setting
     assert progress and progress[-1]["step"] < progress[-1]["steps"]  # stopped before the end
     assert events[-1].type == "cancelled"
     assert list(redis_conn.scan_iter(f"imagine:artifact:{job.id}/*")) == []
-    assert redis_conn.scard("imagine:user:111:active") == 0  # the slot is free again
+    assert redis_conn.scard("imagine:user:222:111:active") == 0  # the slot is free again
 
 
 def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server, redis_conn, jq, tmp_path, model_cache) -> None:

@@ -1,0 +1,127 @@
+"""Per-guild moderation and policy, kept in Redis: what /admin sets and /imagine obeys.
+
+A guild's ``GuildConfig`` (allowed channels, default model, per-user limits, speed policy,
+diagnostics default, output-filter policy) and its banned words and banned users live under
+``imagine:guild:{id}:*``. ``admit`` is the one check the bot runs before queueing anything:
+banned user, channel, banned words (whole words, ignoring case and accents), speed policy.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from imagine import constants as c
+from imagine.errors import UserError, quote
+
+
+class BannedPrompt(UserError):
+    title = "Banned prompt detected"
+
+
+class NotAllowedHere(UserError):
+    title = "Not allowed here"
+
+
+class GuildConfig(BaseModel):
+    """What an admin can set for their server with /admin config."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    allowed_channels: tuple[str, ...] = ()  # empty: every channel
+    default_model: str | None = None  # None: the deployment's default
+    running_limit: int = Field(default=c.DEFAULT_RUNNING_LIMIT, ge=1, le=12)
+    waiting_limit: int = Field(default=c.DEFAULT_WAITING_LIMIT, ge=0, le=40)
+    speed_policy: Literal["any", "relax-only"] = "any"  # relax-only: --fast is refused
+    diagnostics: bool = True  # default for the guild's users
+    output_filter: Literal["block", "spoiler", "off"] = "block"
+
+
+def _key(guild_id: str, what: str) -> str:
+    return f"{c.KEY_PREFIX}:guild:{guild_id}:{what}"
+
+
+def fold(text: str) -> str:
+    """Lower-case without accents, for matching banned words ("Café" ~ "cafe")."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+class Guilds:
+    """Reads and writes guild policy in Redis."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def config(self, guild_id: str | None) -> GuildConfig:
+        if guild_id is None:  # a DM: the defaults
+            return GuildConfig()
+        raw = self.redis.get(_key(guild_id, "config"))
+        return GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+
+    def set_config(self, guild_id: str, **changes: object) -> GuildConfig:
+        """Change some fields (validated: a bad value raises pydantic's ValidationError)."""
+        config = GuildConfig.model_validate({**self.config(guild_id).model_dump(), **changes})
+        self.redis.set(_key(guild_id, "config"), config.model_dump_json())
+        return config
+
+    # banned words ---------------------------------------------------------------------------
+
+    def ban_words(self, guild_id: str, *words: str) -> list[str]:
+        folded = [fold(w).strip() for w in words if fold(w).strip()]
+        if folded:
+            self.redis.sadd(_key(guild_id, "banned_words"), *folded)
+        return folded
+
+    def unban_words(self, guild_id: str, *words: str) -> int:
+        folded = [fold(w).strip() for w in words]
+        return int(self.redis.srem(_key(guild_id, "banned_words"), *folded)) if folded else 0
+
+    def banned_words(self, guild_id: str) -> list[str]:
+        return sorted(w.decode() for w in self.redis.smembers(_key(guild_id, "banned_words")))
+
+    # banned users ---------------------------------------------------------------------------
+
+    def ban_user(self, guild_id: str, user_id: str) -> None:
+        self.redis.sadd(_key(guild_id, "banned_users"), user_id)
+
+    def unban_user(self, guild_id: str, user_id: str) -> None:
+        self.redis.srem(_key(guild_id, "banned_users"), user_id)
+
+    def is_banned(self, guild_id: str, user_id: str) -> bool:
+        return bool(self.redis.sismember(_key(guild_id, "banned_users"), user_id))
+
+    # the check before anything is queued ----------------------------------------------------
+
+    def admit(self, guild_id: str | None, channel_id: str | None, user_id: str, prompt: str,
+              speed: str | None) -> GuildConfig:
+        """Refuse a prompt this guild does not allow; return its config for the rest of admission."""
+        config = self.config(guild_id)
+        if guild_id is None:
+            return config
+        if self.is_banned(guild_id, user_id):
+            raise NotAllowedHere("You are not allowed to use this bot on this server; ask its admins.")
+        if config.allowed_channels and channel_id not in config.allowed_channels:
+            channels = ", ".join(f"<#{ch}>" for ch in config.allowed_channels)
+            raise NotAllowedHere(f"Images can only be made in {channels} on this server.")
+        hit = find_banned(prompt, self.banned_words(guild_id))
+        if hit:
+            raise BannedPrompt(f"The word {quote(hit)} is banned on this server; rephrase your prompt without it.")
+        if speed == "fast" and config.speed_policy == "relax-only":
+            raise NotAllowedHere("This server allows relax mode only; remove `--fast` and submit again.")
+        return config
+
+
+def find_banned(prompt: str, banned: list[str]) -> str | None:
+    """The first banned word or phrase found in ``prompt`` on word boundaries, or None."""
+    if not banned:
+        return None
+    text = fold(prompt)
+    for word in banned:
+        if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text):
+            return word
+    return None
