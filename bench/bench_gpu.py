@@ -83,6 +83,39 @@ def median_s(fn, n: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
+def time_model(model, conn, settings, steps: int, guidance: float, size: int, jobs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Median seconds per 4-image job: a bare diffusers call, then through Redis + an RQ worker."""
+    from imagine.local_run import jobs_for
+    from imagine.prompt import parse
+    from imagine.queue import JobQueue
+    from worker import worker as worker_mod
+
+    name = model.spec.name
+    request = parse(f"a lighthouse on a cliff at dusk --seed 1 --model {name}", models=[name])
+    job = jobs_for(request, default_model=name, user="bench")[0]
+    cond = model.text_encoder.encode_request(job.request, cfg=model.spec.supports_cfg)
+
+    def bare() -> None:
+        model.pipe(
+            prompt_embeds=cond.prompt_embeds, negative_prompt_embeds=cond.negative_prompt_embeds,
+            num_images_per_prompt=4, num_inference_steps=steps, guidance_scale=guidance,
+            height=size, width=size, output_type="pil",
+            generator=[torch.Generator("cpu").manual_seed(job.seed + i) for i in range(4)],
+        )
+
+    jq = JobQueue(conn, running_limit=1000, waiting_limit=1000)
+
+    def through_worker() -> None:
+        j = jobs_for(request, default_model=name, user="bench")[0]
+        jq.submit(j)
+        rq_worker, heartbeat = worker_mod.build(conn, {name: model}, ["fast"], settings)
+        rq_worker.work(burst=True, logging_level="ERROR")
+        heartbeat.stop()
+        assert jq.state(j.id).status.value == "done", jq.state(j.id).result
+
+    return median_s(bare, jobs), median_s(through_worker, jobs)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=10)
@@ -101,12 +134,8 @@ def main() -> int:
     from rich.table import Table
 
     from imagine.embedded import EmbeddedRedis
-    from imagine.local_run import jobs_for
     from imagine.model_specs import BUILTIN_SPECS
-    from imagine.prompt import parse
-    from imagine.queue import JobQueue
     from imagine.settings import Settings
-    from worker import worker as worker_mod
     from worker.models import load_model, pick_device
 
     device, dtype = pick_device("cpu" if args.smoke else "cuda")
@@ -127,32 +156,7 @@ def main() -> int:
             spec = BUILTIN_SPECS[family].model_copy(update=dict(
                 name=name, source=str(path), default_steps=steps, base_size=size, max_steps=None))
             model = load_model(spec, device=device, dtype=dtype, cache_dir=Path(tmp), compile=args.compile)
-            request = parse(f"a lighthouse on a cliff at dusk --seed 1 --model {name}", models=[name])
-            job = jobs_for(request, default_model=name, user="bench")[0]
-
-            cond = model.text_encoder.encode_request(job.request, cfg=spec.supports_cfg)
-
-            def bare() -> None:
-                model.pipe(
-                    prompt_embeds=cond.prompt_embeds, negative_prompt_embeds=cond.negative_prompt_embeds,
-                    num_images_per_prompt=4, num_inference_steps=steps, guidance_scale=guidance,
-                    height=size, width=size, output_type="pil",
-                    generator=[torch.Generator("cpu").manual_seed(job.seed + i) for i in range(4)],
-                )
-
-            settings = Settings(redis_url=server.url)
-            jq = JobQueue(conn, running_limit=1000, waiting_limit=1000)
-
-            def through_worker() -> None:
-                j = jobs_for(request, default_model=name, user="bench")[0]
-                jq.submit(j)
-                rq_worker, heartbeat = worker_mod.build(conn, {name: model}, ["fast"], settings)
-                rq_worker.work(burst=True, logging_level="ERROR")
-                heartbeat.stop()
-                assert jq.state(j.id).status.value == "done", jq.state(j.id).result
-
-            b = median_s(bare, jobs)
-            w = median_s(through_worker, jobs)
+            b, w = time_model(model, conn, Settings(redis_url=server.url), steps, guidance, size, jobs)
             table.add_row(name, f"{size}x{size}", str(steps), f"{b:.3f}", f"{w:.3f}", f"{w / b:.3f}", f"{4 / w:.1f}")
             del model
             if torch.cuda.is_available():

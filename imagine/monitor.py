@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from imagine.queue import FINISHED_JOBS, OPEN_JOBS, P, JobQueue, job_key
+from imagine.queue import FINISHED_JOBS, OPEN_JOBS, JobQueue, P, job_key
 
 WINDOW_S = 3600
 """Failures and wait/run percentiles are over the last hour."""

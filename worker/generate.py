@@ -398,7 +398,7 @@ def _circular_padding(model: LoadedModel, *, enabled: bool) -> Iterator[None]:
             conv.padding_mode = "circular"
         yield
     finally:
-        for conv, mode in zip(convs, saved):
+        for conv, mode in zip(convs, saved, strict=True):
             conv.padding_mode = mode
 
 

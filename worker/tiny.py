@@ -126,7 +126,7 @@ def _learn_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
     while len(merges) < n_merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols, n in corpus.items():
-            for pair in zip(symbols, symbols[1:]):
+            for pair in zip(symbols, symbols[1:], strict=False):
                 pairs[pair] += n
         if not pairs:
             break

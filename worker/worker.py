@@ -27,14 +27,14 @@ from rq.worker import SimpleWorker
 from imagine import metrics
 from imagine.artifacts import artifact_store
 from imagine.jobs import Job, Requester
-from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.queue import JobQueue, queue_name
+from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker import tasks
 from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
-from worker.safety import OutputFilter
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
+from worker.safety import OutputFilter
 
 log = logging.getLogger(__name__)
 
