@@ -5,9 +5,11 @@
     imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
     imagine queue [--watch]                 queues, running jobs, workers, failures (for admins)
     imagine schema                         the JSON schema of the job contract
+    imagine shorten "PROMPT" [--json]       which words matter, and shorter prompts
+    imagine embed "TEXT" [--encoder minilm|clip] [--pooling cls|mean|max|eos] [--json]   a text's vector
     imagine bot [--sync-global]            the Discord bot (DISCORD_TOKEN, REDIS_URL)
 
-Worker code (torch) is imported only by ``run`` and ``worker``.
+Worker code (torch) is imported only by ``run``, ``worker``, ``shorten`` and ``embed``.
 """
 
 from __future__ import annotations
@@ -113,6 +115,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_prompt(args.prompt, model=args.model, out=args.out, user=args.user)
 
 
+def cmd_shorten(args: argparse.Namespace) -> int:
+    from imagine.prompt import parse
+    from worker.diagnostics import Diagnostician
+
+    text = parse(args.prompt)[0].positive_text  # as /imagine reads it: parameters and --no removed
+    result = Diagnostician.text_only().shorten(text)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table("rank", "word", "1 - cos", "relative", "role", title=f"Word influence ({result.encoder})")
+    for w in result.ranked:
+        table.add_row(str(w.rank), w.word, f"{w.influence:.4f}", f"{w.relative:.2f}", w.role)
+    console = Console()
+    console.print(table)
+    for i, p in enumerate(result.proposals, 1):
+        console.print(f"{i}. {p.text}  [dim]({p.similarity:.0%} of the meaning)[/]", highlight=False)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    if args.encoder == "minilm":
+        from worker.semantic import SemanticEncoder
+
+        encoder = SemanticEncoder.load()
+        vector, name = encoder.embed([args.text], args.pooling)[0], encoder.name
+    else:
+        from imagine.model_specs import load_model_specs
+        from worker.diagnostics.embed import clip_vector, load_generation_encoder
+
+        settings = get_settings()
+        spec = load_model_specs(settings.models_config)[args.model or settings.default_model]
+        encoder = load_generation_encoder(spec, settings.model_cache_dir)
+        vector, name = clip_vector(encoder, args.text, args.pooling), f"{spec.name} {type(encoder.model).__name__}"
+    values = [round(v, 6) for v in vector.tolist()]
+    norm = float(vector.norm())
+    if args.json:
+        print(json.dumps({"text": args.text, "encoder": name, "pooling": args.pooling, "dim": len(values),
+                          "norm": norm, "vector": values}))
+        return 0
+    Console(stderr=True).print(f"{name}, {args.pooling} pooling: {len(values)} dimensions, norm {norm:.4f}")
+    print(" ".join(f"{v:.6f}" for v in values))
+    return 0
+
+
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
@@ -155,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="keep the view live")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
     p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("shorten", help="which words of a prompt matter, and shorter prompts (no images)")
+    p.add_argument("prompt")
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    p.set_defaults(func=cmd_shorten)
+
+    p = sub.add_parser("embed", help="print a text's vector from the MiniLM or the CLIP text encoder")
+    p.add_argument("text")
+    p.add_argument("--encoder", choices=["minilm", "clip"], default="minilm")
+    p.add_argument("--pooling", choices=["cls", "mean", "max", "eos"], default="mean")
+    p.add_argument("--model", default=None, help="for --encoder clip: whose text encoder (default: the default model)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("schema", help="print the job contract's JSON schema")
     p.set_defaults(func=cmd_schema)

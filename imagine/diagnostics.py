@@ -33,7 +33,8 @@ INFLUENTIAL_FROM = 0.25
 """A word whose influence is at least this fraction of the largest influence is influential."""
 
 MAX_INFLUENCE_WORDS = 60
-"""Words analyzed by leave-one-out (cost grows with the square of the count); later words are kept as written."""
+"""Words analyzed by leave-one-out (cost grows with the square of the count), at most; later words
+and words past the semantic encoder's 256-token window are kept as written, not analyzed."""
 
 MAX_PROPOSALS = 5
 """Shorter prompts proposed, at most (as Midjourney's /shorten)."""
@@ -119,7 +120,7 @@ class ShortenResult(Frozen):
     text: str  # the analyzed text: the positive parts joined
     encoder: str  # the semantic encoder (all-MiniLM-L6-v2)
     total_words: int
-    words: list[WordInfluence]  # the analyzed words (at most MAX_INFLUENCE_WORDS), in prompt order
+    words: list[WordInfluence]  # the analyzed (leading) words, in prompt order; see MAX_INFLUENCE_WORDS
     proposals: list[ShortPrompt]
     removable_below: float = REMOVABLE_BELOW
     influential_from: float = INFLUENTIAL_FROM
@@ -201,7 +202,7 @@ class Diagnostics(Frozen):
     influence: ShortenResult
     pooling: PoolingComparison
     alignment: Alignment | None  # None: no images
-    timings_ms: dict[str, float]  # tokens, semantic, proposals, clip, total (the chart is timed by the worker)
+    timings_ms: dict[str, float]  # tokens, semantic, proposals, pooling, clip, total (not the chart)
 
 
 def warnings(diag: Diagnostics) -> list[str]:
@@ -223,7 +224,8 @@ def warnings(diag: Diagnostics) -> list[str]:
             out.append(f"Low alignment (CLIP score below {al.low_alignment_score:g}) in image(s) {_join(low)}.")
     skipped = diag.influence.total_words - len(diag.influence.words)
     if skipped > 0:
-        out.append(f"Word influence covers the first {len(diag.influence.words)} words; {skipped} more were not analyzed.")
+        analyzed = len(diag.influence.words)
+        out.append(f"Word influence covers the first {analyzed} words; {skipped} more were not analyzed.")
     return out
 
 
@@ -287,8 +289,10 @@ def _embed(*, title: str, words: ShortenResult, fields: list[dict[str, object]],
            color: int) -> dict[str, object]:
     fields = fields[: EMBED_LIMITS["fields"]]
     embed: dict[str, object] = {"title": title, "fields": fields, "footer": {"text": footer}, "color": color}
-    legend = "\n-# **bold**: influential · ~~struck~~: removable"
+    legend = "\n\n**bold**: influential · ~~struck~~: removable"
     budget = min(EMBED_LIMITS["description"], EMBED_LIMITS["total"] - embed_size(embed)) - len(legend)
+    if budget < 200:  # cannot happen with the fields above (at most ~4,000 characters); never exceed the limits
+        raise ValueError(f"embed fields take {embed_size(embed)} characters, too many for a description")
     embed["description"] = _marked_words(words, budget) + legend
     return embed
 
@@ -352,9 +356,9 @@ def _field(name: str, value: str, *, inline: bool = False) -> dict[str, object]:
     """A field, its value cut at a line end to Discord's 1,024 characters."""
     limit = EMBED_LIMITS["field_value"]
     if len(value) > limit:
-        value = value[: limit - 1]
-        value = value[: value.rfind("\n")] if "\n" in value else value[: value.rfind(" ")]
-        value += "\n…"
+        value = value[: limit - 2]
+        end = max(value.rfind("\n"), value.rfind(" "))
+        value = (value[:end] if end > 0 else value) + "\n…"
     return {"name": name[: EMBED_LIMITS["field_name"]], "value": value or "—", "inline": inline}
 
 

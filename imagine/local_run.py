@@ -89,12 +89,13 @@ def _require_workers(jq: JobQueue, models: set[str]) -> None:
 
 
 def _run_embedded_worker(conn: redis.Redis, jq: JobQueue, jobs: list[Job], settings: Settings) -> None:
-    from worker.worker import build, load_models, set_torch_threads
+    from worker.worker import build, load_diagnosticians, load_models, set_torch_threads
 
     set_torch_threads(settings)
     with console.status("Loading model…"):
         models = load_models(sorted({j.model for j in jobs}), settings)
-    rq_worker, heartbeat = build(conn, models, ["fast", "relax"], settings)
+        diagnosticians = load_diagnosticians(settings, models)
+    rq_worker, heartbeat = build(conn, models, ["fast", "relax"], settings, diagnosticians=diagnosticians)
     follower = threading.Thread(target=_follow, args=(jq, jobs), daemon=True)
     follower.start()
     try:
@@ -129,7 +130,10 @@ def _write_outputs(jq: JobQueue, store, jobs: list[Job], out: Path) -> int:  # t
             error = result.error if result else None
             console.print(f"[red]{job.id}: {state.status.value}[/] {error.message if error else ''}", highlight=False)
         else:
-            for key in result.images + ((result.grid,) if result.grid else ()):
+            keys = result.images + ((result.grid,) if result.grid else ())
+            if result.diagnostics:  # diagnostics.json and its chart, beside the images
+                keys += (result.diagnostics, result.diagnostics.replace("diagnostics.json", "chart.png"))
+            for key in keys:
                 (target / key.split("/", 1)[1]).write_bytes(store.get(key))
         payload = {"job": job.model_dump(mode="json"),
                    "result": result.model_dump(mode="json") if result else None}

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     warm_aspects: list[str] = ["1:1"]
     """Aspect ratios compiled at worker start when ``compile`` is on (JSON list in the env)."""
 
+    diagnostics: bool = True
+    """Workers compute embedding diagnostics (MiniLM + CLIP); off saves memory and time."""
+    clip_model: str = ""
+    """CLIP model for CLIP scores; empty: per model (openai/clip-vit-large-patch14, tiny CLIP for tiny)."""
     output_filter_model: str = ""
     """Image safety classifier run before delivery (e.g. CompVis/stable-diffusion-safety-checker); empty: off."""
 

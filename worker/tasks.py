@@ -23,6 +23,7 @@ from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
+from worker.diagnostics import Diagnostician, diagnostics_files
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
 from worker.safety import OutputFilter, OutputFiltered
@@ -39,8 +40,12 @@ class WorkerRuntime:
     artifacts: ArtifactStore
     models: dict[str, LoadedModel]
     output_filter: OutputFilter | None = None
+    diagnosticians: dict[str, Diagnostician] = field(default_factory=dict)  # by model name
     current_job: str | None = field(default=None)
 
+
+DIAGNOSED = (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION)
+"""Kinds whose results carry embedding diagnostics (a prompt and a grid)."""
 
 _runtime: WorkerRuntime | None = None
 _encoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png")
@@ -112,6 +117,8 @@ def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
 
 
 def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
+    if job.kind is JobKind.SHORTEN:
+        return _shorten(rt, job)
     t_start = time.perf_counter()
     # 1. The model (loaded at worker start; routing guarantees we serve it).
     model = rt.models[job.model]
@@ -138,8 +145,31 @@ def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
     keys = tuple(stored.values())
     timings = dict(gen.timings)
     timings["store"] = time.perf_counter() - t_store
+    # 6. Diagnostics: what the encoders made of the prompt, how well each image follows it.
+    diagnostics = None
+    if job.diagnostics and job.kind in DIAGNOSED and job.model in rt.diagnosticians:
+        t_diag = time.perf_counter()
+        diag = rt.diagnosticians[job.model].analyze(job, gen.images, model.text_encoder)
+        files = diagnostics_files(diag)
+        diagnostics = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), files["diagnostics.json"])
+        rt.artifacts.put(artifact_key(job.id, "chart.png"), files["chart.png"])
+        timings["diagnostics"] = time.perf_counter() - t_diag
     timings["total"] = time.perf_counter() - t_start
-    return _done(job, gen, keys, grid, timings, rt.name).model_copy(update={"flagged": flagged})
+    return _done(job, gen, keys, grid, timings, rt.name).model_copy(
+        update={"flagged": flagged, "diagnostics": diagnostics}
+    )
+
+
+def _shorten(rt: WorkerRuntime, job: Job) -> JobResult:
+    """/shorten: the word analysis of the prompt alone (no images): the fast path."""
+    t0 = time.perf_counter()
+    diagnostician = rt.diagnosticians.get(job.model) or next(iter(rt.diagnosticians.values()), None)
+    if diagnostician is None:
+        raise RuntimeError("this worker has no diagnostics loaded, so it cannot /shorten")
+    result = diagnostician.shorten(job.request.positive_text)
+    key = rt.artifacts.put(artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
+    return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, worker=rt.name,
+                     timings={"total": time.perf_counter() - t0})
 
 
 def _screen(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> tuple[bool, ...]:

@@ -32,9 +32,12 @@ from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker import tasks
 from worker.generate import generate
+from worker.clip_score import clip_source_for
+from worker.diagnostics import Diagnostician
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 from worker.safety import OutputFilter
+from worker.semantic import SemanticEncoder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,18 @@ def load_models(names: list[str], settings: Settings) -> dict[str, LoadedModel]:
         for model in models.values():
             warm_up(model, settings.warm_aspects)
     return models
+
+
+def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel]) -> dict[str, Diagnostician]:
+    """The diagnostics' encoders, loaded once: MiniLM shared by every model, one CLIP scorer each."""
+    if not settings.diagnostics or not models:
+        return {}
+    semantic = SemanticEncoder.load(device=next(iter(models.values())).device)
+    return {
+        name: Diagnostician.load(m.spec, cache_dir=settings.model_cache_dir, device=m.device,
+                                 semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))
+        for name, m in models.items()
+    }
 
 
 def load_output_filter(settings: Settings, models: dict[str, LoadedModel]) -> OutputFilter | None:
@@ -139,6 +154,7 @@ def listen_order(models: list[str], speeds: list[str]) -> list[str]:
 def build(
     connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings,
     *, name: str | None = None, gpu: GpuClaim | None = None, output_filter: OutputFilter | None = None,
+    diagnosticians: dict[str, Diagnostician] | None = None,
 ) -> tuple[SimpleWorker, Heartbeat]:
     """An RQ worker over our queues with the runtime installed and its heartbeat ready."""
     name = name or worker_name()
@@ -155,6 +171,7 @@ def build(
         artifacts=artifact_store(connection, settings.artifact_dir, settings.result_ttl_s),
         models=models,
         output_filter=output_filter,
+        diagnosticians=diagnosticians or {},
     )
     tasks.install(runtime)
     queues = [jq.rq_queue(q) for q in listen_order(list(models), speeds)]
@@ -182,7 +199,8 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
     loaded = load_models(models, settings)
     log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
     rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu,
-                                 output_filter=load_output_filter(settings, loaded))
+                                 output_filter=load_output_filter(settings, loaded),
+                                 diagnosticians=load_diagnosticians(settings, loaded))
     metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
     try:

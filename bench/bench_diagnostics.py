@@ -1,0 +1,126 @@
+"""What embedding diagnostics cost a job, and `imagine embed`'s MiniLM path against sentence-transformers.
+
+    .venv/bin/python bench/bench_diagnostics.py [--repeats 5] [--threads 2] [--texts 1000]
+
+1. For prompts of a few lengths, the same job generated on the tiny model (``generate()``, models
+   loaded) and then analyzed (``Diagnostician.analyze`` + ``render_chart``), medians of --repeats
+   runs: each diagnostics stage in ms and the total as a share of the generation (target <= 25%).
+2. --texts prompts embedded by ``SemanticEncoder.embed`` (mean pooling, normalized) and by
+   ``SentenceTransformer.encode`` on the same model, same threads: texts per second and the ratio
+   (target >= 1.0x), after checking both give the same vectors (1e-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from imagine.jobs import Job, Requester  # noqa: E402
+from imagine.prompt import parse  # noqa: E402
+from worker.diagnostics import Diagnostician, render_chart  # noqa: E402
+from worker.generate import generate  # noqa: E402
+from worker.models import BUILTIN_SPECS, load_model  # noqa: E402
+from worker.semantic import SemanticEncoder, model_dir  # noqa: E402
+from worker.tiny import WORDS  # noqa: E402
+
+PROMPTS = {
+    "short (5 words)": "a red fox in snow",
+    "typical (16 words)": "a cozy library at night, warm light, old books, a sleeping cat on a chair --no people",
+    "long (40 words)": (
+        "an ultra detailed oil painting of an ancient castle on a misty mountain above a quiet village by the lake, "
+        "golden sunset light, dramatic clouds, birds flying over the river, highly detailed, intricate, "
+        "cinematic lighting, wide angle view --no blurry, text, watermark"
+    ),
+}
+STAGES = ("tokens", "semantic", "proposals", "pooling", "clip")
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def bench_jobs(console: Console, repeats: int, cache: Path) -> None:
+    model = load_model(BUILTIN_SPECS["tiny"], device=torch.device("cpu"), dtype=torch.float32, cache_dir=cache)
+    diagnostician = Diagnostician.load(model.spec, cache_dir=cache)
+    table = Table(title=f"Diagnostics vs generation, tiny model, CPU, {torch.get_num_threads()} threads (median ms)")
+    for column in ("prompt", "generate", *STAGES, "chart", "diagnostics", "share"):
+        table.add_column(column, justify="left" if column == "prompt" else "right")
+    for name, prompt in PROMPTS.items():
+        job = Job(request=parse(prompt)[0], model="tiny", seed=7, requester=Requester(user_id="bench"))
+        images = generate(model, job).images  # warm-up
+        render_chart(diagnostician.analyze(job, images, model.text_encoder))
+        gen, stages, chart, total = [], {s: [] for s in STAGES}, [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            images = generate(model, job).images
+            t1 = time.perf_counter()
+            diag = diagnostician.analyze(job, images, model.text_encoder)
+            t2 = time.perf_counter()
+            render_chart(diag)
+            t3 = time.perf_counter()
+            gen.append(t1 - t0)
+            for s in STAGES:
+                stages[s].append(diag.timings_ms[s] / 1000)
+            chart.append(t3 - t2)
+            total.append(t3 - t1)
+        share = median_ms(total) / median_ms(gen)
+        table.add_row(name, f"{median_ms(gen):.0f}", *(f"{median_ms(stages[s]):.1f}" for s in STAGES),
+                      f"{median_ms(chart):.0f}", f"{median_ms(total):.0f}",
+                      f"[{'green' if share <= 0.25 else 'red'}]{share:.0%}[/]")
+    console.print(table)
+    console.print("semantic: the leave-one-out MiniLM pass; proposals: the shorter prompts' pass; "
+                  "chart: matplotlib draw + PNG. Target: diagnostics <= 25% of generate.")
+
+
+def bench_embed(console: Console, n_texts: int) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(3, 40))) for _ in range(n_texts)]
+    ours = SemanticEncoder.load()
+    theirs = SentenceTransformer(str(model_dir()), device="cpu")
+    ours.embed(texts[:64])  # warm-up
+    theirs.encode(texts[:64])
+    t0 = time.perf_counter()
+    a = ours.embed(texts)
+    t1 = time.perf_counter()
+    b = theirs.encode(texts, convert_to_tensor=True)
+    t2 = time.perf_counter()
+    error = float((a - b).abs().max())
+    table = Table(title=f"Embedding {n_texts} prompts with all-MiniLM-L6-v2 (mean pooling, normalized)")
+    for column in ("path", "seconds", "texts/s", "vs sentence-transformers"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    table.add_row("SemanticEncoder.embed (imagine embed)", f"{t1 - t0:.2f}", f"{n_texts / (t1 - t0):.0f}",
+                  f"{(t2 - t1) / (t1 - t0):.2f}x")
+    table.add_row("SentenceTransformer.encode", f"{t2 - t1:.2f}", f"{n_texts / (t2 - t1):.0f}", "1.00x")
+    console.print(table)
+    console.print(f"largest difference between the two: {error:.2e} (must be <= 1e-5)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--texts", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    console = Console()
+    with tempfile.TemporaryDirectory() as cache:
+        bench_jobs(console, args.repeats, Path(cache))
+    bench_embed(console, args.texts)
+
+
+if __name__ == "__main__":
+    main()
