@@ -6,8 +6,10 @@
    with a job already waiting, and times the worker's start to that first job's end.
 2. Runs --jobs jobs one after another through the queue (submit -> worker -> done event),
    warm, and the same jobs as direct in-process `generate()` calls on the same model with the
-   same settings and thread count. Prints medians and their ratio (target <= 1.05), and images
-   per second at batch 4.
+   same settings and thread count, each followed by the same PNG encoding of the four images
+   and the grid (what any caller must do to keep the images). Diagnostics are off on both
+   sides (bench_diagnostics.py measures them). Prints medians and their ratio (target <= 1.05),
+   and images per second at batch 4.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from imagine.local_run import jobs_for
 from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.settings import Settings
-from worker.generate import generate
+from worker.generate import generate, make_grid
+from worker.tasks import png
 from worker.worker import load_models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +64,7 @@ def main() -> None:
         first = jobs_for(requests, default_model=args.model, user="bench")[0]
         jq.submit(first)
         env = dict(os.environ, REDIS_URL=server.url, IMAGINE_TORCH_THREADS=str(args.threads),
-                   HF_HUB_OFFLINE="1")
+                   HF_HUB_OFFLINE="1", IMAGINE_DIAGNOSTICS="false")
         t_launch = time.perf_counter()
         worker = subprocess.Popen([sys.executable, "-m", "imagine.cli", "worker", "--models", args.model],
                                   env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
@@ -91,7 +94,8 @@ def main() -> None:
         direct: list[float] = []
         for _ in range(args.jobs + 2):
             t0 = time.perf_counter()
-            generate(model, job)
+            images = generate(model, job).images
+            [png(image) for image in [*images, make_grid(images)]]
             direct.append(time.perf_counter() - t0)
         direct = direct[2:]
 
@@ -103,7 +107,8 @@ def main() -> None:
     def p90(xs: list[float]) -> float:
         return statistics.quantiles(xs, n=10)[-1]
 
-    table.add_row("direct generate() (baseline)", f"{d_med:.3f}", f"{p90(direct):.3f}", f"{4 / d_med:.1f}", "1.000")
+    table.add_row("direct generate() + PNGs (baseline)", f"{d_med:.3f}", f"{p90(direct):.3f}",
+                  f"{4 / d_med:.1f}", "1.000")
     table.add_row("submit -> Redis -> RQ worker -> done", f"{q_med:.3f}", f"{p90(queued):.3f}",
                   f"{4 / q_med:.1f}", f"{q_med / d_med:.3f}")
     console.print(table)
