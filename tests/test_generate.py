@@ -342,7 +342,7 @@ def test_model_specs_from_toml(tmp_path: Path) -> None:
         '[models.dreamshaper]\nsource = "Lykon/dreamshaper-8"\nfamily = "sd15"\ndefault_steps = 30\n'
     )
     specs = load_model_specs(config)
-    assert set(specs) == {"tiny", "sd-turbo", "sd15", "dreamshaper"}
+    assert set(specs) == set(BUILTIN_SPECS) | {"dreamshaper"}
     assert specs["sd15"].source == "/srv/sd15" and specs["sd15"].guidance_scale == 7.5
     assert specs["dreamshaper"].name == "dreamshaper" and specs["dreamshaper"].default_steps == 30
     assert specs["dreamshaper"].base_size == 512
