@@ -10,5 +10,4 @@
     custom_ids.py   the buttons' custom_id formats and templates
     images.py       uploads kept under Discord's size limit
     store.py        the bot's own Redis fields and keys
-    models.py       the model names --model may take
 """

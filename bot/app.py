@@ -24,13 +24,14 @@ import redis.asyncio as aioredis
 import yarl
 from discord.ext import commands
 
-from imagine.artifacts import ArtifactStore, artifact_store
-from imagine.queue import JobQueue
-from imagine.settings import Settings
-
 from bot.delivery import Delivery, default_consumer
+from bot.launch import WaitEstimates
 from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
+from imagine.artifacts import ArtifactStore, artifact_store
+from imagine.guilds import Guilds
+from imagine.queue import JobQueue
+from imagine.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ TOKEN_HELP = (
 
 RESTART_DELAY_S = 5.0
 """A background loop that crashed (Redis down, a bug) starts again after this long."""
+
+SHUTDOWN_GRACE_S = 10.0
+"""At shutdown, the loops and the deliveries in progress get this long to finish (undelivered
+results stay pending and are delivered at the next start)."""
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -70,17 +75,21 @@ class ImagineBot(commands.Bot):
         )
         self.settings = settings
         self.queue = queue
+        self.guild_policy = Guilds(queue.redis)
+        self.waits = WaitEstimates(queue)
         self.redis = redis
         self.artifacts = artifacts
         self.messages = JobMessages()
         self.progress = ProgressFollower(self, redis, Throttle(settings.progress_interval_s))
         self.delivery = Delivery(self, redis, consumer or default_consumer(), block_ms=delivery_block_ms)
         self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:  # bot.cogs.buttons registers the DynamicItem buttons
             await self.load_extension(extension)
         await self.sync_commands()
+        await self.delivery.create_group()
         self._loops = [
             asyncio.create_task(self._keep_running("progress", self.progress.run), name="imagine-progress"),
             asyncio.create_task(self._keep_running("delivery", self.delivery.run), name="imagine-delivery"),
@@ -100,25 +109,39 @@ class ImagineBot(commands.Bot):
             log.warning("commands not synced: set IMAGINE_DEV_GUILD_ID, or run `imagine bot --sync-global` once")
 
     async def _keep_running(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await loop()
-            except asyncio.CancelledError:
-                raise
             except Exception:
+                if self._stopping:  # a client may turn the cancellation into its own error
+                    return
                 log.exception("the %s loop stopped; starting it again in %.0f s", name, RESTART_DELAY_S)
                 await asyncio.sleep(RESTART_DELAY_S)
 
     async def close(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        await self.delivery.drain()
+        """Stop the loops, let deliveries in progress finish (briefly), then disconnect."""
+        self._stopping = True
+        self.progress.stop()  # each loop ends after its current blocking read: cancelling
+        self.delivery.stop()  # a blocking read can leave redis-py's connection stuck
+        if self._loops:
+            _done, stuck = await asyncio.wait(self._loops, timeout=SHUTDOWN_GRACE_S)
+            for task in stuck:
+                task.cancel()
+        await self.delivery.drain(timeout=SHUTDOWN_GRACE_S)
         await super().close()
 
     async def run_sync(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """A blocking call (the core's Redis API, Pillow) in a thread, off the event loop."""
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def async_redis(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """The bot's asyncio Redis client: a burst of interactions waits for a free connection
+    instead of failing with "Too many connections"."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=30, socket_connect_timeout=5
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def use_endpoints(settings: Settings) -> None:
@@ -143,7 +166,7 @@ def main(settings: Settings, *, sync_global: bool = False) -> int:
 
 async def _serve(settings: Settings, queue: JobQueue, token: str) -> None:
     assert settings.redis_url  # JobQueue.from_settings checked it
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    redis = async_redis(settings.redis_url)
     artifacts = artifact_store(queue.redis, settings.artifact_dir, settings.result_ttl_s)
     bot = ImagineBot(settings=settings, queue=queue, redis=redis, artifacts=artifacts)
     loop = asyncio.get_running_loop()
@@ -162,4 +185,4 @@ def _stop(bot: ImagineBot) -> None:
     asyncio.ensure_future(bot.close())
 
 
-__all__ = ["ImagineBot", "TOKEN_HELP", "main", "use_endpoints"]
+__all__ = ["ImagineBot", "TOKEN_HELP", "async_redis", "main", "use_endpoints"]

@@ -32,13 +32,12 @@ import discord
 import redis
 import redis.asyncio as aioredis
 
-from imagine.errors import JobNotFound, RetryableError
-from imagine.jobs import JobStatus
-from imagine.queue import DELIVERIES, JobState
-
 from bot import render, store
 from bot.images import fit_upload
 from bot.messages import JobMessage, Post, send_to_channel
+from imagine.errors import JobNotFound, RetryableError
+from imagine.jobs import JobStatus
+from imagine.queue import DELIVERIES, JobState
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -73,13 +72,14 @@ class Delivery:
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running = True  # until stop()
 
     async def run(self) -> None:
-        await self._create_group()
+        await self.create_group()
         await self._claim_pending()
         await self._deliver_pending()
         last_retry = time.monotonic()
-        while True:
+        while self._running:
             reply = await self.redis.xreadgroup(
                 store.GROUP, self.consumer, {DELIVERIES: ">"}, count=32, block=self.block_ms
             )
@@ -90,8 +90,13 @@ class Delivery:
                 await self._deliver_pending()
                 last_retry = time.monotonic()
 
-    async def _create_group(self) -> None:
-        """The group starts at the stream's end: jobs started by the bot are all submitted after."""
+    def stop(self) -> None:
+        """End ``run`` after its current read (at most ``block_ms``)."""
+        self._running = False
+
+    async def create_group(self) -> None:
+        """The group starts at the stream's end: every job the bot starts is submitted after it
+        exists (``setup_hook`` creates it before the bot can receive a command)."""
         try:
             await self.redis.xgroup_create(DELIVERIES, store.GROUP, id="$", mkstream=True)
         except redis.exceptions.ResponseError as exc:
@@ -182,7 +187,7 @@ class Delivery:
         if message is not None:
             try:
                 await asyncio.wait_for(message.ready.wait(), MESSAGE_WAIT_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("job %s: its message was never posted; posting the result anew", job.id)
             return message
         channel_id, message_id = await store.message_location(self.redis, job.id)
@@ -233,8 +238,13 @@ class Delivery:
                 log.error("job %s: Discord refused the result (%s %s); giving up", message.job_id, exc.status, exc)
                 return None
 
-    async def drain(self) -> None:
-        """Wait for the deliveries in progress (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout: float) -> None:
+        """Wait for the deliveries in progress; cancel what is left after ``timeout`` seconds
+        (their entries stay pending and are delivered at the next start)."""
+        if not self._tasks:
+            return
+        _done, late = await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 

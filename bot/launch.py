@@ -15,19 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import statistics
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import discord
 
-from imagine.errors import ImagineError
-from imagine.jobs import Job, JobKind, JobStatus, Requester
-from imagine.local_run import jobs_for
-from imagine.queue import JobQueue
-from imagine.request import ImagineRequest
-
 from bot import render, replies, store
 from bot.messages import Post
+from imagine.errors import ImagineError
+from imagine.guilds import Guilds
+from imagine.jobs import Job, JobKind, JobStatus, Requester
+from imagine.local_run import jobs_for
+from imagine.queue import JobQueue, runtimes_key
+from imagine.request import ImagineRequest
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -40,20 +42,53 @@ DEFER_AFTER_S = 1.5
 
 @dataclass(frozen=True)
 class Admitted:
-    """A job accepted by the queue, with its place in line and wait when known."""
+    """A job accepted by the queue (as the guild's policy resolved it), with its place in
+    line and wait when known."""
 
+    job: Job
     status: JobStatus  # QUEUED or HELD
     position: int | None
     wait_s: float | None
 
 
-def admit(queue: JobQueue, job: Job) -> Admitted:
-    """Submit the job and count it in its user's usage (blocking: run it in a thread)."""
-    admission = queue.submit(job)
+class WaitEstimates:
+    """Seconds per place in line for each model, re-read at most every ``ttl_s``.
+
+    The estimate of ``JobQueue.estimated_wait_s`` (place x median recent run time / live
+    workers serving the model), without re-reading the job and the workers at every
+    submission: those inputs change slowly, submissions come in bursts.
+    """
+
+    def __init__(self, queue: JobQueue, ttl_s: float = 10.0) -> None:
+        self.queue = queue
+        self.ttl_s = ttl_s
+        self._per_place: dict[str, tuple[float, float | None]] = {}  # model -> (read at, seconds)
+
+    def wait_s(self, model: str, position: int) -> float | None:
+        read_at, per_place = self._per_place.get(model, (float("-inf"), None))
+        if time.monotonic() - read_at >= self.ttl_s:
+            recent = [float(x) for x in self.queue.redis.lrange(runtimes_key(model), 0, 49)]
+            workers = max(1, sum(1 for w in self.queue.workers() if model in w.get("models", [])))
+            per_place = statistics.median(recent) / workers if recent else None
+            self._per_place[model] = (time.monotonic(), per_place)
+        return None if per_place is None else position * per_place
+
+
+def admit(queue: JobQueue, guilds: Guilds, waits: WaitEstimates, job: Job) -> Admitted:
+    """Apply the guild's policy, submit the job within the guild's limits and count it in its
+    user's usage (blocking: run it in a thread). Raises the UserError that refuses it."""
+    r = job.requester
+    config = guilds.admit(r.guild_id, r.channel_id, r.user_id, job.request.text, job.request.params.speed)
+    job = job.model_copy(update={
+        "model": job.request.params.model or config.default_model or job.model,
+        "speed": "relax" if config.speed_policy == "relax-only" else job.speed,
+        "diagnostics": config.diagnostics,
+    })
+    admission = queue.submit(job, running_limit=config.running_limit, waiting_limit=config.waiting_limit)
     store.count_submission(queue.redis, job)
-    if admission.status is not JobStatus.QUEUED:
-        return Admitted(admission.status, None, None)
-    return Admitted(admission.status, queue.position(job.id), queue.estimated_wait_s(job.id))
+    position = queue.position(job.id) if admission.status is JobStatus.QUEUED else None
+    wait_s = waits.wait_s(job.model, position) if position is not None else None
+    return Admitted(job, admission.status, position, wait_s)
 
 
 def requester_for(interaction: discord.Interaction) -> Requester:
@@ -115,7 +150,8 @@ async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[J
             log.info("job %s of user %s refused: %s", job.id, job.requester.user_id, exc.title)
             await replies.error(interaction, exc)
             return
-        held = [render.held_embed(bot.queue.running_limit)] if admitted.status is JobStatus.HELD else []
+        job = admitted.job
+        held = [render.held_embed()] if admitted.status is JobStatus.HELD else []
         post = Post(
             render.waiting_line(job, admitted.position, admitted.wait_s),
             embeds=held,
@@ -137,7 +173,7 @@ async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[J
 
 
 async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> Admitted:
-    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, job))
+    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, bot.guild_policy, bot.waits, job))
     if not interaction.response.is_done():
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
         if not done:

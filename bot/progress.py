@@ -22,12 +22,11 @@ import aiohttp
 import discord
 import redis.asyncio as aioredis
 
-from imagine.jobs import Job
-from imagine.queue import events_key
-
 from bot import render
 from bot.images import Upload
 from bot.messages import JobMessage, Post
+from imagine.jobs import Job
+from imagine.queue import events_key
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -75,9 +74,15 @@ class ProgressFollower:
         self.edits = 0  # progress edits sent (for tests and the benchmark)
         self._followed: dict[str, _Followed] = {}
         self._wake = asyncio.Event()
+        self._running = True  # until stop()
 
     def follow(self, job: Job, message: JobMessage) -> None:
         self._followed[job.id] = _Followed(job, message)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """End ``run`` after its current read."""
+        self._running = False
         self._wake.set()
 
     def unfollow(self, job_id: str) -> None:
@@ -85,7 +90,7 @@ class ProgressFollower:
         self.throttle.forget(job_id)
 
     async def run(self) -> None:
-        while True:
+        while self._running:
             if not self._followed:
                 self._wake.clear()
                 await self._wake.wait()
@@ -131,7 +136,7 @@ class ProgressFollower:
                     return
                 await f.message.edit(self.bot, post, keep_attachments=upload is None)
                 self.edits += 1
-        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError, LookupError) as exc:
+        except (TimeoutError, discord.HTTPException, aiohttp.ClientError, LookupError) as exc:
             log.warning("job %s: progress edit at %d%% failed: %s", f.job.id, percent, exc)
         finally:
             f.editing = False

@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot import custom_ids
 from imagine.jobs import Job, JobKind, JobResult
 from imagine.request import ImagineRequest, Params
-
-from bot import custom_ids
 
 RED = 16711680
 """Errors ("Invalid parameter", "Invalid prompt", ...), as Midjourney's."""
@@ -180,12 +179,11 @@ def notice_embed(title: str, message: str) -> Embed:
     return clip_embed({"title": title, "description": message, "color": YELLOW})
 
 
-def held_embed(running_limit: int) -> Embed:
-    """Midjourney's notice for a job over the running limit."""
+def held_embed() -> Embed:
+    """Midjourney's notice for a job over the user's running limit."""
     return notice_embed(
         "Job queued",
-        f"You already have {running_limit} jobs running: this job will start as soon as "
-        "another one finishes.",
+        "You already have the most jobs running at once: this job will start as soon as another one finishes.",
     )
 
 

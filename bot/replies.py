@@ -11,10 +11,9 @@ import logging
 
 import discord
 
-from imagine.errors import ImagineError
-
 from bot import render
 from bot.messages import Post
+from imagine.errors import ImagineError
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,9 @@ from typing import Any
 
 import discord
 import redis
-import redis.asyncio as aioredis
 from PIL import Image
 
-from bot.app import ImagineBot
+from bot.app import ImagineBot, async_redis
 from imagine.artifacts import RedisArtifacts, artifact_key
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
 from imagine.queue import OPEN_JOBS, JobQueue
@@ -44,7 +43,7 @@ async def running_bot(
     old_base = discord.http.Route.BASE
     discord.http.Route.BASE = fake.base_url
     conn = redis.Redis.from_url(redis_url)
-    stream_conn = aioredis.Redis.from_url(redis_url)
+    stream_conn = async_redis(redis_url)
     cfg = settings_for(redis_url, **settings)
     queue = JobQueue(conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
     bot = ImagineBot(settings=cfg, queue=queue, redis=stream_conn, artifacts=RedisArtifacts(conn),
@@ -92,7 +91,8 @@ class FakeWorker:
         if status is JobStatus.DONE:
             keys = tuple(self.artifacts.put(artifact_key(job_id, f"image_{i}.png"), png((60 * i, 90, 30), image_size))
                          for i in range(1, images + 1))
-            grid = self.artifacts.put(artifact_key(job_id, "grid.png"), png((1, 2, 3), image_size)) if images == 4 else None
+            grid_png = png((1, 2, 3), image_size)
+            grid = self.artifacts.put(artifact_key(job_id, "grid.png"), grid_png) if images == 4 else None
             result = JobResult(job_id=job_id, status=status, images=keys, grid=grid, seeds=(1, 2, 3, 4)[:images],
                                timings={"total": 1.5}, worker="fake-worker")
         else:

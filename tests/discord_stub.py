@@ -63,7 +63,8 @@ class Call:
     answer: Any = None  # what the fake answered
 
     def __repr__(self) -> str:
-        return f"<{self.method} {self.path} {self.status}{' +' + str(len(self.files)) + ' files' if self.files else ''}>"
+        files = f" +{len(self.files)} files" if self.files else ""
+        return f"<{self.method} {self.path} {self.status}{files}>"
 
 
 @dataclass
@@ -199,7 +200,7 @@ class FakeDiscord:
             return self._callback(int(m[1]), m[2], body, files)
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)", path):
             if method == "POST":
-                return self._new_message(self._tokens[m[1]]["channel_id"], body, files)
+                return self._new_message(self._token(m[1])["channel_id"], body, files)
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)/messages/(@original|\d+)", path):
             info = self._tokens.get(m[1], {})
             message_id = info.get("original") if m[2] == "@original" else int(m[2])
@@ -211,9 +212,13 @@ class FakeDiscord:
             return self._existing(method, int(m[2]), body, files)
         return None
 
+    def _token(self, token: str) -> dict[str, Any]:
+        """What the fake knows of an interaction token (one it did not build: the default channel)."""
+        return self._tokens.setdefault(token, {"channel_id": CHANNEL_ID, "original": None})
+
     def _callback(self, interaction_id: int, token: str, body: dict[str, Any], files: list[Upload]) -> Any:
         kind = body["type"]
-        info = self._tokens[token]
+        info = self._token(token)
         data = body.get("data") or {}
         interaction = {"id": str(interaction_id), "type": 2, "response_message_loading": kind == 5,
                        "response_message_ephemeral": bool(data.get("flags", 0) & 64)}

@@ -9,10 +9,11 @@ import asyncio
 import re
 from typing import Any
 
+from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
-from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
+from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
 
@@ -121,12 +122,14 @@ async def test_invalid_prompts_answer_ephemeral_red_embeds(redis_server, redis_c
             assert callback.json["type"] == 4 and data["flags"] == 64, prompt
             [embed] = data["embeds"]
             assert embed["title"] == title and embed["color"] == 16711680 and embed["description"]
-        assert data["embeds"][0]["description"] == "`--v nope` is not one of our models; `--v` takes `tiny`."
+        refusal = data["embeds"][0]["description"]  # the parser's message, as is
+        assert refusal.startswith("`--v nope` is not one of our models; `--v` takes ") and "`tiny`" in refusal
         assert FakeWorker(redis_conn).open_jobs() == []
 
 
 async def test_held_jobs_get_the_job_queued_notice_and_a_full_queue_is_refused(redis_server, redis_conn) -> None:
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, running_limit=1, waiting_limit=1) as bot:
+    Guilds(redis_conn).set_config(str(GUILD_ID), running_limit=1, waiting_limit=1)  # the guild's own limits
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         for n in range(3):
             feed(bot, fake.slash("imagine", prompt=f"job {n}"))
             await fake.wait_for("POST", r"/callback$", count=n + 1)
@@ -176,18 +179,20 @@ async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -
         assert len(FakeWorker(redis_conn).open_jobs()) == 6
 
 
-async def finished_job(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a lighthouse") -> tuple[str, dict[str, Any]]:
+async def finished_job(
+    bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a lighthouse"
+) -> tuple[str, dict[str, Any]]:
     """Run /imagine to its delivered grid; returns the job id and the result message."""
     feed(bot, fake.slash("imagine", prompt=prompt))
     await fake.wait_for("POST", r"/callback$")
     job_id = worker.open_jobs()[-1]
     worker.run(job_id)
-    await wait_until(lambda: redis_conn_has(bot.queue, job_id))
+    await wait_until(lambda: delivered(bot.queue, job_id))
     message_id = int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id"))
     return job_id, fake.message_of(message_id)
 
 
-def redis_conn_has(queue: JobQueue, job_id: str) -> bool:
+def delivered(queue: JobQueue, job_id: str) -> bool:
     return bool(queue.redis.hexists(f"imagine:job:{job_id}", "delivered_message_id"))
 
 
@@ -280,11 +285,12 @@ async def test_a_failed_job_shows_its_error(redis_server, redis_conn) -> None:
 
 async def test_info_lists_your_jobs_and_show_reposts_a_result(redis_server, redis_conn) -> None:
     worker = FakeWorker(redis_conn)
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, running_limit=1) as bot:
+    Guilds(redis_conn).set_config(str(GUILD_ID), running_limit=1)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job_id, _grid = await finished_job(bot, fake, worker, "first")
-        for prompt in ("second", "third"):
+        for n, prompt in enumerate(("second", "third"), start=2):
             feed(bot, fake.slash("imagine", prompt=prompt))
-        await fake.wait_for("POST", r"/callback$", count=3)
+            await fake.wait_for("POST", r"/callback$", count=n)
         running = worker.open_jobs()[0]
         worker.start(running)
         worker.progress(running, 3, 10)
@@ -308,3 +314,20 @@ async def test_info_lists_your_jobs_and_show_reposts_a_result(redis_server, redi
         assert other.json["data"]["embeds"][0]["title"] == "Not your job"
         assert bad.json["data"]["embeds"][0]["title"] == "Job not found"
 
+
+
+async def test_the_guild_s_policy_is_applied_before_queueing(redis_server, redis_conn) -> None:
+    guilds = Guilds(redis_conn)
+    guilds.ban_words(str(GUILD_ID), "gore")
+    guilds.set_config(str(GUILD_ID), speed_policy="relax-only", default_model="sd15")
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="some GORE please"))
+        [banned] = await fake.wait_for("POST", r"/callback$")
+        assert banned.json["data"]["flags"] == 64
+        assert banned.json["data"]["embeds"][0]["title"] == "Banned prompt detected"
+        feed(bot, fake.slash("imagine", prompt="a calm lake"))
+        [_, accepted] = await fake.wait_for("POST", r"/callback$", count=2)
+        assert accepted.json["data"]["content"].startswith("**a calm lake** - ")
+        [job_id] = FakeWorker(redis_conn).open_jobs()
+        job = bot.queue.state(job_id).job
+        assert (job.speed, job.model) == ("relax", "sd15")

@@ -69,7 +69,7 @@ def test_error_and_notice_embeds() -> None:
     embed = render.error_embed("Invalid parameter", "Unknown parameter `--aspct`; did you mean `--aspect`?")
     assert embed == {"title": "Invalid parameter", "color": 16711680,
                      "description": "Unknown parameter `--aspct`; did you mean `--aspect`?"}
-    held = render.held_embed(3)
+    held = render.held_embed()
     assert held["title"] == "Job queued" and held["color"] == 16776960
     assert "this job will start as soon as another one finishes" in held["description"]
 

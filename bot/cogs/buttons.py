@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import discord
 
-from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
-from imagine.jobs import JobKind, JobStatus
-from imagine.queue import JobState
-
 from bot import custom_ids, render, replies
 from bot.images import fit_upload
 from bot.launch import follow_up_job, launch
 from bot.messages import Post
+from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
+from imagine.jobs import JobKind, JobStatus
+from imagine.queue import JobState
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot

@@ -14,14 +14,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import render, replies
+from bot.launch import jobs_for_interaction, launch
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
 from imagine.errors import ImagineError
 from imagine.jobs import Job
+from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
-
-from bot import render, replies
-from bot.launch import jobs_for_interaction, launch
-from bot.models import ModelNames
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -54,7 +53,7 @@ class ConfirmJobs(discord.ui.View):
 class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.models = ModelNames(bot.settings, bot.queue)
+        self.models = sorted(load_model_specs(bot.settings.models_config))
 
     @app_commands.command(name="imagine")
     @app_commands.describe(prompt="What to see: [image links] text --parameters")
@@ -63,7 +62,7 @@ class ImagineCog(commands.Cog):
     ) -> None:
         """Create images from a prompt."""
         try:
-            requests = parse(prompt, models=await self.bot.run_sync(self.models.get))
+            requests = parse(prompt, models=self.models)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return

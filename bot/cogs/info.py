@@ -10,14 +10,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
-from imagine.jobs import JobStatus
-from imagine.queue import JobQueue, active_key, held_key
-
 from bot import render, replies, store
 from bot.cogs.buttons import may_act_for_others
 from bot.images import fit_upload
 from bot.messages import Post
+from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
+from imagine.jobs import JobStatus
+from imagine.queue import JobQueue, active_key, held_key
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -27,11 +26,13 @@ log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def gather_info(queue: JobQueue, user_id: str) -> render.InfoData:
-    """The user's running, queued and held jobs and usage counters (blocking: run in a thread)."""
+def gather_info(queue: JobQueue, guild_id: int | None, user_id: str) -> render.InfoData:
+    """The user's running, queued and held jobs in this guild (limits are per user per guild)
+    and usage counters (blocking: run in a thread)."""
+    scope = f"{guild_id or 'dm'}:{user_id}"  # as imagine.queue.user_scope(job) makes it
     running: list[render.JobSummary] = []
     queued: list[render.JobSummary] = []
-    for raw in sorted(queue.redis.smembers(active_key(user_id))):
+    for raw in sorted(queue.redis.smembers(active_key(scope))):
         try:
             state = queue.state(raw.decode())
         except JobNotFound:
@@ -42,7 +43,7 @@ def gather_info(queue: JobQueue, user_id: str) -> render.InfoData:
             running.append(render.JobSummary(state.job.id, prompt, "running", percent=percent))
         elif state.status is JobStatus.QUEUED:
             queued.append(render.JobSummary(state.job.id, prompt, "queued", position=queue.position(state.job.id)))
-    for place, raw in enumerate(queue.redis.lrange(held_key(user_id), 0, -1), start=1):
+    for place, raw in enumerate(queue.redis.lrange(held_key(scope), 0, -1), start=1):
         try:
             state = queue.state(raw.decode())
         except JobNotFound:
@@ -57,9 +58,9 @@ class InfoCog(commands.Cog):
 
     @app_commands.command(name="info")
     async def info(self, interaction: discord.Interaction) -> None:
-        """Your running and queued jobs, and your usage."""
+        """Your running and queued jobs on this server, and your usage."""
         try:
-            data = await self.bot.run_sync(gather_info, self.bot.queue, str(interaction.user.id))
+            data = await self.bot.run_sync(gather_info, self.bot.queue, interaction.guild_id, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
