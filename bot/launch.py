@@ -83,10 +83,11 @@ def admit(queue: JobQueue, guilds: Guilds, waits: WaitEstimates, job: Job) -> Ad
         "model": job.request.params.model or config.default_model or job.model,
         "speed": "relax" if config.speed_policy == "relax-only" else job.speed,
         "diagnostics": config.diagnostics,
+        "output_filter": config.output_filter,
     })
     admission = queue.submit(job, running_limit=config.running_limit, waiting_limit=config.waiting_limit)
     store.count_submission(queue.redis, job)
-    position = queue.position(job.id) if admission.status is JobStatus.QUEUED else None
+    position = admission.position if admission.status is JobStatus.QUEUED else None
     wait_s = waits.wait_s(job.model, position) if position is not None else None
     return Admitted(job, admission.status, position, wait_s)
 

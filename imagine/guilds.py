@@ -34,8 +34,8 @@ class GuildConfig(BaseModel):
 
     allowed_channels: tuple[str, ...] = ()  # empty: every channel
     default_model: str | None = None  # None: the deployment's default
-    running_limit: int = Field(default=c.DEFAULT_RUNNING_LIMIT, ge=1, le=12)
-    waiting_limit: int = Field(default=c.DEFAULT_WAITING_LIMIT, ge=0, le=40)
+    running_limit: int | None = Field(default=None, ge=1, le=12)  # None: the deployment's
+    waiting_limit: int | None = Field(default=None, ge=0, le=40)  # None: the deployment's
     speed_policy: Literal["any", "relax-only"] = "any"  # relax-only: --fast is refused
     diagnostics: bool = True  # default for the guild's users
     output_filter: Literal["block", "spoiler", "off"] = "block"
@@ -100,15 +100,20 @@ class Guilds:
     def admit(self, guild_id: str | None, channel_id: str | None, user_id: str, prompt: str,
               speed: str | None) -> GuildConfig:
         """Refuse a prompt this guild does not allow; return its config for the rest of admission."""
-        config = self.config(guild_id)
         if guild_id is None:
-            return config
-        if self.is_banned(guild_id, user_id):
+            return GuildConfig()
+        pipe = self.redis.pipeline(transaction=False)  # one round trip on the /imagine hot path
+        pipe.get(_key(guild_id, "config"))
+        pipe.sismember(_key(guild_id, "banned_users"), user_id)
+        pipe.smembers(_key(guild_id, "banned_words"))
+        raw, banned_user, words = pipe.execute()
+        config = GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+        if banned_user:
             raise NotAllowedHere("You are not allowed to use this bot on this server; ask its admins.")
         if config.allowed_channels and channel_id not in config.allowed_channels:
             channels = ", ".join(f"<#{ch}>" for ch in config.allowed_channels)
             raise NotAllowedHere(f"Images can only be made in {channels} on this server.")
-        hit = find_banned(prompt, self.banned_words(guild_id))
+        hit = find_banned(prompt, sorted(w.decode() for w in words))
         if hit:
             raise BannedPrompt(f"The word {quote(hit)} is banned on this server; rephrase your prompt without it.")
         if speed == "fast" and config.speed_policy == "relax-only":

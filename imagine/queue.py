@@ -119,19 +119,20 @@ def _redis_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 _ADMIT = """
 -- KEYS: job hash, active set, held list, open zset
 -- ARGV: id, job json, running limit, waiting limit, now, ttl, queue name, user scope
-local status
+local status, place = nil, 0
 if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[3]) then
   redis.call('SADD', KEYS[2], ARGV[1]); status = 'queued'
 elseif redis.call('LLEN', KEYS[3]) < tonumber(ARGV[4]) then
-  redis.call('RPUSH', KEYS[3], ARGV[1]); status = 'held'
+  status = 'held'
+  place = redis.call('RPUSH', KEYS[3], ARGV[1])
 else
-  return 'full'
+  return {'full', 0}
 end
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'queue', ARGV[7],
            'scope', ARGV[8], 'limit', ARGV[3], 'created_at', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-return status
+return {status, place}
 """
 
 _RELEASE = """
@@ -184,6 +185,7 @@ class Admission:
 
     job: Job
     status: JobStatus  # QUEUED or HELD ("Job queued": it starts when one of yours finishes)
+    position: int  # 1-based place in line at submission (among the user's held jobs when HELD)
 
 
 @dataclass(frozen=True)
@@ -265,10 +267,11 @@ class JobQueue:
         running = running_limit or self.running_limit
         waiting = self.waiting_limit if waiting_limit is None else waiting_limit
         qname = queue_name(job.speed, job.model)
-        outcome = self._admit(
+        outcome, place = self._admit(
             keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
             args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
-        ).decode()
+        )
+        outcome = outcome.decode()
         if outcome == "full":
             raise QueueFull(
                 f"You already have {running} jobs running and {waiting} "
@@ -276,9 +279,19 @@ class JobQueue:
             )
         if outcome == "queued":
             self._enqueue(job.id, qname)
+            place = self._line_length(qname)  # just pushed: it is last in line
         metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
         log.info("job %s submitted by %s: %s on %s", job.id, scope, outcome, qname)
-        return Admission(job=job, status=JobStatus(outcome))
+        return Admission(job=job, status=JobStatus(outcome), position=int(place))
+
+    def _line_length(self, qname: str) -> int:
+        """Jobs in line for a queue: its own, plus the same model's fast queue for a relax queue."""
+        _prefix, speed, model = qname.split(":", 2)
+        names = [qname] if speed == "fast" else [queue_name("fast", model), qname]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(self.rq_queue(name).key)
+        return sum(pipe.execute())
 
     def _enqueue(self, job_id: str, qname: str) -> None:
         self.rq_queue(qname).enqueue_call(

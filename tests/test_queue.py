@@ -197,3 +197,12 @@ def test_limits_are_per_user_per_guild_and_a_guild_may_set_its_own(jq: JobQueue)
         jq.submit(job_in("big", "one more"), running_limit=5, waiting_limit=0)
     # the same person elsewhere has their own slots, under that server's defaults
     assert [jq.submit(job_in("small", f"s{i}")).status for i in range(4)] == [JobStatus.QUEUED] * 3 + [JobStatus.HELD]
+
+
+def test_admission_says_the_place_in_line(jq: JobQueue) -> None:
+    first, second = make_job(user="1"), make_job(user="2")
+    relax = make_job(user="3", speed="relax")
+    assert [jq.submit(j).position for j in (first, second, relax)] == [1, 2, 3]  # relax waits behind fast
+    assert [jq.position(j.id) for j in (first, second, relax)] == [1, 2, 3]
+    held = [jq.submit(make_job(f"j{i}", user="1")) for i in range(4)]
+    assert [(a.status, a.position) for a in held[2:]] == [(JobStatus.HELD, 1), (JobStatus.HELD, 2)]
