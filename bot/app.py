@@ -28,6 +28,7 @@ from bot.delivery import Delivery, default_consumer
 from bot.launch import WaitEstimates
 from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
+from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.guilds import Guilds
 from imagine.queue import JobQueue
@@ -160,6 +161,7 @@ def main(settings: Settings, *, sync_global: bool = False) -> int:
         settings = settings.model_copy(update={"sync_global": True})
     use_endpoints(settings)
     queue = JobQueue.from_settings(settings)
+    metrics.serve(settings.metrics_port, queue)  # submissions, queue depth, workers (0: off)
     asyncio.run(_serve(settings, queue, token))
     return 0
 
