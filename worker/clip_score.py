@@ -19,8 +19,6 @@ saved once under the model cache and loaded with ``from_pretrained`` like any ot
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import ModelSpec
+from worker.cache import build_once
 
 DEPLOY_CLIP = "openai/clip-vit-large-patch14"
 TINY_CLIP = "builtin:tiny-clip"
@@ -97,21 +96,8 @@ def clip_score(similarity: torch.Tensor) -> torch.Tensor:
 
 
 def ensure_tiny_clip(cache_dir: Path) -> Path:
-    """The tiny CLIP under ``cache_dir``, built first if missing (atomically, as ``ensure_tiny_model``)."""
-    target = Path(cache_dir) / f"tiny-clip-v{TINY_CLIP_VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-clip-build-", dir=target.parent))
-    try:
-        build_tiny_clip(staging)
-        os.rename(staging, target)
-    except OSError:
-        if not (target / "config.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """The tiny CLIP under ``cache_dir``, built first if missing."""
+    return build_once(Path(cache_dir) / f"tiny-clip-v{TINY_CLIP_VERSION}", "config.json", build_tiny_clip)
 
 
 def build_tiny_clip(path: Path) -> Path:

@@ -22,9 +22,6 @@ directory name carries ``TINY_VERSION``, which must be bumped whenever the recip
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +29,8 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from worker.cache import build_once
 
 TINY_VERSION = 1
 SEED = 0
@@ -80,25 +79,8 @@ def build_tiny_model(path: Path) -> Path:
 
 
 def ensure_tiny_model(cache_dir: Path) -> Path:
-    """The built ``tiny`` model under ``cache_dir``, building it first if it is not there.
-
-    The build goes to a temporary sibling directory that is renamed into place, so a reader
-    never sees half a model and two processes racing to build both end with a complete one.
-    """
-    target = Path(cache_dir) / f"tiny-v{TINY_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
-    try:
-        build_tiny_model(staging)
-        os.rename(staging, target)
-    except OSError:
-        if not (target / "model_index.json").is_file():  # not a lost race: a real failure
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    """The built ``tiny`` model under ``cache_dir``, building it first if it is not there."""
+    return build_once(Path(cache_dir) / f"tiny-v{TINY_VERSION}", "model_index.json", build_tiny_model)
 
 
 # -- tokenizer -----------------------------------------------------------------------------------
