@@ -205,8 +205,7 @@ class Delivery:
                 log.warning("job %s: its images are missing from the artifact store", job.id)
                 return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
                     "Images expired", "The images of this job are no longer stored; please run it again.")])
-            stem = f"{job.id}_{key.split('/', 1)[1].rsplit('.', 1)[0]}"
-            upload = await self.bot.run_sync(fit_upload, png, stem, limit)
+            upload = await self.bot.run_sync(fit_upload, png, render.upload_stem(job.id, result, key), limit)
             return Post(render.done_line(job), upload=upload, buttons=render.result_buttons(result))
         if state.status is JobStatus.CANCELLED:
             return Post(render.ended_line(job, "cancelled"))

@@ -321,3 +321,16 @@ def result_buttons(result: JobResult) -> list[ButtonSpec]:
     if len(result.images) == 1:
         return image_buttons(result.job_id, 1)
     return []
+
+
+def upload_stem(job_id: str, result: JobResult, key: str) -> str:
+    """The file name (without extension) an artifact is posted under; ``SPOILER_`` first, as
+    Discord marks spoilers, when the output filter flagged what it shows (the guild's
+    spoiler policy: a grid with any flagged image, or the flagged image itself)."""
+    name = key.split("/", 1)[1].rsplit(".", 1)[0]
+    if key == result.grid:
+        flagged = any(result.flagged)
+    else:
+        flagged = key in result.images and result.images.index(key) < len(result.flagged) and result.flagged[
+            result.images.index(key)]
+    return f"{'SPOILER_' if flagged else ''}{job_id}_{name}"

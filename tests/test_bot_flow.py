@@ -331,3 +331,23 @@ async def test_the_guild_s_policy_is_applied_before_queueing(redis_server, redis
         [job_id] = FakeWorker(redis_conn).open_jobs()
         job = bot.queue.state(job_id).job
         assert (job.speed, job.model) == ("relax", "sd15")
+
+
+async def test_images_the_output_filter_flagged_are_posted_as_spoilers(redis_server, redis_conn) -> None:
+    """The guild's spoiler policy: the worker marks flagged images; Discord shows SPOILER_ files blurred."""
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="a lighthouse"))
+        await fake.wait_for("POST", r"/callback$")
+        job_id = worker.open_jobs()[-1]
+        worker.start(job_id)
+        worker.finish(job_id, flagged=(False, True, False, False))
+        await wait_until(lambda: delivered(bot.queue, job_id))
+        final = fake.find("PATCH", r"/messages/@original$")[-1]
+        assert [f.filename for f in final.files] == [f"SPOILER_{job_id}_grid.png"]
+        grid = fake.message_of(int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id")))
+        for n, name in ((2, f"SPOILER_{job_id}_image_2.png"), (1, f"{job_id}_image_1.png")):
+            before = len(fake.find("POST", r"/callback$"))
+            feed(bot, fake.press(f"imagine:U:{job_id}:{n}", grid))
+            [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
+            assert [f.filename for f in pick.files] == [name]

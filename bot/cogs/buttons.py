@@ -106,7 +106,8 @@ class Pick(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.PICK.t
             png = await bot.run_sync(bot.artifacts.get, key)
         except KeyError:
             raise JobNotFound(f"The images of job {quote(self.job_id)} are no longer stored.") from None
-        upload = await bot.run_sync(fit_upload, png, f"{self.job_id}_image_{self.n}", interaction.filesize_limit)
+        stem = render.upload_stem(self.job_id, self.state.result, key)
+        upload = await bot.run_sync(fit_upload, png, stem, interaction.filesize_limit)
         job = self.state.job
         await replies.respond(interaction, Post(
             render.image_line(job, self.n), upload=upload, buttons=render.image_buttons(job.id, self.n)))

@@ -93,7 +93,7 @@ class InfoCog(commands.Cog):
             png = await self.bot.run_sync(self.bot.artifacts.get, key)
         except KeyError:
             raise JobNotFound(f"The images of job {quote(job_id)} are no longer stored.") from None
-        stem = f"{job.id}_{key.split('/', 1)[1].rsplit('.', 1)[0]}"
+        stem = render.upload_stem(job.id, result, key)
         upload = await self.bot.run_sync(fit_upload, png, stem, interaction.filesize_limit)
         await replies.respond(interaction, Post(render.done_line(job), upload=upload,
                                                 buttons=render.result_buttons(result)))
