@@ -36,7 +36,7 @@ from imagine.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info")
+EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info", "bot.cogs.admin")
 """One extension per feature, loaded in ``setup_hook``."""
 
 TOKEN_HELP = (

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import custom_ids
+from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobResult
+from imagine.monitor import Overview, Percentiles
 from imagine.request import ImagineRequest, Params
 
 RED = 16711680
@@ -334,3 +336,47 @@ def upload_stem(job_id: str, result: JobResult, key: str) -> str:
         flagged = key in result.images and result.images.index(key) < len(result.flagged) and result.flagged[
             result.images.index(key)]
     return f"{'SPOILER_' if flagged else ''}{job_id}_{name}"
+
+
+def queue_embed(ov: Overview) -> Embed:
+    """/queue for admins: depths, running jobs, workers, the last hour's failures and times."""
+    def ago(seconds: float) -> str:
+        return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+    depths = "\n".join(f"`{name}`: {n}" for name, n in ov.queues.items()) or "no queues yet"
+    running = "\n".join(
+        f"`{j.job_id[:8]}` <@{j.user_id}> {j.model} {j.percent}% {ago(j.elapsed_s)} - {escape(j.prompt[:40])}"
+        for j in ov.running[:10]) or "none"
+    workers = "\n".join(
+        f"`{w['name']}` {w.get('host', '?')} [{','.join(w.get('models', []))}] {w.get('gpu') or w.get('device', '?')}"
+        f" - {'busy' if w.get('busy') else 'idle'}, seen {ago(ov.at - w.get('last_seen', ov.at))} ago"
+        for w in ov.workers[:10]) or "no worker is alive"
+    failed = "\n".join(
+        f"`{f.job_id[:8]}` <@{f.user_id}> {f.title}: {escape(f.message)}" for f in ov.failed[:5]) or "none"
+
+    def pct(label: str, p: Percentiles | None) -> str:
+        return f"{label}: -" if p is None else f"{label}: p50 {p.p50:.1f}s, p95 {p.p95:.1f}s ({p.count})"
+
+    fields = [
+        {"name": "Queues", "value": f"{depths}\nheld: {ov.held}", "inline": False},
+        {"name": f"Running ({len(ov.running)})", "value": running, "inline": False},
+        {"name": f"Workers ({len(ov.workers)})", "value": workers, "inline": False},
+        {"name": f"Failed in the last hour ({len(ov.failed)})", "value": failed, "inline": False},
+        {"name": "Last hour", "value": f"{pct('wait', ov.wait)}\n{pct('run', ov.run)}", "inline": False},
+    ]
+    return clip_embed({"title": "Queue", "color": YELLOW, "fields": fields})
+
+
+def config_embed(config: GuildConfig, banned_words: int, banned_users: int) -> Embed:
+    """/admin config: this server's settings as they are now."""
+    channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "every channel"
+    lines = [
+        f"channels: {channels}",
+        f"default model: {config.default_model or 'the deployment default'}",
+        f"limits per user: {config.running_limit or 'default'} running, {config.waiting_limit or 'default'} waiting",
+        f"speed: {config.speed_policy}",
+        f"diagnostics: {'on' if config.diagnostics else 'off'}",
+        f"output filter: {config.output_filter}",
+        f"banned words: {banned_words}, banned users: {banned_users}",
+    ]
+    return clip_embed({"title": "Server settings", "description": "\n".join(lines), "color": YELLOW})

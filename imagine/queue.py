@@ -410,6 +410,24 @@ class JobQueue:
         """The flag a worker checks every denoising step."""
         return bool(self.redis.hexists(job_key(job_id), "cancel"))
 
+    @_redis_errors
+    def purge(self, guild_id: str) -> list[str]:
+        """Cancel every job of a guild that has not started (held or queued); running ones finish.
+        Returns the ids cancelled (for /admin purge-queue)."""
+        ids = [raw.decode() for raw in self.redis.zrange(OPEN_JOBS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "status", "job")
+        cancelled = []
+        for job_id, (status, job_json) in zip(ids, pipe.execute() if ids else [], strict=True):
+            if status not in (b"held", b"queued") or job_json is None:
+                continue
+            job = Job.model_validate_json(job_json)
+            if job.requester.guild_id == guild_id and self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED:
+                cancelled.append(job_id)
+        log.info("guild %s: purged %d waiting jobs", guild_id, len(cancelled))
+        return cancelled
+
     # --- worker side ---------------------------------------------------------------------------
 
     @_redis_errors

@@ -31,13 +31,22 @@ async def test_commands_registered_with_valid_names_descriptions_and_options(red
         [put] = fake.find("PUT", r"/applications/\d+/guilds/\d+/commands$")
         assert not fake.find("PUT", r"/applications/\d+/commands$")  # global sync only on request
         commands = {c["name"]: c for c in put.json}
-        assert set(commands) == {"imagine", "info", "show"}
+        assert set(commands) == {"imagine", "info", "show", "admin", "queue"}
+
+        def check(item: dict) -> None:  # commands, subcommand groups, subcommands and options alike
+            assert NAME.match(item["name"]) and item["name"] == item["name"].lower()
+            assert 1 <= len(item["description"]) <= 100
+            assert len(item.get("options", [])) <= 25
+            for option in item.get("options", []):
+                check(option)
+
         for command in put.json:
-            assert NAME.match(command["name"]) and command["name"] == command["name"].lower()
-            assert 1 <= len(command["description"]) <= 100
-            assert len(command.get("options", [])) <= 25
-            for option in command.get("options", []):
-                assert NAME.match(option["name"]) and 1 <= len(option["description"]) <= 100
+            check(command)
+        # admin commands: hidden from members without Manage Server (checked again when run)
+        assert int(commands["admin"]["default_member_permissions"]) == 1 << 5
+        assert int(commands["queue"]["default_member_permissions"]) == 1 << 5
+        assert {o["name"] for o in commands["admin"]["options"]} == {
+            "config", "ban-user", "unban-user", "cancel", "purge-queue", "banned-words"}
         [prompt] = commands["imagine"]["options"]
         assert prompt["name"] == "prompt" and prompt["type"] == 3 and prompt["required"]
         assert prompt["max_length"] == 6000
