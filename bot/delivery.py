@@ -33,10 +33,11 @@ import redis
 import redis.asyncio as aioredis
 
 from bot import render, store
-from bot.images import fit_upload
+from bot.images import Upload, fit_upload
 from bot.messages import JobMessage, Post, send_to_channel
+from imagine.diagnostics import Diagnostics, summary_embed
 from imagine.errors import JobNotFound, RetryableError
-from imagine.jobs import JobStatus
+from imagine.jobs import JobResult, JobStatus
 from imagine.queue import DELIVERIES, JobState
 
 if TYPE_CHECKING:
@@ -205,13 +206,29 @@ class Delivery:
                 log.warning("job %s: its images are missing from the artifact store", job.id)
                 return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
                     "Images expired", "The images of this job are no longer stored; please run it again.")])
+            embeds, extra = await self.bot.run_sync(self._diagnostics, result)
+            limit -= sum(len(u.data) for u in extra)
             upload = await self.bot.run_sync(fit_upload, png, render.upload_stem(job.id, result, key), limit)
-            return Post(render.done_line(job), upload=upload, buttons=render.result_buttons(result))
+            return Post(render.done_line(job), embeds=embeds, upload=upload, buttons=render.result_buttons(result),
+                        extra_uploads=extra)
         if state.status is JobStatus.CANCELLED:
             return Post(render.ended_line(job, "cancelled"))
         error = result.error if result else None
         title, text = (error.title, error.message) if error else ("Job failed", "The job failed; please try again.")
         return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(title, text)])
+
+    def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
+        """The diagnostics summary embed and its chart, when the worker made them (blocking)."""
+        if not result.diagnostics:
+            return [], []
+        try:
+            diag = Diagnostics.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+            chart = self.bot.artifacts.get(result.diagnostics.replace("diagnostics.json", "chart.png"))
+        except KeyError:
+            log.warning("job %s: its diagnostics are missing from the artifact store", result.job_id)
+            return [], []
+        embed = dict(summary_embed(diag), image={"url": "attachment://chart.png"})
+        return [embed], [Upload("chart.png", chart)]
 
     async def _post(self, message: JobMessage, post: Post) -> int | None:
         """Turn the job's message into the result, or post it anew; None if Discord refuses for good."""

@@ -53,24 +53,25 @@ def make_embeds(embeds: Sequence[Embed]) -> list[discord.Embed]:
 
 @dataclass(frozen=True)
 class Post:
-    """What a message should show: text, embeds, at most one upload, buttons."""
+    """What a message should show: text, embeds, the image upload (plus e.g. the diagnostics
+    chart, which an embed shows with ``attachment://chart.png``), buttons."""
 
     content: str
     embeds: Sequence[Embed] = ()
     upload: Upload | None = None
     buttons: Sequence[ButtonSpec] = ()
+    extra_uploads: Sequence[Upload] = ()
 
-    def file(self) -> discord.File | None:
-        if self.upload is None:
-            return None
-        return discord.File(io.BytesIO(self.upload.data), filename=self.upload.filename)
+    def files(self) -> list[discord.File]:
+        uploads = ([self.upload] if self.upload is not None else []) + list(self.extra_uploads)
+        return [discord.File(io.BytesIO(u.data), filename=u.filename) for u in uploads]
 
     def send_kwargs(self) -> dict[str, Any]:
         """Arguments of ``send``/``send_message``/``followup.send`` for a new message."""
         kwargs: dict[str, Any] = {"content": self.content, "embeds": make_embeds(self.embeds)}
-        file = self.file()
-        if file is not None:
-            kwargs["file"] = file
+        files = self.files()
+        if files:
+            kwargs["files"] = files
         view = make_view(self.buttons)
         if view is not None:
             kwargs["view"] = view
@@ -83,9 +84,9 @@ class Post:
             "embeds": make_embeds(self.embeds),
             "view": make_view(self.buttons),
         }
-        file = self.file()
-        if file is not None:
-            kwargs["attachments"] = [file]
+        files = self.files()
+        if files:
+            kwargs["attachments"] = files
         elif not keep_attachments:
             kwargs["attachments"] = []
         return kwargs

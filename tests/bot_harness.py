@@ -87,14 +87,16 @@ class FakeWorker:
         self.queue.publish_progress(job_id, step=step, steps=steps, preview_png=preview_png)
 
     def finish(self, job_id: str, *, images: int = 4, status: JobStatus = JobStatus.DONE,
-               image_size: tuple[int, int] = (64, 64), flagged: tuple[bool, ...] = ()) -> JobResult:
+               image_size: tuple[int, int] = (64, 64), flagged: tuple[bool, ...] = (),
+               diagnostics: str | None = None) -> JobResult:
         if status is JobStatus.DONE:
             keys = tuple(self.artifacts.put(artifact_key(job_id, f"image_{i}.png"), png((60 * i, 90, 30), image_size))
                          for i in range(1, images + 1))
             grid_png = png((1, 2, 3), image_size)
             grid = self.artifacts.put(artifact_key(job_id, "grid.png"), grid_png) if images == 4 else None
             result = JobResult(job_id=job_id, status=status, images=keys, grid=grid, seeds=(1, 2, 3, 4)[:images],
-                               timings={"total": 1.5}, worker="fake-worker", flagged=flagged)
+                               timings={"total": 1.5}, worker="fake-worker", flagged=flagged,
+                               diagnostics=diagnostics)
         else:
             error = ErrorInfo(type="OutOfMemory", title="Out of GPU memory", message="The GPU ran out of memory.")
             result = JobResult(job_id=job_id, status=status, error=error if status is JobStatus.FAILED else None)

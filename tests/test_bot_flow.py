@@ -360,3 +360,31 @@ async def test_images_the_output_filter_flagged_are_posted_as_spoilers(redis_ser
             feed(bot, fake.press(f"imagine:U:{job_id}:{n}", grid))
             [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
             assert [f.filename for f in pick.files] == [name]
+
+
+async def test_the_result_carries_the_diagnostics_summary_and_chart(
+    redis_server, redis_conn, tiny, diagnostician
+) -> None:
+    """What the text encoder saw, under the grid: the summary embed with the chart inside it."""
+    from imagine.artifacts import artifact_key
+    from worker.diagnostics import diagnostics_files
+    from worker.generate import generate
+
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = worker.open_jobs()
+        job = bot.queue.state(job_id).job
+        worker.start(job_id)
+        images = generate(tiny, job).images
+        files = diagnostics_files(diagnostician.analyze(job, images, tiny.text_encoder))
+        key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), files["diagnostics.json"])
+        worker.artifacts.put(artifact_key(job_id, "chart.png"), files["chart.png"])
+        worker.finish(job_id, diagnostics=key)
+        await wait_until(lambda: delivered(bot.queue, job_id))
+        final = fake.find("PATCH", r"/messages/@original$")[-1]
+        assert [f.filename for f in final.files] == [f"{job_id}_grid.png", "chart.png"]
+        [embed] = final.json["embeds"]
+        assert embed["image"]["url"] == "attachment://chart.png"
+        assert "**fox**" in embed["description"]  # influential words in bold
