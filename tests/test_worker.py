@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -48,9 +49,9 @@ def jq(redis_conn: redis.Redis) -> JobQueue:
     return JobQueue(redis_conn)
 
 
-def work(conn: redis.Redis, tiny_model: LoadedModel, settings: Settings) -> None:
+def work(conn: redis.Redis, tiny_model: LoadedModel, settings: Settings, **runtime: Any) -> None:
     """A real RQ SimpleWorker over our queues, in burst mode, with the session's tiny model."""
-    rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny_model}, ["fast", "relax"], settings)
+    rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny_model}, ["fast", "relax"], settings, **runtime)
     try:
         rq_worker.work(burst=True, logging_level="ERROR")
     finally:
@@ -136,7 +137,9 @@ def test_cancel_mid_run_stops_and_delivers_nothing(redis_conn, jq, tiny, setting
     assert redis_conn.scard("imagine:user:222:111:active") == 0  # the slot is free again
 
 
-def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(redis_server, redis_conn, jq, tmp_path, model_cache) -> None:
+def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(
+    redis_server, redis_conn, jq, tmp_path, model_cache
+) -> None:
     config = tmp_path / "models.toml"
     config.write_text('[models.slow]\nfamily = "tiny"\nsource = "builtin:tiny"\ndefault_steps = 150\n')
     env = dict(os.environ, REDIS_URL=redis_server.url, IMAGINE_MODELS_CONFIG=str(config),
@@ -184,10 +187,7 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
 def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, diagnostician) -> None:
     job = make_job("a very small red fox in the snow", quality=0.25)
     jq.submit(job)
-    rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast"], settings,
-                                            diagnosticians={"tiny": diagnostician})
-    rq_worker.work(burst=True, logging_level="ERROR")
-    heartbeat.stop()
+    work(redis_conn, tiny, settings, diagnosticians={"tiny": diagnostician})
     result = jq.state(job.id).result
     store = RedisArtifacts(redis_conn)
     diag = json.loads(store.get(result.diagnostics))
@@ -200,10 +200,7 @@ def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, d
 def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, settings, diagnostician) -> None:
     job = make_job("a photo of a very very nice red fox", kind=JobKind.SHORTEN)
     jq.submit(job)
-    rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast"], settings,
-                                            diagnosticians={"tiny": diagnostician})
-    rq_worker.work(burst=True, logging_level="ERROR")
-    heartbeat.stop()
+    work(redis_conn, tiny, settings, diagnosticians={"tiny": diagnostician})
     result = jq.state(job.id).result
     assert result.status is JobStatus.DONE and result.images == ()
     shortened = json.loads(RedisArtifacts(redis_conn).get(result.diagnostics))
