@@ -68,6 +68,17 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
             description="Embedded untrained test model: seeded textures, offline, about a second on a CPU.",
         ),
         ModelSpec(
+            name="shapes",
+            source="builtin:shapes",  # assembled by worker.shapes.model from models/shapes + MiniLM
+            family="tiny",
+            default_steps=20,
+            guidance_scale=4.0,
+            supports_cfg=True,
+            base_size=64,
+            size_multiple=16,
+            description="Embedded trained model of one simple shape on a plain background (see models/shapes).",
+        ),
+        ModelSpec(
             name="sd-turbo",
             source="stabilityai/sd-turbo",
             family="sd-turbo",

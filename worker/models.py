@@ -21,6 +21,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
+from worker.shapes.model import BUILTIN_SHAPES, ensure_shapes_model
 from worker.text_encoding import TextEncoder
 from worker.tiny import ensure_tiny_model
 
@@ -78,7 +79,8 @@ def load_model(
     start = time.perf_counter()
     diffusers_logging.disable_progress_bar()  # loading bars would bury the worker's own log
     transformers_logging.disable_progress_bar()
-    source = str(ensure_tiny_model(cache_dir)) if spec.source == BUILTIN_TINY else spec.source
+    builtins = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
+    source = str(builtins[spec.source](cache_dir)) if spec.source in builtins else spec.source
     pipe = StableDiffusionPipeline.from_pretrained(
         source,
         dtype=dtype,
