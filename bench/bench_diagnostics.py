@@ -27,9 +27,10 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from imagine.chart import render_chart  # noqa: E402
 from imagine.jobs import Job, Requester  # noqa: E402
 from imagine.prompt import parse  # noqa: E402
-from worker.diagnostics import Diagnostician, render_chart  # noqa: E402
+from worker.diagnostics import Diagnostician  # noqa: E402
 from worker.generate import generate  # noqa: E402
 from worker.models import BUILTIN_SPECS, load_model  # noqa: E402
 from worker.semantic import SemanticEncoder, model_dir  # noqa: E402

@@ -36,7 +36,10 @@ from imagine.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info", "bot.cogs.admin")
+EXTENSIONS = (
+    "bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info", "bot.cogs.admin", "bot.cogs.settings",
+    "bot.cogs.shorten", "bot.cogs.describe",
+)
 """One extension per feature, loaded in ``setup_hook``."""
 
 TOKEN_HELP = (

@@ -47,4 +47,13 @@ VARY = ButtonId("imagine:vary:{job}:{n}:{strength}", rf"imagine:vary:{_JOB}:{_N}
 UPSCALE = ButtonId("imagine:up:{job}:{n}", rf"imagine:up:{_JOB}:{_N}")
 """Upscale under a single image: an UPSCALE job."""
 
-ALL = (PICK, VARIATION, REROLL, CANCEL, VARY, UPSCALE)
+SHORTER = ButtonId("imagine:S:{job}:{n}", rf"imagine:S:{_JOB}:(?P<n>[1-5])")
+"""1-5 under a /shorten: imagine the n-th shorter prompt (with the prompt's parameters)."""
+
+SHORTEN_DETAILS = ButtonId("imagine:S:{job}:details", rf"imagine:S:{_JOB}:details")
+"""Show Details under a /shorten: every analyzed word's influence, shown to the presser only."""
+
+DESCRIBED = ButtonId("imagine:D:{job}:{n}", rf"imagine:D:{_JOB}:{_N}")
+"""1-4 under a /describe: imagine the n-th suggested prompt."""
+
+ALL = (PICK, VARIATION, REROLL, CANCEL, VARY, UPSCALE, SHORTER, SHORTEN_DETAILS, DESCRIBED)

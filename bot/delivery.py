@@ -5,7 +5,8 @@ to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``b
 
 1. At start, entries left pending by an earlier run of the bot (any consumer) are claimed
    (XAUTOCLAIM) and delivered first, then new ones are read (XREADGROUP ``>``).
-2. Delivering edits the job's message into the result (the grid with its buttons, or the
+2. Delivering edits the job's message into the result (the grid with its buttons, a
+   /shorten's word analysis with buttons 1-5, a /describe's prompts with buttons 1-4, or the
    error, or "cancelled"); if the message is unknown or was deleted, a new one is posted in
    the channel with the bot token.
 3. Only after Discord accepted it: ``delivered_message_id`` is written on the job and the
@@ -33,11 +34,13 @@ import redis
 import redis.asyncio as aioredis
 
 from bot import render, store
+from bot.cogs.describe import describe_post
 from bot.images import Upload, fit_upload
 from bot.messages import JobMessage, Post, send_to_channel
-from imagine.diagnostics import Diagnostics, summary_embed
+from imagine.chart import render_chart
+from imagine.diagnostics import Diagnostics, ShortenResult, shorten_embed, summary_embed
 from imagine.errors import JobNotFound, RetryableError
-from imagine.jobs import JobResult, JobStatus
+from imagine.jobs import Job, JobKind, JobResult, JobStatus
 from imagine.queue import DELIVERIES, JobState
 
 if TYPE_CHECKING:
@@ -196,6 +199,10 @@ class Delivery:
 
     async def _result_post(self, state: JobState, limit: int) -> Post:
         job, result = state.job, state.result
+        if state.status is JobStatus.DONE and result is not None and job.kind is JobKind.SHORTEN:
+            return await self.bot.run_sync(self._shorten_post, job, result)
+        if state.status is JobStatus.DONE and result is not None and job.kind is JobKind.DESCRIBE:
+            return await self.bot.run_sync(describe_post, job, result, self.bot.artifacts)
         if state.status is JobStatus.DONE and result is not None:
             key = result.grid or (result.images[0] if result.images else None)
             try:
@@ -217,16 +224,29 @@ class Delivery:
         title, text = (error.title, error.message) if error else ("Job failed", "The job failed; please try again.")
         return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(title, text)])
 
+    def _shorten_post(self, job: Job, result: JobResult) -> Post:
+        """A /shorten's word analysis (shorten.json) with buttons 1-5, one per shorter prompt (blocking)."""
+        try:
+            if result.diagnostics is None:
+                raise KeyError(f"job {job.id} has no analysis")
+            shortened = ShortenResult.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+        except KeyError:
+            log.warning("job %s: its analysis is missing from the artifact store", job.id)
+            return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
+                "Analysis expired", "The analysis of this prompt is no longer stored; please run /shorten again.")])
+        return Post(render.done_line(job), embeds=[shorten_embed(shortened)],
+                    buttons=render.shorten_buttons(job.id, len(shortened.proposals)))
+
     def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
         """The diagnostics summary embed and its chart, when the worker made them (blocking)."""
         if not result.diagnostics:
             return [], []
         try:
             diag = Diagnostics.model_validate_json(self.bot.artifacts.get(result.diagnostics))
-            chart = self.bot.artifacts.get(result.diagnostics.replace("diagnostics.json", "chart.png"))
         except KeyError:
             log.warning("job %s: its diagnostics are missing from the artifact store", result.job_id)
             return [], []
+        chart = render_chart(diag)  # drawn here, not on the GPU worker
         embed = dict(summary_embed(diag), image={"url": "attachment://chart.png"})
         return [embed], [Upload("chart.png", chart)]
 

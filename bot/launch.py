@@ -17,6 +17,7 @@ import logging
 import random
 import statistics
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +31,7 @@ from imagine.jobs import Job, JobKind, JobStatus, Requester
 from imagine.local_run import jobs_for
 from imagine.queue import JobQueue, runtimes_key
 from imagine.request import ImagineRequest
+from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -82,7 +84,7 @@ def admit(queue: JobQueue, guilds: Guilds, waits: WaitEstimates, job: Job) -> Ad
     job = job.model_copy(update={
         "model": job.request.params.model or config.default_model or job.model,
         "speed": "relax" if config.speed_policy == "relax-only" else job.speed,
-        "diagnostics": config.diagnostics,
+        "diagnostics": config.diagnostics and job.diagnostics,  # the user's /settings may turn them off
         "output_filter": config.output_filter,
     })
     admission = queue.submit(job, running_limit=config.running_limit, waiting_limit=config.waiting_limit)
@@ -102,12 +104,20 @@ def requester_for(interaction: discord.Interaction) -> Requester:
 
 
 def jobs_for_interaction(
-    requests: list[ImagineRequest], *, default_model: str, interaction: discord.Interaction
+    requests: list[ImagineRequest],
+    *,
+    default_model: str,
+    interaction: discord.Interaction,
+    settings: UserSettings | None = None,
+    models: Collection[str] | None = None,
 ) -> list[Job]:
-    """``imagine.local_run.jobs_for``, answering in the interaction's channel."""
+    """``imagine.local_run.jobs_for``, answering in the interaction's channel, with the user's
+    /settings (``imagine.user_settings``) filling what the prompt did not say."""
+    settings = settings or UserSettings()
     requester = requester_for(interaction)
+    requests = [settings.apply(r, models=models) for r in requests]
     jobs = jobs_for(requests, default_model=default_model, user=requester.user_id)
-    return [job.model_copy(update={"requester": requester}) for job in jobs]
+    return [job.model_copy(update={"requester": requester, **settings.job_fields(job.request)}) for job in jobs]
 
 
 def follow_up_job(
@@ -129,6 +139,7 @@ def follow_up_job(
         parent_id=parent.id,
         index=index,
         strength=strength,
+        diagnostics=parent.diagnostics,  # off when its user turned them off
     )
 
 

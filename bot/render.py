@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import custom_ids
+from imagine.diagnostics import MAX_PROPOSALS, ShortenResult
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobResult
 from imagine.monitor import Overview, Percentiles
@@ -113,6 +114,8 @@ _WHO = {
     JobKind.IMAGINE: "{user}",
     JobKind.REROLL: "{user}",
     JobKind.UPSCALE: "Upscaled by {user}",
+    JobKind.SHORTEN: "Shorten by {user}",
+    JobKind.DESCRIBE: "Describe by {user}",
 }
 
 
@@ -325,6 +328,14 @@ def result_buttons(result: JobResult) -> list[ButtonSpec]:
     return []
 
 
+def shorten_buttons(job_id: str, proposals: int) -> list[ButtonSpec]:
+    """Under a /shorten: 1-5, one per shorter prompt (each imagines it), then Show Details."""
+    return [
+        *(ButtonSpec(custom_ids.SHORTER(job=job_id, n=n), str(n)) for n in range(1, min(proposals, MAX_PROPOSALS) + 1)),
+        ButtonSpec(custom_ids.SHORTEN_DETAILS(job=job_id), "Show Details", row=1),
+    ]
+
+
 def upload_stem(job_id: str, result: JobResult, key: str) -> str:
     """The file name (without extension) an artifact is posted under; ``SPOILER_`` first, as
     Discord marks spoilers, when the output filter flagged what it shows (the guild's
@@ -380,3 +391,21 @@ def config_embed(config: GuildConfig, banned_words: int, banned_users: int) -> E
         f"banned words: {banned_words}, banned users: {banned_users}",
     ]
     return clip_embed({"title": "Server settings", "description": "\n".join(lines), "color": YELLOW})
+
+
+def shorten_details_embed(result: ShortenResult) -> Embed:
+    """Show Details under a /shorten: every analyzed word's influence, in prompt order."""
+    marks = {"influential": "**{}**", "removable": "~~{}~~", "neutral": "{}"}
+    words = [f"`{w.influence:.4f}` {marks[w.role].format(escape(w.word))} (#{w.rank}, {w.relative:.0%})"
+             for w in result.words]
+    skipped = result.total_words - len(result.words)
+    if skipped > 0:
+        words.append(f"{skipped} more words were not analyzed.")
+    legend = (f"bold: influential (from {result.influential_from:.0%} of the largest influence), "
+              f"struck: removable (below {result.removable_below:.0%})")
+    return clip_embed({
+        "title": "Shorten: every word's influence",
+        "description": _lines(words, EMBED_DESCRIPTION) if words else "No word to analyze.",
+        "footer": {"text": f"{result.encoder} · 1 - cos of the text vector without the word · {legend}"},
+        "color": BLURPLE,
+    })

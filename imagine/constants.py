@@ -49,3 +49,9 @@ PROGRESS_MIN_INTERVAL_S = 0.5
 
 PREVIEW_EVERY_STEPS = 5
 """A low-res preview is attached to progress every this many steps (and at the end)."""
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+"""Largest image the bot downloads (an attachment for /describe, an image link): 10 MiB."""
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Most pixels an image may have (40 MP), read from its header before anything decodes it."""

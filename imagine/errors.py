@@ -5,6 +5,7 @@
      │    ├── InvalidPrompt       "Invalid prompt"    empty, too long, bad weights, too many jobs
      │    ├── InvalidParameter    "Invalid parameter" unknown/repeated/out-of-range --param
      │    ├── InvalidLink         "Invalid link"      image URL that is not https or not an image
+     │    ├── InvalidImage        "Invalid image"     an image too large, too many pixels, or no PNG/JPEG/WebP/GIF
      │    ├── QueueFull           "Queue full"        the user's waiting limit is reached
      │    ├── JobNotFound         "Job not found"     unknown or expired job id
      │    └── NotJobOwner         "Not your job"      someone else's job
@@ -54,6 +55,10 @@ class InvalidParameter(UserError):
 
 class InvalidLink(UserError):
     title = "Invalid link"
+
+
+class InvalidImage(UserError):
+    title = "Invalid image"
 
 
 class QueueFull(UserError):

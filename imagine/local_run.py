@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from imagine.artifacts import artifact_store
+from imagine.chart import render_chart
+from imagine.diagnostics import Diagnostics
 from imagine.embedded import EmbeddedRedis
 from imagine.jobs import Job, JobStatus, Requester
 from imagine.prompt import parse
@@ -131,8 +133,10 @@ def _write_outputs(jq: JobQueue, store, jobs: list[Job], out: Path) -> int:  # t
             console.print(f"[red]{job.id}: {state.status.value}[/] {error.message if error else ''}", highlight=False)
         else:
             keys = result.images + ((result.grid,) if result.grid else ())
-            if result.diagnostics:  # diagnostics.json and its chart, beside the images
-                keys += (result.diagnostics, result.diagnostics.replace("diagnostics.json", "chart.png"))
+            if result.diagnostics:  # diagnostics.json, and its chart drawn here, beside the images
+                keys += (result.diagnostics,)
+                diag = Diagnostics.model_validate_json(store.get(result.diagnostics))
+                (target / "chart.png").write_bytes(render_chart(diag))
             for key in keys:
                 (target / key.split("/", 1)[1]).write_bytes(store.get(key))
         payload = {"job": job.model_dump(mode="json"),

@@ -57,6 +57,16 @@ class Params(Frozen):
     model: str | None = None  # None: the deployment's default model
     speed: Speed | None = None  # None: the user's mode
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The fields the prompt set, even to their default (``--ar 1:1``): user settings fill the rest.
+
+        The parser builds ``Params`` from the typed parameters only, so this is pydantic's
+        ``model_fields_set``. Ask a freshly parsed request: one read back from its JSON (a
+        stored job) has every field set.
+        """
+        return frozenset(self.model_fields_set)
+
 
 class ImagineRequest(Frozen):
     """One job's worth of prompt: image links, weighted sub-prompts (``--no`` included), parameters.

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     """Discord's gateway (websocket) for the first connection."""
     progress_interval_s: float = Field(default=2.0, gt=0)
     """The bot edits a job's progress message at most this often."""
+    attachment_origins: list[str] = []
+    """Origins (``scheme://host[:port]``) images may come from besides Discord's own CDN
+    (https://cdn.discordapp.com, https://media.discordapp.net); JSON list in the env."""
 
 
 @lru_cache(maxsize=1)

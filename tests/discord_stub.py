@@ -142,6 +142,15 @@ class FakeDiscord:
         self._tokens[payload["token"]]["pressed_message"] = int(message["id"])
         return payload
 
+    def choose(self, custom_id: str, values: list[str], message: dict[str, Any], user_id: int = USER_ID,
+               permissions: int = 0) -> dict[str, Any]:
+        """A type 3 component interaction: ``values`` picked in the string select ``custom_id`` on ``message``."""
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        payload = self._interaction(3, data, user_id, permissions)
+        payload["message"] = message
+        self._tokens[payload["token"]]["pressed_message"] = int(message["id"])
+        return payload
+
     def _interaction(self, kind: int, data: dict[str, Any], user_id: int, permissions: int) -> dict[str, Any]:
         interaction_id = snowflake()
         token = f"itoken-{interaction_id}"

@@ -31,7 +31,8 @@ async def test_commands_registered_with_valid_names_descriptions_and_options(red
         [put] = fake.find("PUT", r"/applications/\d+/guilds/\d+/commands$")
         assert not fake.find("PUT", r"/applications/\d+/commands$")  # global sync only on request
         commands = {c["name"]: c for c in put.json}
-        assert set(commands) == {"imagine", "info", "show", "admin", "queue"}
+        assert set(commands) == {"imagine", "info", "show", "admin", "queue", "settings", "shorten",
+                                 "describe"}
 
         def check(item: dict) -> None:  # commands, subcommand groups, subcommands and options alike
             assert NAME.match(item["name"]) and item["name"] == item["name"].lower()
@@ -367,7 +368,6 @@ async def test_the_result_carries_the_diagnostics_summary_and_chart(
 ) -> None:
     """What the text encoder saw, under the grid: the summary embed with the chart inside it."""
     from imagine.artifacts import artifact_key
-    from worker.diagnostics import diagnostics_files
     from worker.generate import generate
 
     worker = FakeWorker(redis_conn)
@@ -378,13 +378,13 @@ async def test_the_result_carries_the_diagnostics_summary_and_chart(
         job = bot.queue.state(job_id).job
         worker.start(job_id)
         images = generate(tiny, job).images
-        files = diagnostics_files(diagnostician.analyze(job, images, tiny.text_encoder))
-        key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), files["diagnostics.json"])
-        worker.artifacts.put(artifact_key(job_id, "chart.png"), files["chart.png"])
+        diag = diagnostician.analyze(job, images, tiny.text_encoder)
+        key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
         worker.finish(job_id, diagnostics=key)
         await wait_until(lambda: delivered(bot.queue, job_id))
         final = fake.find("PATCH", r"/messages/@original$")[-1]
         assert [f.filename for f in final.files] == [f"{job_id}_grid.png", "chart.png"]
+        assert final.files[1].data.startswith(b"\x89PNG")  # the bot drew the chart from the numbers
         [embed] = final.json["embeds"]
         assert embed["image"]["url"] == "attachment://chart.png"
         assert "**fox**" in embed["description"]  # influential words in bold

@@ -23,7 +23,8 @@ def test_every_custom_id_matches_its_template_and_fits_discord() -> None:
     made = [
         custom_ids.PICK(job=JOB_ID, n=4), custom_ids.VARIATION(job=JOB_ID, n=1), custom_ids.REROLL(job=JOB_ID),
         custom_ids.CANCEL(job=JOB_ID), custom_ids.VARY(job=JOB_ID, n=2, strength="subtle"),
-        custom_ids.UPSCALE(job=JOB_ID, n=3),
+        custom_ids.UPSCALE(job=JOB_ID, n=3), custom_ids.SHORTER(job=JOB_ID, n=5),
+        custom_ids.SHORTEN_DETAILS(job=JOB_ID), custom_ids.DESCRIBED(job=JOB_ID, n=4),
     ]
     for spec, custom_id in zip(custom_ids.ALL, made, strict=True):
         match = re.fullmatch(spec.template, custom_id)

@@ -12,13 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from imagine.chart import render_chart
 from imagine.cli import main
 from imagine.diagnostics import MAX_INFLUENCE_WORDS, Diagnostics, summary_embed
 from imagine.prompt import parse
 from tests.test_diagnostics_render import assert_fits_discord, longest_prompt
 from tests.worker_fixtures import make_job
 from worker.clip_score import ClipScorer
-from worker.diagnostics import Diagnostician, diagnostics_files
+from worker.diagnostics import Diagnostician
 from worker.models import LoadedModel
 from worker.semantic import SemanticEncoder, model_dir
 from worker.text_encoding import TextEncoder
@@ -135,9 +136,8 @@ def test_analyze_a_job(diagnostician: Diagnostician, tiny: LoadedModel, forward_
     assert [r.role for r in al.texts] == ["prompt", "positive", "positive", "negative"]
 
     assert Diagnostics.model_validate_json(diag.model_dump_json()) == diag
-    files = diagnostics_files(diag)
-    assert json.loads(files["diagnostics.json"])["version"] == 1
-    assert Image.open(io.BytesIO(files["chart.png"])).format == "PNG"
+    assert json.loads(diag.model_dump_json())["version"] == 1
+    assert Image.open(io.BytesIO(render_chart(diag))).format == "PNG"
     assert_fits_discord(summary_embed(diag))
 
 

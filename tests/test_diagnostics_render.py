@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from imagine.chart import render_chart
 from imagine.diagnostics import (
     EMBED_LIMITS,
     POOLINGS,
@@ -31,7 +32,6 @@ from imagine.diagnostics import (
 from imagine.prompt import parse
 from imagine.request import ImagineRequest, SubPrompt
 from worker.diagnostics.alignment import negative_leaks
-from worker.diagnostics.chart import render_chart
 from worker.diagnostics.influence import proposal_texts, word_influence
 
 

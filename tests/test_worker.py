@@ -193,7 +193,8 @@ def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, d
     diag = json.loads(store.get(result.diagnostics))
     words = [w["word"] for w in diag["influence"]["words"]]
     assert set(words) >= {"fox", "red", "snow"} and len(diag["alignment"]["clip_scores"]) == 4
-    assert store.get(f"{job.id}/chart.png").startswith(b"\x89PNG")
+    with pytest.raises(KeyError):  # the chart is drawn where it is shown, not on the GPU worker
+        store.get(f"{job.id}/chart.png")
     assert result.timings["diagnostics"] > 0
 
 

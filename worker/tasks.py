@@ -23,7 +23,8 @@ from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
-from worker.diagnostics import Diagnostician, diagnostics_files
+from worker.describe import Describer, describe_upload
+from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
 from worker.safety import OutputFilter, OutputFiltered
@@ -41,6 +42,7 @@ class WorkerRuntime:
     models: dict[str, LoadedModel]
     output_filter: OutputFilter | None = None
     diagnosticians: dict[str, Diagnostician] = field(default_factory=dict)  # by model name
+    describers: dict[str, Describer] = field(default_factory=dict)  # /describe, by model name
     current_job: str | None = field(default=None)
 
 
@@ -119,6 +121,8 @@ def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
 def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
     if job.kind is JobKind.SHORTEN:
         return _shorten(rt, job)
+    if job.kind is JobKind.DESCRIBE:
+        return _describe(rt, job)
     t_start = time.perf_counter()
     # 1. The model (loaded at worker start; routing guarantees we serve it).
     model = rt.models[job.model]
@@ -150,9 +154,8 @@ def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
     if job.diagnostics and job.kind in DIAGNOSED and job.model in rt.diagnosticians:
         t_diag = time.perf_counter()
         diag = rt.diagnosticians[job.model].analyze(job, gen.images, model.text_encoder)
-        files = diagnostics_files(diag)
-        diagnostics = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), files["diagnostics.json"])
-        rt.artifacts.put(artifact_key(job.id, "chart.png"), files["chart.png"])
+        # Only the numbers: the chart is drawn where it is shown (the bot, `imagine run`), off the GPU.
+        diagnostics = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
         timings["diagnostics"] = time.perf_counter() - t_diag
     timings["total"] = time.perf_counter() - t_start
     return _done(job, gen, keys, grid, timings, rt.name).model_copy(
@@ -170,6 +173,17 @@ def _shorten(rt: WorkerRuntime, job: Job) -> JobResult:
     key = rt.artifacts.put(artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
     return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, worker=rt.name,
                      timings={"total": time.perf_counter() - t0})
+
+
+def _describe(rt: WorkerRuntime, job: Job) -> JobResult:
+    """/describe: four prompts for the uploaded image (``worker.describe``); no generation."""
+    t0 = time.perf_counter()
+    describer = rt.describers.get(job.model)
+    if describer is None:
+        raise RuntimeError(f"this worker has no describer for model {job.model}, so it cannot /describe")
+    key, result = describe_upload(describer, rt.artifacts, job.id)
+    return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, width=result.width, height=result.height,
+                     worker=rt.name, timings={"total": time.perf_counter() - t0})
 
 
 def _screen(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> tuple[bool, ...]:

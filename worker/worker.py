@@ -31,9 +31,10 @@ from imagine.queue import JobQueue, queue_name
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker import tasks
-from worker.generate import generate
 from worker.clip_score import clip_source_for
+from worker.describe import Describer, load_describers
 from worker.diagnostics import Diagnostician
+from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 from worker.safety import OutputFilter
@@ -81,6 +82,17 @@ def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel]) -> d
                                  semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))
         for name, m in models.items()
     }
+
+
+def describers_for(settings: Settings, models: dict[str, LoadedModel],
+                   diagnosticians: dict[str, Diagnostician]) -> dict[str, Describer]:
+    """/describe's rankers with their phrase vectors, once per worker (the diagnostics' CLIP reused)."""
+    t0 = time.perf_counter()
+    clips = {name: d.clip for name, d in diagnosticians.items() if d.clip is not None}
+    describers = load_describers(models, cache_dir=settings.model_cache_dir, clip_model=settings.clip_model,
+                                 clips=clips)
+    log.info("/describe ready for %s in %.1f s", ", ".join(describers) or "no model", time.perf_counter() - t0)
+    return describers
 
 
 def load_output_filter(settings: Settings, models: dict[str, LoadedModel]) -> OutputFilter | None:
@@ -154,7 +166,7 @@ def listen_order(models: list[str], speeds: list[str]) -> list[str]:
 def build(
     connection: redis.Redis, models: dict[str, LoadedModel], speeds: list[str], settings: Settings,
     *, name: str | None = None, gpu: GpuClaim | None = None, output_filter: OutputFilter | None = None,
-    diagnosticians: dict[str, Diagnostician] | None = None,
+    diagnosticians: dict[str, Diagnostician] | None = None, describers: dict[str, Describer] | None = None,
 ) -> tuple[SimpleWorker, Heartbeat]:
     """An RQ worker over our queues with the runtime installed and its heartbeat ready."""
     name = name or worker_name()
@@ -172,6 +184,7 @@ def build(
         models=models,
         output_filter=output_filter,
         diagnosticians=diagnosticians or {},
+        describers=describers or {},
     )
     tasks.install(runtime)
     queues = [jq.rq_queue(q) for q in listen_order(list(models), speeds)]
@@ -198,9 +211,10 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
     t0 = time.perf_counter()
     loaded = load_models(models, settings)
     log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
+    diagnosticians = load_diagnosticians(settings, loaded)
     rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu,
-                                 output_filter=load_output_filter(settings, loaded),
-                                 diagnosticians=load_diagnosticians(settings, loaded))
+                                 output_filter=load_output_filter(settings, loaded), diagnosticians=diagnosticians,
+                                 describers=describers_for(settings, loaded, diagnosticians))
     metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
     try:

@@ -3,6 +3,8 @@
 A prompt with an error is answered with Midjourney's red embed ("Invalid parameter",
 "Invalid prompt", "Invalid link") only the user sees. A prompt that expands to more than
 ``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does.
+Image links must be Discord attachments (``bot.attachments.check_url``).
+The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render, replies
+from bot.attachments import check_url
 from bot.launch import jobs_for_interaction, launch
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
 from imagine.errors import ImagineError
 from imagine.jobs import Job
 from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
+from imagine.user_settings import UserSettingsStore
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -54,6 +58,7 @@ class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.models = sorted(load_model_specs(bot.settings.models_config))
+        self.user_settings = UserSettingsStore(bot.queue.redis)  # /settings: defaults the prompt did not override
 
     @app_commands.command(name="imagine")
     @app_commands.describe(prompt="What to see: [image links] text --parameters")
@@ -63,10 +68,14 @@ class ImagineCog(commands.Cog):
         """Create images from a prompt."""
         try:
             requests = parse(prompt, models=self.models)
+            for url in dict.fromkeys(u for r in requests for u in r.image_urls):
+                check_url(url, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
+            settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))  # one GET
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
-        jobs = jobs_for_interaction(requests, default_model=self.bot.settings.default_model, interaction=interaction)
+        jobs = jobs_for_interaction(requests, default_model=self.bot.settings.default_model, interaction=interaction,
+                                    settings=settings, models=self.models)
         if len(jobs) > CONFIRM_JOBS_ABOVE:
             await interaction.response.send_message(
                 render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs), ephemeral=True

@@ -4,14 +4,12 @@
     influence.py  3.   word influence by leave-one-out, removable words, shorter prompts
     pooling.py    4.   cls / mean / max / eos text vectors; static vs contextual tokens
     alignment.py  5.   CLIP scores, ranking, sub-prompt x image matrix, leaking negatives
-    chart.py           chart.png
     analyzer.py        ``Diagnostician``: loads the encoders once, runs all of the above
 
 The schema of the result (diagnostics.json) and its Discord embed live in ``imagine.diagnostics``
 (torch-free, shared with the bot).
 """
 
-from worker.diagnostics.analyzer import Diagnostician, diagnostics_files
-from worker.diagnostics.chart import render_chart
+from worker.diagnostics.analyzer import Diagnostician
 
-__all__ = ["Diagnostician", "diagnostics_files", "render_chart"]
+__all__ = ["Diagnostician"]

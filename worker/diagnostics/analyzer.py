@@ -2,7 +2,7 @@
 
     diagnostician = Diagnostician.load(spec, cache_dir=..., device=...)     # MiniLM + CLIP, once
     diag = diagnostician.analyze(job, images, model.text_encoder)          # every /imagine
-    files = diagnostics_files(diag)                                        # diagnostics.json, chart.png
+    diag.model_dump_json()                                                 # diagnostics.json (imagine.chart draws it)
     result = diagnostician.shorten(text)                                   # /shorten: text only
 
 One analysis encodes the prompt and its leave-one-out variants with MiniLM in one forward pass
@@ -24,7 +24,6 @@ from imagine.jobs import Job
 from imagine.model_specs import ModelSpec
 from worker.clip_score import ClipScorer, clip_source_for
 from worker.diagnostics.alignment import alignment
-from worker.diagnostics.chart import render_chart
 from worker.diagnostics.influence import influences, leave_one_out, proposal_texts, split_words, word_influence
 from worker.diagnostics.pooling import pooling_comparison
 from worker.diagnostics.tokens import token_report
@@ -105,7 +104,3 @@ class Diagnostician:
         timings = {"semantic": (t1 - t0) * 1000, "proposals": (time.perf_counter() - t1) * 1000}
         return result, encoded, timings
 
-
-def diagnostics_files(diag: Diagnostics) -> dict[str, bytes]:
-    """The artifacts of one job's diagnostics, by file name."""
-    return {"diagnostics.json": diag.model_dump_json().encode(), "chart.png": render_chart(diag)}

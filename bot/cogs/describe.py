@@ -1,0 +1,185 @@
+"""/describe image: four prompts that match an uploaded image, and buttons 1-4 to imagine one.
+
+As Midjourney's /describe: the job's one message shows "Waiting to start", then an embed with
+the image and four numbered prompts (1️⃣-4️⃣), each ending in an ``--ar`` matching the image,
+and buttons 1-4. A worker ranks its phrase list against the image (a DESCRIBE job:
+``worker.describe``); ``bot.delivery`` turns its describe.json into the message (``describe_post``).
+
+    /describe    check the attachment and download it (``bot.attachments``: Discord's CDN only,
+                 at most 10 MB and 40 megapixels, PNG/JPEG/WebP/GIF), store its bytes for the
+                 worker (``imagine.describe.upload_key``; workers never reach Discord), then
+                 launch one DESCRIBE job as /imagine launches its jobs
+    1-4          an IMAGINE job of that prompt for the presser (their /settings fill what the
+                 prompt does not say), on the model that described the image
+
+The buttons follow the other jobs' rule (the owner, or a member with Manage Server or
+Administrator: ``bot.cogs.buttons.JobButton``) and keep working across restarts (DynamicItem
+templates, ``bot.custom_ids``); a press on an expired job says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import custom_ids, render, replies
+from bot.attachments import check_size, check_url, fetch_image
+from bot.cogs.buttons import Button, JobButton
+from bot.images import fit_upload
+from bot.launch import DEFER_AFTER_S, jobs_for_interaction, launch, requester_for
+from bot.messages import Post
+from imagine.artifacts import ArtifactStore
+from imagine.describe import DescribeResult, describe_embed, upload_key
+from imagine.errors import ImagineError, JobNotFound, quote
+from imagine.jobs import Job, JobKind, JobResult, JobStatus
+from imagine.model_specs import load_model_specs
+from imagine.prompt import parse
+from imagine.queue import JobState
+from imagine.request import ImagineRequest, Params
+from imagine.user_settings import UserSettings, UserSettingsStore
+
+if TYPE_CHECKING:
+    from bot.app import ImagineBot
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+# --- the job ------------------------------------------------------------------------------------
+
+def describe_job(filename: str, settings: UserSettings, *, models: list[str], default_model: str,
+                 interaction: discord.Interaction) -> Job:
+    """The DESCRIBE job of an uploaded image: its file name is the job's text (what the message
+    shows); the user's /settings give its model (as ``--v``, when still configured) and speed."""
+    model = settings.apply(ImagineRequest(text="", parts=()), models=models).params.model
+    request = ImagineRequest(text=filename, parts=(), params=Params(model=model) if model else Params())
+    return Job(kind=JobKind.DESCRIBE, request=request, model=model or default_model, speed=settings.speed or "fast",
+               seed=random.SystemRandom().randrange(2**32), requester=requester_for(interaction), diagnostics=False)
+
+
+async def result_of(bot: ImagineBot, state: JobState) -> DescribeResult:
+    """The suggestions of a finished /describe (describe.json), or JobNotFound saying why not."""
+    job, result = state.job, state.result
+    if job.kind is not JobKind.DESCRIBE or state.status is not JobStatus.DONE or not (result and result.diagnostics):
+        raise JobNotFound(f"The prompts of job {quote(job.id)} are not available ({state.status.value}).")
+    try:
+        raw = await bot.run_sync(bot.artifacts.get, result.diagnostics)
+    except KeyError:
+        raise JobNotFound(f"The prompts of job {quote(job.id)} are no longer stored; run /describe again.") from None
+    return DescribeResult.model_validate_json(raw)
+
+
+def describe_post(job: Job, result: JobResult, artifacts: ArtifactStore) -> Post:
+    """The finished /describe as its message shows it: the image and 1️⃣-4️⃣ in an embed, buttons
+    1-4 (blocking: reads the artifact store)."""
+    try:
+        if result.diagnostics is None:
+            raise KeyError(f"job {job.id} has no prompts")
+        described = DescribeResult.model_validate_json(artifacts.get(result.diagnostics))
+        upload = fit_upload(artifacts.get(described.image), f"{job.id}_image") if described.image else None
+    except KeyError:
+        log.warning("job %s: its prompts are missing from the artifact store", job.id)
+        return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
+            "Prompts expired", "The prompts for this image are no longer stored; please run /describe again.")])
+    embed = describe_embed(described, f"attachment://{upload.filename}" if upload else None)
+    buttons = [render.ButtonSpec(custom_ids.DESCRIBED(job=job.id, n=n), str(n))
+               for n in range(1, len(described.suggestions) + 1)]
+    return Post(render.done_line(job), embeds=[embed], upload=upload, buttons=buttons)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+class DescribeCog(commands.Cog):
+    def __init__(self, bot: ImagineBot) -> None:
+        self.bot = bot
+        self.models = sorted(load_model_specs(bot.settings.models_config))
+        self.user_settings = UserSettingsStore(bot.queue.redis)
+
+    @app_commands.command(name="describe")
+    @app_commands.describe(image="The image to describe: PNG, JPEG, WebP or GIF, at most 10 MB")
+    async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        """Write four prompts that match an image."""
+        try:
+            job = await self._job(interaction, image)
+            await launch(self.bot, interaction, [job])
+        except ImagineError as exc:
+            log.info("interaction %s: /describe of %s refused: %s", interaction.id, image.filename, exc.title)
+            await replies.error(interaction, exc)
+        except discord.HTTPException as exc:
+            log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
+        except Exception:
+            log.exception("interaction %s: /describe crashed", interaction.id)
+            await replies.notice(interaction, replies.something_went_wrong("/describe"))
+
+    async def _job(self, interaction: discord.Interaction, image: discord.Attachment) -> Job:
+        """The DESCRIBE job, the image checked, downloaded and stored for the worker first."""
+        origins = self.bot.settings.attachment_origins
+        check_url(image.url, origins)  # before any download: Discord's attachments only
+        check_size(image.size, image.filename)  # as Discord declares it; the download checks again
+        fetched = await _in_time(interaction, fetch_image(image.url, name=image.filename, extra_origins=origins))
+        settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))
+        job = describe_job(image.filename, settings, models=self.models, default_model=self.bot.settings.default_model,
+                           interaction=interaction)
+        await self.bot.run_sync(self.bot.artifacts.put, upload_key(job.id), fetched.data)
+        return job
+
+
+async def _in_time(interaction: discord.Interaction, work: Awaitable[_T]) -> _T:
+    """``work``, deferring the response ("thinking…") if it takes longer than ``DEFER_AFTER_S``:
+    a large image can take longer to download than Discord's 3 seconds."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
+    if not done:
+        log.info("interaction %s: the download is slow; deferring the response", interaction.id)
+        try:
+            await replies.defer(interaction)
+        except discord.HTTPException:
+            task.cancel()
+            raise
+    return await task
+
+
+# --- the buttons under its result ---------------------------------------------------------------
+
+class Suggested(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.DESCRIBED.template):
+    """1-4: imagine the n-th suggested prompt."""
+
+    def __init__(self, job_id: str, n: int) -> None:
+        super().__init__(discord.ui.Button(custom_id=custom_ids.DESCRIBED(job=job_id, n=n), label=str(n)))
+        self.job_id, self.n = job_id, n
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Any, match: re.Match[str]) -> Suggested:
+        return cls(match["job"], int(match["n"]))
+
+    async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
+        suggestions = (await result_of(bot, self.state)).suggestions
+        if self.n > len(suggestions):
+            raise JobNotFound(f"Job {quote(self.job_id)} suggested {len(suggestions)} prompts, not {self.n}.")
+        models = sorted(load_model_specs(bot.settings.models_config))
+        requests = parse(suggestions[self.n - 1].text, models=models)
+        settings = await bot.run_sync(UserSettingsStore(bot.queue.redis).get, str(interaction.user.id))
+        jobs = jobs_for_interaction(requests, default_model=self.state.job.model, interaction=interaction,
+                                    settings=settings, models=models)
+        await launch(bot, interaction, jobs)
+
+
+DYNAMIC_ITEMS = (Suggested,)
+
+
+async def setup(bot: ImagineBot) -> None:
+    await bot.add_cog(DescribeCog(bot))
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
+
+
+async def teardown(bot: ImagineBot) -> None:
+    bot.remove_dynamic_items(*DYNAMIC_ITEMS)

@@ -1,0 +1,168 @@
+"""Per-user defaults, set with /settings: model, --ar, --stylize, fast/relax, diagnostics.
+
+Every field is optional; None means "use the deployment's (or the server's) default". A
+user's settings only fill what a prompt did not say: a parameter typed in the prompt always
+wins, even when it equals the default (``--ar 1:1`` keeps 1:1). Which parameters were typed
+is ``Params.given``, so settings are applied to freshly parsed requests, before the jobs
+are built (``bot.launch.jobs_for_interaction``).
+
+    imagine:user:{uid}:settings   string   the user's UserSettings as JSON (no expiry)
+
+Where each setting lands:
+
+- model, aspect, stylize: in the request's parameters, so the prompt line shows them
+  (``--v sd15 --ar 16:9 --s 250``), as Midjourney shows its /settings; a model that is no
+  longer configured is skipped with a log line.
+- speed: the job's speed (its queue), as ``--fast``/``--relax`` would route it; unlike a
+  typed ``--fast``, a stored "fast" is not refused on a relax-only server, it runs relaxed.
+- diagnostics: off always wins; on leaves the server's setting in charge (an admin may
+  switch diagnostics off for everyone: ``admit`` keeps them only when both agree).
+
+Stored data that cannot be read (bad JSON, a value out of range) is ignored with a warning:
+the user gets the defaults, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imagine.constants import KEY_PREFIX, MAX_ASPECT
+from imagine.errors import RedisUnavailable
+from imagine.request import AspectRatio, ImagineRequest, Speed
+
+log = logging.getLogger(__name__)
+
+ASPECTS = ("1:1", "3:2", "2:3", "16:9", "9:16", "4:5")
+"""The aspect ratios /settings offers."""
+
+STYLIZE_LEVELS = {"low": 50, "med": 100, "high": 250, "very high": 750}
+"""/settings' stylize levels and their --stylize values, as Midjourney's."""
+
+
+class UserSettings(BaseModel):
+    """One user's defaults; None everywhere is "nothing set"."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")  # a field dropped later: ignored
+
+    model: str | None = Field(default=None, min_length=1, max_length=100)
+    aspect: AspectRatio | None = None
+    stylize: int | None = Field(default=None, ge=0, le=1000)
+    speed: Speed | None = None
+    diagnostics: bool | None = None
+
+    @field_validator("aspect", mode="before")
+    @classmethod
+    def _aspect_from_text(cls, value: Any) -> Any:
+        """Accept ``"16:9"`` as well as ``{"width": 16, "height": 9}``."""
+        if isinstance(value, str):
+            width, sep, height = value.partition(":")
+            if not (sep and width.isdigit() and height.isdigit()):
+                raise ValueError(f"{value!r} is not an aspect ratio W:H")
+            return {"width": int(width), "height": int(height)}
+        return value
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect_in_range(cls, value: AspectRatio | None) -> AspectRatio | None:
+        if value is not None and not 1 / MAX_ASPECT <= value.ratio <= MAX_ASPECT:
+            raise ValueError(f"{value} is out of range: our models serve 1:{MAX_ASPECT} to {MAX_ASPECT}:1")
+        return value
+
+    def apply(self, request: ImagineRequest, *, models: Collection[str] | None = None) -> ImagineRequest:
+        """``request`` with this user's model, --ar and --stylize where the prompt gave none.
+
+        ``models`` are the configured model names; a stored model not among them is skipped.
+        """
+        params, given = request.params, request.params.given
+        changes: dict[str, Any] = {}
+        if self.model is not None and "model" not in given:
+            model = _configured(self.model, models)
+            if model is not None:
+                changes["model"] = model
+        if self.aspect is not None and "aspect" not in given:
+            changes["aspect"] = self.aspect
+        if self.stylize is not None and "stylize" not in given:
+            changes["stylize"] = self.stylize
+        if not changes:
+            return request
+        return request.model_copy(update={"params": params.model_copy(update=changes)})
+
+    def job_fields(self, request: ImagineRequest) -> dict[str, Any]:
+        """The ``Job`` fields these settings decide for ``request``: speed unless the prompt
+        said ``--fast``/``--relax``, and diagnostics."""
+        fields: dict[str, Any] = {}
+        if self.speed is not None and request.params.speed is None:
+            fields["speed"] = self.speed
+        if self.diagnostics is not None:
+            fields["diagnostics"] = self.diagnostics
+        return fields
+
+
+def _configured(model: str, models: Collection[str] | None) -> str | None:
+    """The configured spelling of ``model`` (case-insensitive, as ``--v``), or None."""
+    if models is None:
+        return model
+    for name in models:
+        if name.lower() == model.lower():
+            return name
+    log.warning("a user's default model %r is not configured any more; using the default", model)
+    return None
+
+
+def settings_key(user_id: str) -> str:
+    return f"{KEY_PREFIX}:user:{user_id}:settings"
+
+
+def load(raw: bytes | str | None, user_id: str) -> UserSettings:
+    """Stored JSON to settings; unreadable data gives the defaults and a warning."""
+    if not raw:
+        return UserSettings()
+    try:
+        return UserSettings.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning("user %s: ignoring stored settings that cannot be read (%d problem(s): %s)",
+                    user_id, exc.error_count(), exc.errors()[0]["msg"])
+        return UserSettings()
+
+
+class UserSettingsStore:
+    """Reads and writes users' settings in Redis (one GET per read: the /imagine hot path)."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+
+    def get(self, user_id: str) -> UserSettings:
+        try:
+            raw = self.redis.get(settings_key(user_id))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise _unavailable() from exc
+        return load(raw, user_id)  # type: ignore[arg-type]
+
+    def set(self, user_id: str, **changes: Any) -> UserSettings:
+        """Change some fields (None clears one); a bad value raises pydantic's ValidationError."""
+        settings = UserSettings.model_validate({**self.get(user_id).model_dump(), **changes})
+        try:
+            self.redis.set(settings_key(user_id), settings.model_dump_json(exclude_none=True))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise _unavailable() from exc
+        return settings
+
+    def reset(self, user_id: str) -> UserSettings:
+        """Forget every setting: back to the defaults."""
+        try:
+            self.redis.delete(settings_key(user_id))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise _unavailable() from exc
+        return UserSettings()
+
+
+def _unavailable() -> RedisUnavailable:
+    return RedisUnavailable("Your settings cannot be read or saved right now (Redis is down); try again in a minute.")
+
+
+__all__ = ["ASPECTS", "STYLIZE_LEVELS", "UserSettings", "UserSettingsStore", "load", "settings_key"]
