@@ -13,7 +13,8 @@ The deterministic checker (``worker.shapes.checker``) reads every generated imag
 2. Alignment: the true caption ranked first among itself and 10 distractors, each one attribute
    away (colour, shape, position or background), on real held-out images and on the generated ones.
 3. ``--no red``: mean share of red pixels over colourless prompts, with and without ``--no red``.
-4. Weights: prompts ``A::2 B`` and ``A B::2`` (A a red, B a blue shape): share of images read red.
+4. Weights: prompts ``A::2 B`` and ``A:: B::2`` (A a red, B a blue shape): share of images read red
+   (``A B::2`` would be one part, "A B", of weight 2: Midjourney's grammar).
 5. Speed: wall time of one 2x2 grid through ``generate`` (median of 3 after a warm-up).
 """
 
@@ -110,9 +111,9 @@ def main() -> None:
         red[suffix] = statistics.mean(shares)
     figures["red_share"], figures["red_share_no_red"] = red[""], red[" --no red"]
 
-    # 4. Weights: A::2 B against A B::2
+    # 4. Weights: A::2 B against A:: B::2
     red_read = {}
-    for name, template in (("a2b", "{a}::2 {b}"), ("ab2", "{a} {b}::2")):
+    for name, template in (("a2b", "{a}::2 {b}"), ("ab2", "{a}:: {b}::2")):
         reads = []
         for i, shape in enumerate(SHAPES):
             a, b = f"a red {shape} in the middle", f"a blue {shape} in the middle"
@@ -156,7 +157,7 @@ def main() -> None:
     row("red pixels, colourless prompts", "red_share")
     row("red pixels, same with --no red", "red_share_no_red")
     row("read red: 'red X::2 blue X'", "weights_red_a2b")
-    row("read red: 'red X blue X::2'", "weights_red_ab2")
+    row("read red: 'red X:: blue X::2'", "weights_red_ab2")
     row("2x2 grid through generate()", "grid_s", "{:.2f} s", lower=True)
     console.print(table)
     if args.json:

@@ -146,7 +146,10 @@ class Delivery:
             if not job_id:  # trimmed from the stream while pending
                 await store.mark_delivered(self.redis, "", None, entry_id)
                 return
-            await self.deliver(job_id, entry_id)
+            if fields.get(b"update") == b"diagnostics":
+                await self.add_diagnostics(job_id, entry_id)
+            else:
+                await self.deliver(job_id, entry_id)
         except TRANSIENT as exc:
             log.warning("delivery entry %s: %s; it stays pending and is tried again", entry_id.decode(), exc)
         except Exception:  # a bug: logged with its traceback; the entry stays pending
@@ -171,7 +174,7 @@ class Delivery:
             await store.mark_delivered(self.redis, job_id, None, entry_id)
             return
         message = await self._message_of(state)
-        post = await self._result_post(state, message.filesize_limit)
+        post = await self.result_post(state, message.filesize_limit)
         message_id = await self._post(message, post)
         self.bot.progress.unfollow(job_id)
         self.bot.messages.forget(job_id)
@@ -183,6 +186,30 @@ class Delivery:
             self.delivered += 1
             log.info("job %s: %s result delivered as message %s in channel %s",
                      job_id, state.status.value, message_id, message.channel_id)
+
+    async def add_diagnostics(self, job_id: str, entry_id: bytes) -> None:
+        """Edit a delivered result to show the diagnostics the worker made after it (one more edit).
+
+        The result's own entry comes first in the stream but may still be in flight: wait for it.
+        When it is not posted in time, that delivery will read the diagnostics itself."""
+        deadline = time.monotonic() + MESSAGE_WAIT_S
+        while (posted := await store.delivered_message(self.redis, job_id)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if posted is None:
+            log.info("job %s: diagnostics arrived before its result was posted; that post will carry them", job_id)
+            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            return
+        try:
+            state = await self.bot.run_sync(self.bot.queue.state, job_id)
+        except JobNotFound:
+            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            return
+        channel_id, message_id = await store.message_location(self.redis, job_id)
+        message = JobMessage(job_id, channel_id or int(state.job.requester.channel_id or 0), message_id=posted)
+        post = await self.result_post(state, message.filesize_limit)
+        await self._post(message, post)
+        await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+        log.info("job %s: diagnostics added to message %s", job_id, posted)
 
     async def _message_of(self, state: JobState) -> JobMessage:
         """The job's message: in memory when this process posted it, else as Redis remembers it."""
@@ -197,7 +224,8 @@ class Delivery:
         channel_id, message_id = await store.message_location(self.redis, job.id)
         return JobMessage(job.id, channel_id or int(job.requester.channel_id or 0), message_id=message_id)
 
-    async def _result_post(self, state: JobState, limit: int) -> Post:
+    async def result_post(self, state: JobState, limit: int) -> Post:
+        """What a finished job's message shows (also /show's answer), its files under ``limit`` bytes."""
         job, result = state.job, state.result
         if state.status is JobStatus.DONE and result is not None and job.kind is JobKind.SHORTEN:
             return await self.bot.run_sync(self._shorten_post, job, result)

@@ -492,6 +492,35 @@ class JobQueue:
         log.info("job %s %s", job_id, result.status.value)
         self._promote(job, job_id)
 
+    @_redis_errors
+    def attach_diagnostics(self, job_id: str, key: str | None, seconds: float) -> None:
+        """Add a done job's diagnostics, computed after its images went out, and tell the bot.
+
+        The result gains the diagnostics.json key (None: none could be made), its followers a
+        ``diagnostics`` event, and the bot a second delivery entry marked ``update`` that edits
+        the posted result (``bot.delivery``)."""
+        raw = self.redis.hget(job_key(job_id), "result")
+        if raw is None:
+            return
+        result = JobResult.model_validate_json(raw)
+        result = result.model_copy(update={"diagnostics": key, "timings": {**result.timings, "diagnostics": seconds}})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(job_key(job_id), "result", result.model_dump_json())
+        pipe.xadd(events_key(job_id), {"type": "diagnostics", "data": json.dumps({"key": key})})
+        if key is not None:
+            pipe.xadd(DELIVERIES, {"job_id": job_id, "status": result.status.value, "update": "diagnostics"},
+                      maxlen=10_000, approximate=True)
+        pipe.execute()
+        log.info("job %s: diagnostics attached (%.0f ms)", job_id, seconds * 1000)
+
+    def wait_for_diagnostics(self, job_id: str, timeout_s: float = 60.0) -> None:
+        """Block until a done job's ``diagnostics`` event (or ``timeout_s``): `imagine run` with workers."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(e.type == "diagnostics" for e in self.events(job_id, "0-0", block_ms=500)):
+                return
+            time.sleep(0.1)
+
     def _promote(self, job: Job, finished_job_id: str) -> None:
         scope = user_scope(job)
         limit = self.redis.hget(job_key(finished_job_id), "limit") or self.running_limit

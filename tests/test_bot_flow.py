@@ -11,7 +11,7 @@ from typing import Any
 
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
-from imagine.queue import JobQueue
+from imagine.queue import DELIVERIES, JobQueue
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
@@ -388,3 +388,35 @@ async def test_the_result_carries_the_diagnostics_summary_and_chart(
         [embed] = final.json["embeds"]
         assert embed["image"]["url"] == "attachment://chart.png"
         assert "**fox**" in embed["description"]  # influential words in bold
+
+
+async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
+    redis_server, redis_conn, tiny, diagnostician
+) -> None:
+    """The worker finishes the job first (the user sees the grid), then attaches the analysis:
+    the bot edits the posted result once more to add the summary and the chart."""
+    from imagine.artifacts import artifact_key
+    from worker.generate import generate
+
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
+        await fake.wait_for("POST", r"/callback$")
+        [job_id] = worker.open_jobs()
+        job = bot.queue.state(job_id).job
+        worker.start(job_id)
+        images = generate(tiny, job).images
+        worker.finish(job_id)
+        await wait_until(lambda: delivered(bot.queue, job_id))
+        first = fake.find("PATCH", r"/messages/@original$")[-1]
+        assert [f.filename for f in first.files] == [f"{job_id}_grid.png"] and not first.json.get("embeds")
+
+        diag = diagnostician.analyze(job, images, tiny.text_encoder)
+        key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
+        bot.queue.attach_diagnostics(job_id, key, 0.2)
+        [edit] = await fake.wait_for("PATCH", r"/channels/\d+/messages/\d+$")
+        assert [f.filename for f in edit.files] == [f"{job_id}_grid.png", "chart.png"]
+        [embed] = edit.json["embeds"]
+        assert "**fox**" in embed["description"] and embed["image"]["url"] == "attachment://chart.png"
+        assert custom_ids_of(edit.json) == custom_ids_of(first.json)  # the buttons stay
+        await wait_until(lambda: redis_conn.xpending(DELIVERIES, "bot")["pending"] == 0)  # acknowledged

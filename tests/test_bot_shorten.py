@@ -183,6 +183,15 @@ async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_
         assert job.request.text == analysis.proposals[0].text and job.requester.user_id == str(OTHER_USER_ID)
 
 
+async def test_show_reposts_the_analysis_with_its_buttons(redis_server, redis_conn, run_worker) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, message, _ = await shortened(bot, fake, run_worker)
+        feed(bot, fake.slash("show", job_id=job_id))
+        [*_, show] = await fake.wait_for("POST", r"/callback$", count=2)
+        assert show.json["data"]["embeds"] == message["embeds"]
+        assert custom_ids_of(show.json["data"]) == custom_ids_of(message)
+
+
 async def test_a_press_on_an_expired_job_or_analysis_says_so(redis_server, redis_conn, run_worker) -> None:
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job_id, message, _analysis = await shortened(bot, fake, run_worker)

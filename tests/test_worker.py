@@ -93,7 +93,8 @@ def test_progress_reaches_100_in_order_with_previews(redis_conn, jq, tiny, setti
     job = make_job(quality=2.0)
     jq.submit(job)
     work(redis_conn, tiny, settings)
-    events = jq.events(job.id)
+    *events, last = jq.events(job.id)
+    assert last.type == "diagnostics" and last.data == {"key": None}  # this worker has no diagnostics loaded
     steps = [e.data["step"] for e in events if e.type == "progress"]
     assert steps == sorted(steps) and steps[-1] == events[0].data["steps"]
     assert events[-2].data["percent"] == 100 and events[-1].type == "done"
@@ -196,6 +197,8 @@ def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, d
     with pytest.raises(KeyError):  # the chart is drawn where it is shown, not on the GPU worker
         store.get(f"{job.id}/chart.png")
     assert result.timings["diagnostics"] > 0
+    kinds = [e.type for e in jq.events(job.id) if e.type != "progress"]
+    assert kinds == ["done", "diagnostics"]  # the images go out first; the analysis follows
 
 
 def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, settings, diagnostician) -> None:

@@ -82,8 +82,9 @@ def run_job(job_id: str) -> dict[str, str]:
     rt.current_job = job_id
     metrics.WORKER_BUSY.set(1)
     t0 = time.perf_counter()
+    images: list[Image.Image] = []  # kept for the diagnostics, which come after the delivery
     try:
-        result = _execute(rt, job)
+        result = _execute(rt, job, images)
     except JobCancelled:
         result = JobResult(job_id=job_id, status=JobStatus.CANCELLED, worker=rt.name)
     except ImagineError as exc:
@@ -104,8 +105,30 @@ def run_job(job_id: str) -> dict[str, str]:
             "message": f"The worker hit an internal error on job {job_id}; the admins can see it in the logs.",
         }, rt.name)
     _finish(rt, job, result)
+    if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
+        _diagnose(rt, job, images)  # the user has the grid already; the analysis follows
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
+
+
+def _wants_diagnostics(job: Job) -> bool:
+    return job.diagnostics and job.kind in DIAGNOSED
+
+
+def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> None:
+    """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
+    follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
+    `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
+    t0 = time.perf_counter()
+    key = None
+    diagnostician = rt.diagnosticians.get(job.model)
+    try:
+        if diagnostician is not None:
+            diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
+            key = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
+    except Exception:  # a bug or out of memory: logged whole; the job itself is done and delivered
+        log.exception("job %s: diagnostics failed", job.id)
+    rt.queue.attach_diagnostics(job.id, key, time.perf_counter() - t0)
 
 
 def _finish(rt: WorkerRuntime, job: Job, result: JobResult) -> None:
@@ -118,7 +141,7 @@ def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
     return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error), worker=worker)
 
 
-def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
+def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image]) -> JobResult:
     if job.kind is JobKind.SHORTEN:
         return _shorten(rt, job)
     if job.kind is JobKind.DESCRIBE:
@@ -149,18 +172,10 @@ def _execute(rt: WorkerRuntime, job: Job) -> JobResult:
     keys = tuple(stored.values())
     timings = dict(gen.timings)
     timings["store"] = time.perf_counter() - t_store
-    # 6. Diagnostics: what the encoders made of the prompt, how well each image follows it.
-    diagnostics = None
-    if job.diagnostics and job.kind in DIAGNOSED and job.model in rt.diagnosticians:
-        t_diag = time.perf_counter()
-        diag = rt.diagnosticians[job.model].analyze(job, gen.images, model.text_encoder)
-        # Only the numbers: the chart is drawn where it is shown (the bot, `imagine run`), off the GPU.
-        diagnostics = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
-        timings["diagnostics"] = time.perf_counter() - t_diag
     timings["total"] = time.perf_counter() - t_start
-    return _done(job, gen, keys, grid, timings, rt.name).model_copy(
-        update={"flagged": flagged, "diagnostics": diagnostics}
-    )
+    # 6. Done: the result goes out now; the diagnostics (step 7, ``_diagnose``) follow it.
+    images_out.extend(gen.images)
+    return _done(job, gen, keys, grid, timings, rt.name).model_copy(update={"flagged": flagged})
 
 
 def _shorten(rt: WorkerRuntime, job: Job) -> JobResult:

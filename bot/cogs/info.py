@@ -12,8 +12,6 @@ from discord.ext import commands
 
 from bot import render, replies, store
 from bot.cogs.buttons import may_act_for_others
-from bot.images import fit_upload
-from bot.messages import Post
 from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
 from imagine.jobs import JobStatus
 from imagine.queue import JobQueue, active_key, held_key
@@ -88,15 +86,10 @@ class InfoCog(commands.Cog):
                      render.notice_embed("Not finished", f"Job {quote(job_id)} is {state.status.value}."))
             await replies.notice(interaction, embed)
             return
-        key = result.grid or result.images[0]
-        try:
-            png = await self.bot.run_sync(self.bot.artifacts.get, key)
-        except KeyError:
-            raise JobNotFound(f"The images of job {quote(job_id)} are no longer stored.") from None
-        stem = render.upload_stem(job.id, result, key)
-        upload = await self.bot.run_sync(fit_upload, png, stem, interaction.filesize_limit)
-        await replies.respond(interaction, Post(render.done_line(job), upload=upload,
-                                                buttons=render.result_buttons(result)))
+        # The same message the job's delivery made: the grid (or the analysis, or the suggestions)
+        # with live buttons, and the diagnostics when there are any.
+        post = await self.bot.delivery.result_post(state, interaction.filesize_limit)
+        await replies.respond(interaction, post)
         log.info("job %s shown again for %s", job_id, interaction.user.id)
 
 

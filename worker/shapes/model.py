@@ -101,7 +101,9 @@ def training_scheduler() -> DDPMScheduler:
 
 
 def scheduler() -> DPMSolverMultistepScheduler:
-    return DPMSolverMultistepScheduler(**_BETAS, prediction_type="v_prediction", timestep_spacing="trailing")
+    return DPMSolverMultistepScheduler(
+        **_BETAS, prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=1
+    )
 
 
 def ensure_shapes_model(cache_dir: Path, model_dir: Path | None = None) -> Path:
