@@ -155,6 +155,10 @@ class ShapesRanker:
     def image_features(self, images: list[Image.Image]) -> torch.Tensor:
         return self.aligner.net.image_features(to_pixels(images))
 
+    def similarity(self, texts: list[str], images: list[Image.Image]) -> torch.Tensor:
+        """``100 * cos`` of every text with every image, [n, m]: the diagnostics' CLIP score for ``shapes``."""
+        return 100 * self.text_features(texts) @ self.image_features(images).T
+
 
 class Describer:
     """One ranking model and one phrase list, the phrases' vectors computed once."""
@@ -251,8 +255,10 @@ def load_describers(models: dict[str, LoadedModel], *, cache_dir: Path, clip_mod
     generic: PhraseList | None = None
     for name, model in models.items():
         if model.spec.source == BUILTIN_SHAPES:
-            describers[name] = Describer(ShapesRanker(ShapesAligner.load(text_encoder=model.text_encoder)),
-                                         shapes_phrases())
+            ranker = (clips or {}).get(name)  # the diagnostics' aligner, when loaded
+            if not isinstance(ranker, ShapesRanker):
+                ranker = ShapesRanker(ShapesAligner.load(text_encoder=model.text_encoder))
+            describers[name] = Describer(ranker, shapes_phrases())
             continue
         source = clip_source_for(model.spec, clip_model)
         if source not in by_source:

@@ -32,13 +32,15 @@ from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker import tasks
 from worker.clip_score import clip_source_for
-from worker.describe import Describer, load_describers
+from worker.describe import Describer, ShapesRanker, load_describers
 from worker.diagnostics import Diagnostician
 from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 from worker.safety import OutputFilter
 from worker.semantic import SemanticEncoder
+from worker.shapes.alignment import ShapesAligner
+from worker.shapes.model import BUILTIN_SHAPES
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,15 @@ def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel]) -> d
     if not settings.diagnostics or not models:
         return {}
     semantic = SemanticEncoder.load(device=next(iter(models.values())).device)
-    return {
-        name: Diagnostician.load(m.spec, cache_dir=settings.model_cache_dir, device=m.device,
-                                 semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))
-        for name, m in models.items()
-    }
+    out = {}
+    for name, m in models.items():
+        if m.spec.source == BUILTIN_SHAPES:  # scored by its own trained aligner, not a CLIP
+            aligner = ShapesRanker(ShapesAligner.load(text_encoder=m.text_encoder))
+            out[name] = Diagnostician(semantic, aligner, model=name)  # type: ignore[arg-type]
+            continue
+        out[name] = Diagnostician.load(m.spec, cache_dir=settings.model_cache_dir, device=m.device,
+                                       semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))
+    return out
 
 
 def describers_for(settings: Settings, models: dict[str, LoadedModel],
