@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     # Models
     models_config: Path | None = None
     """TOML file naming the deployment's models; without it only the built-ins exist."""
-    default_model: str = "tiny"
+    default_model: str = "shapes"
+    """The embedded trained model (models/shapes): offline, follows prompts about simple shapes."""
     model_cache_dir: Path = Path.home() / ".cache" / "imagine" / "models"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
