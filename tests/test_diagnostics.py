@@ -215,7 +215,7 @@ def test_embed_command_with_the_clip_encoder(
     monkeypatch.setenv("IMAGINE_MODEL_CACHE_DIR", str(model_cache))
     get_settings.cache_clear()
     try:
-        assert main(["embed", "a red fox", "--encoder", "clip", "--pooling", "eos", "--json"]) == 0
+        assert main(["embed", "a red fox", "--encoder", "clip", "--model", "tiny", "--pooling", "eos", "--json"]) == 0
     finally:
         get_settings.cache_clear()
     vector = json.loads(capsys.readouterr().out)["vector"]

@@ -29,6 +29,7 @@ from imagine.settings import Settings
 from tests.helpers import make_job
 from worker import worker as worker_mod
 from worker.models import LOAD_COUNT, LoadedModel
+from worker.shapes.checker import read
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,15 +174,20 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
     env.update(IMAGINE_MODEL_CACHE_DIR=str(model_cache), HF_HUB_OFFLINE="1", IMAGINE_TORCH_THREADS="1")
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "imagine.cli", "run", "a red circle --ar 3:2 --seed 7", "--out", str(out)],
+        [sys.executable, "-m", "imagine.cli", "run", "a red circle on a white background --ar 2:1 --seed 7",
+         "--out", str(out)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["result"]["status"] == "done" and result["job"]["seed"] == 7
+    assert result["job"]["model"] == "shapes"  # the embedded default: it draws what the prompt says
     w, h = Image.open(out / "image_1.png").size
-    assert abs(w / h - 1.5) < 0.1
+    assert (w, h) == (96, 48)
     assert Image.open(out / "grid.png").size == (2 * w, 2 * h)
+    reads = [read(Image.open(out / f"image_{i}.png").convert("RGB")) for i in range(1, 5)]
+    assert sum(r.colour == "red" and r.background == "white" for r in reads) >= 3, reads
+    assert Image.open(out / "chart.png").format == "PNG" and (out / "diagnostics.json").is_file()
     assert str(out) in done.stderr
 
 

@@ -4,7 +4,8 @@
   Normalize module does (mean pooling equals sentence-transformers' ``encode``).
 - ``clip``: the generation model's own text encoder (CLIP's text tower), chunked as for generation
   (``worker.text_encoding``) and pooled over the real positions of all chunks; not normalized, as
-  the UNet sees it. Loads only the text encoder and tokenizer of the model, offline for ``tiny``.
+  the UNet sees it. Loads only the text encoder and tokenizer of the model, offline for the
+  embedded ones (``tiny``: CLIP; ``shapes``: MiniLM with its 32-token window).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoTokenizer, CLIPTextModel
+from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import BUILTIN_TINY, ModelSpec
+from worker.shapes.model import BUILTIN_SHAPES, ensure_shapes_model
 from worker.text_encoding import Pooling, TextEncoder, pool
 from worker.tiny import ensure_tiny_model
 
@@ -27,10 +29,12 @@ Encoder = Literal["minilm", "clip"]
 def load_generation_encoder(spec: ModelSpec, cache_dir: Path) -> TextEncoder:
     """``spec``'s tokenizer and text encoder alone (no UNet, no VAE)."""
     transformers_logging.disable_progress_bar()  # one-line commands, a quiet worker log
-    source = str(ensure_tiny_model(cache_dir)) if spec.source == BUILTIN_TINY else spec.source
+    builtins = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
+    source = str(builtins[spec.source](cache_dir)) if spec.source in builtins else spec.source
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
     tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=offline)
-    model = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", local_files_only=offline)
+    # CLIP's text tower for Stable Diffusion models; MiniLM (BERT) for ``shapes``.
+    model = AutoModel.from_pretrained(source, subfolder="text_encoder", local_files_only=offline)
     return TextEncoder(tokenizer, model.eval())
 
 
