@@ -192,6 +192,14 @@ class Delivery:
 
         The result's own entry comes first in the stream but may still be in flight: wait for it.
         When it is not posted in time, that delivery will read the diagnostics itself."""
+        try:
+            state = await self.bot.run_sync(self.bot.queue.state, job_id)
+        except JobNotFound:
+            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            return
+        if state.job.requester.channel_id is None:  # not started from Discord (imagine run)
+            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            return
         deadline = time.monotonic() + MESSAGE_WAIT_S
         while (posted := await store.delivered_message(self.redis, job_id)) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -199,11 +207,7 @@ class Delivery:
             log.info("job %s: diagnostics arrived before its result was posted; that post will carry them", job_id)
             await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
             return
-        try:
-            state = await self.bot.run_sync(self.bot.queue.state, job_id)
-        except JobNotFound:
-            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
-            return
+        state = await self.bot.run_sync(self.bot.queue.state, job_id)  # as it is now, diagnostics included
         channel_id, message_id = await store.message_location(self.redis, job_id)
         message = JobMessage(job_id, channel_id or int(state.job.requester.channel_id or 0), message_id=posted)
         post = await self.result_post(state, message.filesize_limit)

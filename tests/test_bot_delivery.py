@@ -189,3 +189,29 @@ def _result_with_grid(job_id: str) -> Any:
 
     images = tuple(f"{job_id}/image_{i}.png" for i in range(1, 5))
     return JobResult(job_id=job_id, status=JobStatus.DONE, images=images, grid=f"{job_id}/grid.png")
+
+
+async def test_diagnostics_of_a_job_not_from_discord_are_acknowledged_without_waiting(
+    redis_server, redis_conn: redis.Redis
+) -> None:
+    """`imagine run` against the deployment's Redis: nothing to post, nothing to edit, nothing left pending."""
+    from imagine.jobs import Requester
+    from tests.helpers import make_job
+
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job = make_job("a harbour").model_copy(update={"requester": Requester(user_id="cli")})  # no channel
+        bot.queue.submit(job)
+        worker.start(job.id)
+        worker.finish(job.id)
+        bot.queue.attach_diagnostics(job.id, "some/diagnostics.json", 0.1)
+        started = asyncio.get_running_loop().time()
+        last = redis_conn.xrevrange(DELIVERIES, count=1)[0][0]  # the diagnostics entry
+
+        def read_and_acknowledged() -> bool:
+            [group] = redis_conn.xinfo_groups(DELIVERIES)
+            return group["last-delivered-id"] == last and group["pending"] == 0
+
+        await wait_until(read_and_acknowledged)
+        assert asyncio.get_running_loop().time() - started < 5  # not the 10 s wait for a post
+        assert not [c for c in fake.calls if c.method in ("PATCH", "POST") and "/messages" in c.path]
