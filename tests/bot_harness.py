@@ -116,3 +116,10 @@ async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+async def view_attached(bot: ImagineBot, message_id: int) -> None:
+    """Wait until discord.py has attached an in-memory view (Yes/No, the /settings panel) to
+    ``message_id``. It does so after reading the callback's answer, which the fake records first:
+    a press fed before that finds no view (a race of the harness, not of Discord)."""
+    await wait_until(lambda: message_id in bot._connection._view_store._views)

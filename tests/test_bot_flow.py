@@ -12,7 +12,7 @@ from typing import Any
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import DELIVERIES, JobQueue
-from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.bot_harness import FakeWorker, feed, running_bot, view_attached, wait_until
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
@@ -174,6 +174,7 @@ async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -
         yes, no = ask.json["data"]["components"][0]["components"]
         assert (yes["label"], no["label"]) == ("Yes", "No")
         message = fake.message_of(max(fake.messages))
+        await view_attached(bot, int(message["id"]))
         feed(bot, fake.press(yes["custom_id"], message))
         await fake.wait_for("POST", r"/webhooks/\d+/[^/]+$", count=6)
         update = fake.find("POST", r"/callback$")[-1]
@@ -183,6 +184,7 @@ async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -
         feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f} cat"))
         await fake.wait_for("POST", r"/callback$", count=3)
         no_id = fake.find("POST", r"/callback$")[-1].json["data"]["components"][0]["components"][1]["custom_id"]
+        await view_attached(bot, max(fake.messages))
         feed(bot, fake.press(no_id, fake.message_of(max(fake.messages))))
         [*_, answer] = await fake.wait_for("POST", r"/callback$", count=4)
         assert answer.json["type"] == 7 and "no job was submitted" in answer.json["data"]["content"]

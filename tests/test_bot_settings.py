@@ -11,7 +11,7 @@ from typing import Any
 from imagine.guilds import Guilds
 from imagine.jobs import Job
 from imagine.user_settings import UserSettings, UserSettingsStore, settings_key
-from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.bot_harness import FakeWorker, feed, running_bot, view_attached, wait_until
 from tests.discord_stub import GUILD_ID, OTHER_USER_ID, USER_ID, FakeDiscord
 from tests.test_bot_flow import finished_job
 
@@ -32,7 +32,9 @@ async def open_panel(bot: Any, fake: FakeDiscord, **kw: Any) -> dict[str, Any]:
     before = len(fake.find("POST", r"/callback$"))
     feed(bot, fake.slash("settings", **kw))
     [*_, answer] = await fake.wait_for("POST", r"/callback$", count=before + 1)
-    return fake.message_of(int(answer.answer["resource"]["message"]["id"]))
+    message_id = int(answer.answer["resource"]["message"]["id"])
+    await view_attached(bot, message_id)
+    return fake.message_of(message_id)
 
 
 async def act(bot: Any, fake: FakeDiscord, payload: dict[str, Any]) -> dict[str, Any]:
