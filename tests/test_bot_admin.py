@@ -6,7 +6,7 @@ from typing import Any
 
 from imagine.guilds import Guilds
 from imagine.jobs import JobStatus
-from tests.bot_harness import FakeWorker, feed, running_bot
+from tests.bot_harness import FakeWorker, feed, running_bot, view_attached
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 
@@ -75,6 +75,7 @@ async def test_admins_cancel_anyones_job_and_purge_the_waiting_ones(redis_server
         feed(bot, admin_command(fake, ["admin", "purge-queue"]))
         ask = await reply(fake, 5)
         yes = ask["components"][0]["components"][0]
+        await view_attached(bot, max(fake.messages))
         feed(bot, fake.press(yes["custom_id"], fake.message_of(max(fake.messages)), user_id=OTHER_USER_ID,
                              permissions=MANAGE_GUILD))
         done = await reply(fake, 6)
