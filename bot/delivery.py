@@ -190,8 +190,9 @@ class Delivery:
     async def add_diagnostics(self, job_id: str, entry_id: bytes) -> None:
         """Edit a delivered result to show the diagnostics the worker made after it (one more edit).
 
-        The result's own entry comes first in the stream but may still be in flight: wait for it.
-        When it is not posted in time, that delivery will read the diagnostics itself."""
+        The worker stores the diagnostics before it adds this entry, so the state read here has
+        them. The result's own entry comes first in the stream but may still be in flight: wait for
+        it. When it is not posted in time, that delivery will read the diagnostics itself."""
         try:
             state = await self.bot.run_sync(self.bot.queue.state, job_id)
         except JobNotFound:
@@ -207,7 +208,6 @@ class Delivery:
             log.info("job %s: diagnostics arrived before its result was posted; that post will carry them", job_id)
             await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
             return
-        state = await self.bot.run_sync(self.bot.queue.state, job_id)  # as it is now, diagnostics included
         channel_id, message_id = await store.message_location(self.redis, job_id)
         message = JobMessage(job_id, channel_id or int(state.job.requester.channel_id or 0), message_id=posted)
         post = await self.result_post(state, message.filesize_limit)

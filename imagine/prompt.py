@@ -409,12 +409,14 @@ def _add_part(parts: list[tuple[str, float]], text: str, weight: float) -> None:
 def _parse_weight(raw: str) -> float:
     if _NUMBER_RE.fullmatch(raw) is None:
         raise InvalidPrompt(
-            f"Malformed weight {quote('::' + raw)}; a weight is a number right after `::`, like `::2`, `::-0.5` or `::.5`."
+            f"Malformed weight {quote('::' + raw)}; "
+            "a weight is a number right after `::`, like `::2`, `::-0.5` or `::.5`."
         )
     weight = float(raw)
     if not abs(weight) <= MAX_WEIGHT:
         raise InvalidPrompt(
-            f"The weight {quote('::' + raw)} is out of range; weights go from {_fmt(-MAX_WEIGHT)} to {_fmt(MAX_WEIGHT)}."
+            f"The weight {quote('::' + raw)} is out of range; "
+            f"weights go from {_fmt(-MAX_WEIGHT)} to {_fmt(MAX_WEIGHT)}."
         )
     return weight
 

@@ -515,11 +515,12 @@ class JobQueue:
 
     def wait_for_diagnostics(self, job_id: str, timeout_s: float = 60.0) -> None:
         """Block until a done job's ``diagnostics`` event (or ``timeout_s``): `imagine run` with workers."""
-        deadline = time.monotonic() + timeout_s
+        deadline, after = time.monotonic() + timeout_s, "0-0"
         while time.monotonic() < deadline:
-            if any(e.type == "diagnostics" for e in self.events(job_id, "0-0", block_ms=500)):
-                return
-            time.sleep(0.1)
+            for event in self.events(job_id, after, block_ms=500):
+                after = event.id
+                if event.type == "diagnostics":
+                    return
 
     def _promote(self, job: Job, finished_job_id: str) -> None:
         scope = user_scope(job)

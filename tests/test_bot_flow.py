@@ -365,21 +365,28 @@ async def test_images_the_output_filter_flagged_are_posted_as_spoilers(redis_ser
             assert [f.filename for f in pick.files] == [name]
 
 
+async def fox_generated(bot: Any, fake: FakeDiscord, worker: FakeWorker, tiny: Any) -> tuple[Any, list[Any]]:
+    """/imagine a fox, started by ``worker``, its four images made by the real tiny model."""
+    from worker.generate import generate
+
+    feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
+    await fake.wait_for("POST", r"/callback$")
+    [job_id] = worker.open_jobs()
+    job = bot.queue.state(job_id).job
+    worker.start(job_id)
+    return job, generate(tiny, job).images
+
+
 async def test_the_result_carries_the_diagnostics_summary_and_chart(
     redis_server, redis_conn, tiny, diagnostician
 ) -> None:
     """What the text encoder saw, under the grid: the summary embed with the chart inside it."""
     from imagine.artifacts import artifact_key
-    from worker.generate import generate
 
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
-        feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
-        await fake.wait_for("POST", r"/callback$")
-        [job_id] = worker.open_jobs()
-        job = bot.queue.state(job_id).job
-        worker.start(job_id)
-        images = generate(tiny, job).images
+        job, images = await fox_generated(bot, fake, worker, tiny)
+        job_id = job.id
         diag = diagnostician.analyze(job, images, tiny.text_encoder)
         key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
         worker.finish(job_id, diagnostics=key)
@@ -398,16 +405,11 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
     """The worker finishes the job first (the user sees the grid), then attaches the analysis:
     the bot edits the posted result once more to add the summary and the chart."""
     from imagine.artifacts import artifact_key
-    from worker.generate import generate
 
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
-        feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
-        await fake.wait_for("POST", r"/callback$")
-        [job_id] = worker.open_jobs()
-        job = bot.queue.state(job_id).job
-        worker.start(job_id)
-        images = generate(tiny, job).images
+        job, images = await fox_generated(bot, fake, worker, tiny)
+        job_id = job.id
         worker.finish(job_id)
         await wait_until(lambda: delivered(bot.queue, job_id))
         first = fake.find("PATCH", r"/messages/@original$")[-1]

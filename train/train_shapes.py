@@ -182,6 +182,15 @@ def _one_cycle(opt, steps: int, lr: float):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
 
 
+def _step(opt, sched, loss: torch.Tensor, losses: list[float]) -> None:
+    """One optimizer and schedule step on ``loss``, which joins ``losses``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    losses.append(loss.item())
+
+
 # 2. VAE ----------------------------------------------------------------------------------------
 
 
@@ -200,11 +209,7 @@ def train_vae(steps: int, seed: int, device, batch: int):
         rec = vae.decode(posterior.mode()).sample  # deterministic: sampling noise only slows it
         err = (rec - x).abs() + 0.1 * (rec - x) ** 2
         loss = (weight * err).mean() / weight.mean() + 1e-6 * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        _step(opt, sched, loss, losses)
         if step % 500 == 0 or step == steps - 1:
             log(f"vae {step}/{steps} loss {np.mean(losses[-200:]):.4f}")
     vae.eval()
@@ -237,11 +242,7 @@ def train_alignment(steps: int, seed: int, device, captions: Captions, batch: in
         x = draw([captions.scenes[i // CAPTIONS_PER_SCENE] for i in idx], rng)
         x = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + step))  # robustness
         loss = net.loss(x.to(device), captions.means[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        _step(opt, sched, loss, losses)
         if step % 200 == 0 or step == steps - 1:
             log(f"alignment {step}/{steps} loss {np.mean(losses[-100:]):.4f} "
                 f"temperature {1 / net.logit_scale.exp().item():.4f}")

@@ -83,7 +83,7 @@ def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel]) -> d
     for name, m in models.items():
         if m.spec.source == BUILTIN_SHAPES:  # scored by its own trained aligner, not a CLIP
             aligner = ShapesRanker(ShapesAligner.load(text_encoder=m.text_encoder))
-            out[name] = Diagnostician(semantic, aligner, model=name)  # type: ignore[arg-type]
+            out[name] = Diagnostician(semantic, aligner, model=name)
             continue
         out[name] = Diagnostician.load(m.spec, cache_dir=settings.model_cache_dir, device=m.device,
                                        semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))

@@ -13,14 +13,26 @@ With s(x, j) = 100 * cos(E_T(x), E_I(image j)) from ``worker.clip_score``:
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import torch
 from PIL import Image
 
 from imagine.diagnostics import NEGATIVE_LEAK_SCORE, Alignment, NegativeLeak, TextScores
 from imagine.request import ImagineRequest
-from worker.clip_score import ClipScorer
 
 
-def alignment(scorer: ClipScorer, request: ImagineRequest, images: list[Image.Image]) -> Alignment:
+class Scorer(Protocol):
+    """What scores images against texts: a CLIP (``worker.clip_score.ClipScorer``) or the
+    ``shapes`` model's own aligner (``worker.describe.ShapesRanker``)."""
+
+    name: str
+    trained: bool
+
+    def similarity(self, texts: list[str], images: list[Image.Image]) -> torch.Tensor: ...  # [n, m], 100 cos
+
+
+def alignment(scorer: Scorer, request: ImagineRequest, images: list[Image.Image]) -> Alignment:
     rows = [TextScores(text=request.positive_text, role="prompt", weight=None, scores=[])]
     rows += [TextScores(text=p.text, role="positive" if p.weight > 0 else "negative", weight=p.weight, scores=[])
              for p in request.parts if p.text != request.positive_text or p.weight < 0]

@@ -23,7 +23,7 @@ from imagine.diagnostics import MAX_INFLUENCE_WORDS, Diagnostics, ShortenResult,
 from imagine.jobs import Job
 from imagine.model_specs import ModelSpec
 from worker.clip_score import ClipScorer, clip_source_for
-from worker.diagnostics.alignment import alignment
+from worker.diagnostics.alignment import Scorer, alignment
 from worker.diagnostics.influence import influences, leave_one_out, proposal_texts, split_words, word_influence
 from worker.diagnostics.pooling import pooling_comparison
 from worker.diagnostics.tokens import token_report
@@ -34,7 +34,7 @@ from worker.text_encoding import TextEncoder
 class Diagnostician:
     """Embedding diagnostics of one model's jobs: MiniLM for the semantics, CLIP for the images."""
 
-    def __init__(self, semantic: SemanticEncoder, clip: ClipScorer | None, *, model: str) -> None:
+    def __init__(self, semantic: SemanticEncoder, clip: Scorer | None, *, model: str) -> None:
         self.semantic = semantic
         self.clip = clip
         self.model = model
