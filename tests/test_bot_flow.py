@@ -227,14 +227,15 @@ async def test_u_posts_the_image_and_v_vary_upscale_reroll_start_follow_up_jobs(
                    (f"imagine:R:{job_id}", grid, JobKind.REROLL, None, None)]
         for n, (custom_id, message, kind, index, strength) in enumerate(presses, start=1):
             feed(bot, fake.press(custom_id, message))
+            [*_, answer] = await fake.wait_for("POST", r"/callback$", count=before + 1 + n)
+            assert answer.json["type"] == 4 and "Waiting to start" in answer.json["data"]["content"]
+            if n == 1:
+                assert answer.json["data"]["content"].startswith("**a lighthouse** - Variations (Strong) by <@")
             await wait_until(lambda n=n: len(worker.open_jobs()) == n)
             new = bot.queue.state(worker.open_jobs()[-1]).job
             assert (new.kind, new.parent_id, new.index, new.strength) == (kind, job_id, index, strength)
             assert new.request == bot.queue.state(job_id).job.request
             assert new.seed != bot.queue.state(job_id).job.seed or kind is JobKind.UPSCALE
-        answers = fake.find("POST", r"/callback$")[-4:]
-        assert answers[0].json["data"]["content"].startswith("**a lighthouse** - Variations (Strong) by <@")
-        assert all(a.json["type"] == 4 and "Waiting to start" in a.json["data"]["content"] for a in answers)
 
 
 async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_conn) -> None:
