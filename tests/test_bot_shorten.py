@@ -17,6 +17,7 @@ from imagine.constants import KEY_PREFIX
 from imagine.diagnostics import MAX_INFLUENCE_WORDS, ShortenResult, WordInfluence, escape_markdown
 from imagine.jobs import JobKind, JobStatus
 from imagine.settings import Settings
+from imagine.user_settings import UserSettingsStore
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
 from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord
 from worker import worker as worker_mod
@@ -166,6 +167,25 @@ async def test_pressing_2_imagines_the_second_shorter_prompt_with_the_prompt_s_p
         assert embed["title"] == "Shorten: every word's influence"
         assert len(embed["description"].splitlines()) == len(analysis.words)
         assert len(FakeWorker(redis_conn).open_jobs()) == 1  # details start no job
+
+
+async def test_the_user_s_settings_apply_to_shorten_and_its_shorter_prompts(
+    redis_server, redis_conn, run_worker
+) -> None:
+    """/settings fill what the prompt did not say, as for /imagine; a parameter in the prompt wins."""
+    UserSettingsStore(redis_conn).set(str(USER_ID), aspect="2:3", stylize=750, speed="relax", diagnostics=False)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, message, analysis = await shortened(bot, fake, run_worker, f"{PROMPT} --s 50")
+        parent = bot.queue.state(job_id).job
+        assert (str(parent.request.params.aspect), parent.request.params.stylize) == ("2:3", 50)
+        assert (parent.speed, parent.diagnostics) == ("relax", False)
+        feed(bot, fake.press(f"imagine:S:{job_id}:1", message))
+        await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
+        [new_id] = FakeWorker(redis_conn).open_jobs()
+        job = bot.queue.state(new_id).job
+        assert job.request.text == analysis.proposals[0].text
+        assert (str(job.request.params.aspect), job.request.params.stylize) == ("2:3", 50)
+        assert (job.speed, job.diagnostics) == ("relax", False)
 
 
 async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_conn, run_worker) -> None:

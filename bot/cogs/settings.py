@@ -1,4 +1,4 @@
-"""/settings: your defaults for /imagine, in a panel only you see (as Midjourney's /settings).
+"""/settings: your defaults for /imagine and /shorten, in a panel only you see (as Midjourney's /settings).
 
     Your settings                              (embed: every value, or "default (…)")
     [ Model: sd15                        v ]   select: the configured models

@@ -41,6 +41,7 @@ from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 from imagine.queue import JobState
 from imagine.request import ImagineRequest, Params, SubPrompt
+from imagine.user_settings import UserSettings, UserSettingsStore
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -71,11 +72,17 @@ def _seed(params: Params) -> int:
     return params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
 
 
-def shorten_job(request: ImagineRequest, *, default_model: str, interaction: discord.Interaction) -> Job:
-    """The SHORTEN job of a prompt, answering in the interaction's channel."""
+def shorten_job(request: ImagineRequest, *, default_model: str, interaction: discord.Interaction,
+                settings: UserSettings | None = None, models: list[str] | None = None) -> Job:
+    """The SHORTEN job of a prompt, answering in the interaction's channel. The user's /settings
+    fill what the prompt did not say, as for /imagine: the shorter prompts imagined from its
+    buttons inherit them (model, --ar, --stylize, speed, diagnostics)."""
+    settings = settings or UserSettings()
+    request = settings.apply(request, models=models)
     params = request.params
-    return Job(kind=JobKind.SHORTEN, request=request, model=params.model or default_model,
-               speed=params.speed or "fast", seed=_seed(params), requester=requester_for(interaction))
+    job = Job(kind=JobKind.SHORTEN, request=request, model=params.model or default_model,
+              speed=params.speed or "fast", seed=_seed(params), requester=requester_for(interaction))
+    return job.model_copy(update=settings.job_fields(request))
 
 
 def proposal_job(parent: Job, text: str, interaction: discord.Interaction) -> Job:
@@ -107,6 +114,7 @@ class ShortenCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.models = sorted(load_model_specs(bot.settings.models_config))
+        self.user_settings = UserSettingsStore(bot.queue.redis)  # /settings, as /imagine applies them
 
     @app_commands.command(name="shorten")
     @app_commands.describe(prompt="The prompt to analyze: text --parameters")
@@ -116,10 +124,12 @@ class ShortenCog(commands.Cog):
         """Which words of a prompt matter, and shorter prompts to imagine."""
         try:
             request = one_prompt(parse(prompt, models=self.models))
+            settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
-        job = shorten_job(request, default_model=self.bot.settings.default_model, interaction=interaction)
+        job = shorten_job(request, default_model=self.bot.settings.default_model, interaction=interaction,
+                          settings=settings, models=self.models)
         try:
             await launch(self.bot, interaction, [job])
         except discord.HTTPException as exc:
