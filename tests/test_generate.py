@@ -88,7 +88,7 @@ def test_chaos_sets_the_correlation_of_starting_noises() -> None:
 
 def test_chaos_changes_the_images(tiny: LoadedModel) -> None:  # noqa: F811
     calm, wild = generate(tiny, make_job(quality=0.25)), generate(tiny, make_job(quality=0.25, chaos=100))
-    assert all(a != b for a, b in zip(pixels(calm), pixels(wild)))
+    assert all(a != b for a, b in zip(pixels(calm), pixels(wild), strict=True))
 
 
 # Parameters -------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_out_of_memory_retries_in_halves_with_the_same_images(
     events: list[Progress] = []
     halved = generate(tiny, job, on_progress=events.append)
     assert halved.seeds == normal.seeds
-    for a, b in zip(halved.images, normal.images):
+    for a, b in zip(halved.images, normal.images, strict=True):
         assert _max_pixel_difference(a, b) <= 1  # the batch size may move float rounding by one level
     assert any("out of memory" in note for note in halved.notes)
     assert events[-1].percent == 100 and events[-1].steps == 2 * denoising_steps(tiny.spec, 0.5)
@@ -243,7 +243,7 @@ def test_out_of_memory_twice_raises_out_of_memory(tiny: LoadedModel, monkeypatch
 
 
 def _max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
-    return max(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes()))
+    return max(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True))
 
 
 # Variation and upscale ---------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def test_upscale_refines_the_parent_at_twice_the_size(tiny: LoadedModel, parent:
 
 
 def _distance(a: Image.Image, b: Image.Image) -> float:
-    return sum(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes())) / len(a.tobytes())
+    return sum(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True)) / len(a.tobytes())
 
 
 def test_check_inputs(tiny: LoadedModel, parent: Image.Image) -> None:  # noqa: F811
@@ -329,7 +329,8 @@ def test_tiny_build_is_deterministic(tmp_path: Path) -> None:
 def test_loading_twice_counts_two_loads(model_cache: Path) -> None:  # noqa: F811
     spec = BUILTIN_SPECS["tiny"].model_copy(update={"name": "tiny-count"})
     before = LOAD_COUNT["tiny-count"]
-    models = [load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache) for _ in range(2)]
+    models = [load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+              for _ in range(2)]
     assert LOAD_COUNT["tiny-count"] == before + 2
     assert models[0].img2img.unet is models[0].pipe.unet  # one set of weights for both pipelines
     assert models[0].pipe.safety_checker is None

@@ -31,7 +31,8 @@ def text_of(renderable) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_overview_shows_a_running_job_an_idle_worker_and_a_failure(jq: JobQueue) -> None:
-    running, failing, waiting = make_job("a running fox", user="1"), make_job(user="2"), make_job(user="3", speed="relax")
+    running, failing = make_job("a running fox", user="1"), make_job(user="2")
+    waiting = make_job(user="3", speed="relax")
     for job in (running, failing, waiting):
         jq.submit(job)
     jq.announce_worker({"name": "gpu-a", "host": "box1", "models": ["tiny"], "device": "cuda:0",

@@ -28,7 +28,8 @@ def refused(text: str, cls: type[UserError], *fragments: str, **kw) -> UserError
         parse(text, **kw)
     err = info.value
     assert type(err) is cls
-    assert err.title == {InvalidPrompt: "Invalid prompt", InvalidParameter: "Invalid parameter", InvalidLink: "Invalid link"}[cls]
+    titles = {InvalidPrompt: "Invalid prompt", InvalidParameter: "Invalid parameter", InvalidLink: "Invalid link"}
+    assert err.title == titles[cls]
     for fragment in fragments:
         assert f"`{fragment}`" in err.message, (fragment, err.message)
     assert err.to_dict()["title"] == err.title
@@ -229,7 +230,8 @@ def test_huge_permutations_fail_fast():
     assert "10,000,000,000" in err.message
 
 
-@pytest.mark.parametrize("text, fragment", [("a {red, green bird", "a {red, green bird"), ("a red} bird", "a red} bird")])
+@pytest.mark.parametrize("text, fragment", [("a {red, green bird", "a {red, green bird"),
+                                            ("a red} bird", "a red} bird")])
 def test_unbalanced_braces(text, fragment):
     err = refused(text, InvalidPrompt, fragment)
     assert "Unbalanced braces" in err.message

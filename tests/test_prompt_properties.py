@@ -167,7 +167,8 @@ def valid_prompts(draw) -> str:
     text_parts = []
     total = 0.0
     for k in range(n_parts):
-        text = " ".join(draw(st.lists(st.sampled_from(["cat", "fox", "snow", "{red, blue}", "ñandú"]), min_size=1, max_size=3)))
+        words = st.sampled_from(["cat", "fox", "snow", "{red, blue}", "ñandú"])
+        text = " ".join(draw(st.lists(words, min_size=1, max_size=3)))
         # a part without "::" runs on into the next one, so only the last may omit it
         last = [""] if k == n_parts - 1 else []
         weight = draw(st.sampled_from([*last, "::", "::2", "::.5", "::1.5", "::3 ", "::-0.25"]))
