@@ -75,8 +75,10 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
             _require_workers(jq, {j.model for j in jobs})
             _follow(jq, jobs)
             for job in jobs:  # a worker analyzes a job after finishing it: wait for that too
-                if job.diagnostics and jq.state(job.id).status is JobStatus.DONE:
-                    jq.wait_for_diagnostics(job.id)
+                if job.diagnostics and jq.state(job.id).status is JobStatus.DONE \
+                        and not jq.wait_for_diagnostics(job.id):
+                    console.print(f"[yellow]Job {job.id}: its diagnostics did not arrive within 60 s; "
+                                  "the images are written without them.[/]", highlight=False)
         else:
             _run_embedded_worker(conn, jq, jobs, settings)
         return _write_outputs(jq, artifact_store(conn, settings.artifact_dir, settings.result_ttl_s),

@@ -513,14 +513,16 @@ class JobQueue:
         pipe.execute()
         log.info("job %s: diagnostics attached (%.0f ms)", job_id, seconds * 1000)
 
-    def wait_for_diagnostics(self, job_id: str, timeout_s: float = 60.0) -> None:
-        """Block until a done job's ``diagnostics`` event (or ``timeout_s``): `imagine run` with workers."""
+    def wait_for_diagnostics(self, job_id: str, timeout_s: float = 60.0) -> bool:
+        """Block until a done job's ``diagnostics`` event: `imagine run` with workers. False when
+        none came within ``timeout_s`` (its worker died after the delivery, say)."""
         deadline, after = time.monotonic() + timeout_s, "0-0"
-        while time.monotonic() < deadline:
-            for event in self.events(job_id, after, block_ms=500):
+        while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            for event in self.events(job_id, after, block_ms=max(1, min(500, left_ms))):
                 after = event.id
                 if event.type == "diagnostics":
-                    return
+                    return True
+        return False
 
     def _promote(self, job: Job, finished_job_id: str) -> None:
         scope = user_scope(job)

@@ -157,6 +157,19 @@ def test_progress_events_then_the_final_event(jq: JobQueue) -> None:
     assert jq.state(job.id).progress == {"step": 4, "steps": 4, "percent": 100}
 
 
+def test_waiting_for_diagnostics_returns_when_the_worker_attaches_them_or_after_the_timeout(jq: JobQueue) -> None:
+    job = make_job()
+    jq.submit(job)
+    jq.start(job.id, "w1")
+    jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE))
+    assert jq.wait_for_diagnostics(job.id, timeout_s=0.3) is False  # done, but no analysis yet
+    later = threading.Timer(0.2, jq.attach_diagnostics, args=(job.id, "imagine:artifact:x", 0.1))
+    later.start()
+    assert jq.wait_for_diagnostics(job.id, timeout_s=10) is True
+    later.join()
+    assert jq.state(job.id).result.diagnostics == "imagine:artifact:x"
+
+
 def test_recover_fails_jobs_of_dead_workers_and_requeues_lost_ones(jq: JobQueue) -> None:
     running, lost = make_job("running"), make_job("lost")
     jq.submit(running)
