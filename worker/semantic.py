@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from worker.text_encoding import Pooling, pool
@@ -81,11 +81,14 @@ class SemanticEncoder:
     def device(self) -> torch.device:
         return self.model.device
 
-    @torch.inference_mode()
     def forward(self, texts: list[str]) -> Encoded:
         """One forward pass over ``texts`` as one padded batch."""
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return self._run(texts, batch)
+
+    @torch.inference_mode()
+    def _run(self, texts: list[str], batch: BatchEncoding) -> Encoded:
+        batch = batch.to(self.device)
         hidden = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         return Encoded(texts=list(texts), ids=batch.input_ids, mask=batch.attention_mask, hidden=hidden)
 
@@ -94,13 +97,19 @@ class SemanticEncoder:
         pooled = pool(encoded.hidden, encoded.mask, pooling)
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
-    def embed(self, texts: list[str], pooling: Pooling = "mean", batch_size: int = 128) -> torch.Tensor:
-        """Text vectors of many texts, [n, d], in their order. Batches texts of similar length."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def embed(self, texts: list[str], pooling: Pooling = "mean", batch_size: int = 64) -> torch.Tensor:
+        """Text vectors of many texts, [n, d], in their order.
+
+        The texts are tokenized once, all together, then batched by token count, so a batch
+        carries almost no padding: the forward passes (all of the cost) compute only real tokens.
+        """
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length).input_ids
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
         out = torch.empty((len(texts), self.model.config.hidden_size), device=self.device)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            out[rows] = self.vectors(self.forward([texts[i] for i in rows]), pooling)
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
+            out[rows] = self.vectors(self._run([texts[i] for i in rows], batch), pooling)
         return out
 
     def words_in_window(self, words: list[str]) -> int:
