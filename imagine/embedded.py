@@ -2,6 +2,8 @@
 
 It listens on a free port of 127.0.0.1, keeps its files in a temp dir, saves nothing to
 disk and is stopped with the process that started it: it never touches anyone's Redis.
+(``appendonly=True`` keeps an append-only file in ``directory``, as the compose file's Redis
+does, so that a test can restart it on the same port and find its data again.)
 """
 
 from __future__ import annotations
@@ -32,17 +34,18 @@ def free_port() -> int:
 class EmbeddedRedis:
     """``with EmbeddedRedis() as r: r.url``: a redis-server child process."""
 
-    def __init__(self, directory: Path | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisUnavailable(INSTALL_HINT)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="imagine-redis-")
         workdir = directory or Path(self._tmp.name)  # type: ignore[union-attr]
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+             "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
+             "--daemonize", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )

@@ -92,11 +92,7 @@ class FakeDiscord:
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await _serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -295,6 +291,15 @@ async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
     return (json.loads(raw) if raw else None), []
 
 
+async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on a free local port; returns its runner (to clean up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     """Exactly ``application/json`` (discord.py decodes nothing else)."""
     return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
@@ -315,11 +320,7 @@ class FakeGateway:
     async def __aenter__(self) -> FakeGateway:
         app = web.Application()
         app.router.add_get("/", self._socket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await _serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

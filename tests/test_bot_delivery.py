@@ -12,6 +12,7 @@ import redis
 from PIL import Image
 
 from bot import store
+from imagine.embedded import EmbeddedRedis
 from imagine.jobs import JobStatus
 from imagine.queue import DELIVERIES
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
@@ -55,6 +56,29 @@ async def test_a_result_finished_while_the_bot_was_down_is_delivered_once_after_
             assert bot.delivery.delivered == 0
         assert len(result_posts(fake)) == 1
         assert redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0
+
+
+async def test_a_redis_restart_under_the_running_bot_loses_nothing(tmp_path) -> None:
+    """Redis restarted while the bot runs (the compose file keeps an append-only file, as here):
+    the bot rides out the outage, and the job it accepted before is delivered after, once."""
+    server = EmbeddedRedis(tmp_path, appendonly=True)
+    try:
+        async with FakeDiscord() as fake, running_bot(server.url, fake) as bot:
+            worker = FakeWorker(redis.Redis.from_url(server.url))
+            job_id, message_id = await submit(bot, fake, worker)
+            server.stop()
+            await asyncio.sleep(0.5)  # the delivery and progress loops hit the outage
+            server = EmbeddedRedis(tmp_path, port=server.port, appendonly=True)
+            worker.run(job_id)
+            await wait_until(lambda: bot.delivery.delivered == 1, timeout=30)
+            [post] = result_posts(fake)
+            assert post.path.endswith("/messages/@original") or post.path.endswith(f"/{message_id}")
+            assert worker.queue.redis.xpending(DELIVERIES, store.GROUP)["pending"] == 0
+            feed(bot, fake.slash("imagine", prompt="a second harbour"))  # and /imagine works again
+            [*_, callback] = await fake.wait_for("POST", r"/callback$", count=2)
+            assert "(Waiting to start)" in callback.json["data"]["content"]
+    finally:
+        server.stop()
 
 
 async def test_an_entry_posted_but_never_acknowledged_is_not_posted_again(redis_server, redis_conn) -> None:

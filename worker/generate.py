@@ -309,26 +309,21 @@ def _run_with_memory_fallback(
     Memory is freed after leaving each ``except`` block: until then the exception's traceback
     keeps the failed attempt's tensors alive.
     """
-    n = len(plan.seeds)
-    try:
-        return _run_batches(model, plan, cond, noise, denoising, timings, [slice(0, n)])
-    except torch.OutOfMemoryError as e:
-        log.warning("out of memory with %d images at %dx%d: %s", n, plan.width, plan.height, e)
-    _free_memory(model.device)
-    if n == 1:
-        raise OutOfMemory(f"The GPU ran out of memory making a {plan.width}x{plan.height} image. {_TRY_AGAIN}")
-
-    denoising.restart(passes=2)
-    denoising.notes.append("The GPU ran out of memory: the images were made in two halves.")
-    half = (n + 1) // 2
-    try:
-        return _run_batches(model, plan, cond, noise, denoising, timings, [slice(0, half), slice(half, n)])
-    except torch.OutOfMemoryError as e:
-        log.warning("out of memory again with %d images at a time: %s", half, e)
-    _free_memory(model.device)
-    raise OutOfMemory(
-        f"The GPU ran out of memory making {plan.width}x{plan.height} images, even {half} at a time. {_TRY_AGAIN}"
-    )
+    n, half = len(plan.seeds), (len(plan.seeds) + 1) // 2
+    attempts = [[slice(0, n)], [slice(0, half), slice(half, n)]] if n > 1 else [[slice(0, n)]]
+    for attempt, batches in enumerate(attempts):
+        if attempt:
+            denoising.restart(passes=len(batches))
+            denoising.notes.append("The GPU ran out of memory: the images were made in two halves.")
+        try:
+            return _run_batches(model, plan, cond, noise, denoising, timings, batches)
+        except torch.OutOfMemoryError as e:
+            log.warning("out of memory with %d image(s) at a time at %dx%d: %s",
+                        batches[0].stop - batches[0].start, plan.width, plan.height, e)
+        _free_memory(model.device)
+    at_a_time = f", even {half} at a time" if n > 1 else ""
+    raise OutOfMemory(f"The GPU ran out of memory making {n} {plan.width}x{plan.height} image(s){at_a_time}. "
+                      f"{_TRY_AGAIN}")
 
 
 def _run_batches(
