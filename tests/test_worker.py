@@ -7,8 +7,10 @@ reason, reproducibility through the whole path, and `imagine run` as a user runs
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +25,7 @@ import redis
 from PIL import Image
 
 from imagine.artifacts import RedisArtifacts
+from imagine.embedded import EmbeddedRedis
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
 from imagine.settings import Settings
@@ -167,6 +170,60 @@ def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(
     assert state.result.error.title == "Worker lost"
     assert "stopped unexpectedly" in state.result.error.message
     assert [e.type for e in jq.events(job.id)][-1] == "failed"
+
+
+def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_path, caplog) -> None:
+    """Redis stopped while a worker generates and started again (the compose file keeps an
+    append-only file, as here) only once the worker waits to store the images: progress was
+    skipped while it was away, the images and the result waited for it, and the job ends done
+    with its four images and its delivery entry for the bot."""
+    server = EmbeddedRedis(tmp_path, appendonly=True)
+    slow = dataclasses.replace(tiny, spec=tiny.spec.model_copy(update={"name": "slow", "default_steps": 40}))
+    settings = Settings(redis_url=server.url, model_cache_dir=model_cache, torch_threads=1,
+                        worker_heartbeat_s=0.2, worker_ttl_s=30.0)
+    conn = redis.Redis.from_url(server.url)
+    jq = JobQueue(conn)
+    job = make_job(model="slow")
+    jq.submit(job)
+    outage: dict[str, Any] = {}
+    waiting_to_store = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "while storing its images" in record.getMessage():
+                waiting_to_store.set()
+
+    def restart_redis_at_first_progress() -> None:
+        follower = JobQueue(redis.Redis.from_url(server.url))
+        next(e for e in follower.follow(job.id, poll_ms=20) if e.type == "progress")
+        server.stop()
+        waiting_to_store.wait(120)  # generation went on without Redis, up to storing its images
+        outage["server"] = EmbeddedRedis(tmp_path, port=server.port, appendonly=True)
+
+    restarter = threading.Thread(target=restart_redis_at_first_progress)
+    restarter.start()
+    watch = Watch()
+    logging.getLogger("worker.outage").addHandler(watch)
+    try:
+        with caplog.at_level(logging.INFO, logger="worker.outage"):
+            rq_worker, heartbeat = worker_mod.build(conn, {"slow": slow}, ["fast"], settings)
+            try:
+                rq_worker.work(burst=True, logging_level="CRITICAL", max_jobs=1)
+            finally:
+                restarter.join(30)
+                heartbeat.stop()
+        state = jq.state(job.id)
+        assert state.status is JobStatus.DONE and len(state.result.images) == 4
+        assert image(conn, state.result.grid).size == (256, 256)
+        assert "done" in [e.type for e in jq.events(job.id)]
+        assert [f[b"job_id"].decode() for _, f in conn.xrange("imagine:deliveries")] == [job.id]
+        said = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
+        assert any("Redis unreachable while publishing progress; skipped" in m for m in said)
+        assert any("Redis unreachable while storing its images; retrying" in m for m in said)
+        assert any("Redis reachable again (storing its images)" in m for m in said)
+    finally:
+        logging.getLogger("worker.outage").removeHandler(watch)
+        outage.get("server", server).stop()
 
 
 def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) -> None:

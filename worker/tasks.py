@@ -2,7 +2,9 @@
 
 The models are not loaded here: the worker process loads them once at start and installs
 a ``WorkerRuntime``; every job borrows them. A job always ends recorded in Redis, as done,
-failed with a reason the user can read, or cancelled; images go to the artifact store.
+failed with a reason the user can read, or cancelled; images go to the artifact store. A Redis
+restart in the middle of a job costs it nothing (``worker.outage``): progress is skipped while
+Redis is away, and the images and the result wait for it to come back.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from worker.describe import Describer, describe_upload
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
+from worker.outage import RideOut
 from worker.safety import OutputFilter, OutputFiltered
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,9 @@ def run_job(job_id: str) -> dict[str, str]:
     metrics.WORKER_BUSY.set(1)
     t0 = time.perf_counter()
     images: list[Image.Image] = []  # kept for the diagnostics, which come after the delivery
+    redis_calls = RideOut(job_id)
     try:
-        result = _execute(rt, job, images)
+        result = _execute(rt, job, images, redis_calls)
     except JobCancelled:
         result = JobResult(job_id=job_id, status=JobStatus.CANCELLED, worker=rt.name)
     except ImagineError as exc:
@@ -96,7 +100,7 @@ def run_job(job_id: str) -> dict[str, str]:
         _finish(rt, job, _failed(job_id, {
             "type": "JobTimeout", "title": "Job timed out",
             "message": f"The job took longer than {timeout} s and was stopped; try a lower --quality.",
-        }, rt.name))
+        }, rt.name), redis_calls)
         raise
     except Exception:  # a bug: log it whole, tell the user something short with the job id
         log.exception("job %s crashed", job_id)
@@ -104,9 +108,9 @@ def run_job(job_id: str) -> dict[str, str]:
             "type": "InternalError", "title": "Something went wrong",
             "message": f"The worker hit an internal error on job {job_id}; the admins can see it in the logs.",
         }, rt.name)
-    _finish(rt, job, result)
+    _finish(rt, job, result, redis_calls)
     if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
-        _diagnose(rt, job, images)  # the user has the grid already; the analysis follows
+        _diagnose(rt, job, images, redis_calls)  # the user has the grid already; the analysis follows
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
@@ -115,7 +119,7 @@ def _wants_diagnostics(job: Job) -> bool:
     return job.diagnostics and job.kind in DIAGNOSED
 
 
-def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> None:
+def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut) -> None:
     """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
     follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
     `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
@@ -125,25 +129,26 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image]) -> None:
     try:
         if diagnostician is not None:
             diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
-            key = rt.artifacts.put(artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
+            key = redis_calls.must("storing its diagnostics", rt.artifacts.put,
+                                   artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
     except Exception:  # a bug or out of memory: logged whole; the job itself is done and delivered
         log.exception("job %s: diagnostics failed", job.id)
-    rt.queue.attach_diagnostics(job.id, key, time.perf_counter() - t0)
+    redis_calls.must("attaching its diagnostics", rt.queue.attach_diagnostics, job.id, key, time.perf_counter() - t0)
 
 
-def _finish(rt: WorkerRuntime, job: Job, result: JobResult) -> None:
+def _finish(rt: WorkerRuntime, job: Job, result: JobResult, redis_calls: RideOut) -> None:
     rt.current_job = None
     metrics.WORKER_BUSY.set(0)
-    rt.queue.finish(job.id, result, job=job)
+    redis_calls.must("recording its end", rt.queue.finish, job.id, result, job=job)
 
 
 def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
     return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error), worker=worker)
 
 
-def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image]) -> JobResult:
+def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_calls: RideOut) -> JobResult:
     if job.kind is JobKind.SHORTEN:
-        return _shorten(rt, job)
+        return _shorten(rt, job, redis_calls)
     if job.kind is JobKind.DESCRIBE:
         return _describe(rt, job)
     t_start = time.perf_counter()
@@ -156,8 +161,8 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image]) -> JobR
         model,
         job,
         parent_image=parent,
-        on_progress=_progress_publisher(rt.queue, job.id),
-        should_cancel=lambda: rt.queue.cancel_requested(job.id),
+        on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
+        should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
     )
     # 4. The output filter, before anything is stored.
     flagged = _screen(rt, job, gen.images)
@@ -167,7 +172,8 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image]) -> JobR
     if len(gen.images) == 4:
         images["grid.png"] = make_grid(gen.images)
     encoded = dict(zip(images, _encoder.map(png, images.values()), strict=True))  # zlib frees the GIL
-    stored = {name: rt.artifacts.put(artifact_key(job.id, name), data) for name, data in encoded.items()}
+    stored = {name: redis_calls.must("storing its images", rt.artifacts.put, artifact_key(job.id, name), data)
+              for name, data in encoded.items()}
     grid = stored.pop("grid.png", None)
     keys = tuple(stored.values())
     timings = dict(gen.timings)
@@ -178,14 +184,15 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image]) -> JobR
     return _done(job, gen, keys, grid, timings, rt.name).model_copy(update={"flagged": flagged})
 
 
-def _shorten(rt: WorkerRuntime, job: Job) -> JobResult:
+def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     """/shorten: the word analysis of the prompt alone (no images): the fast path."""
     t0 = time.perf_counter()
     diagnostician = rt.diagnosticians.get(job.model) or next(iter(rt.diagnosticians.values()), None)
     if diagnostician is None:
         raise RuntimeError("this worker has no diagnostics loaded, so it cannot /shorten")
     result = diagnostician.shorten(job.request.positive_text)
-    key = rt.artifacts.put(artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
+    key = redis_calls.must("storing its analysis", rt.artifacts.put,
+                           artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
     return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, worker=rt.name,
                      timings={"total": time.perf_counter() - t0})
 
@@ -246,8 +253,9 @@ def _parent_image(rt: WorkerRuntime, job: Job) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def _progress_publisher(queue: JobQueue, job_id: str) -> Callable[[Progress], None]:
-    """Publish progress at most every PROGRESS_MIN_INTERVAL_S, but always previews and the end."""
+def _progress_publisher(queue: JobQueue, job_id: str, redis_calls: RideOut) -> Callable[[Progress], None]:
+    """Publish progress at most every PROGRESS_MIN_INTERVAL_S, but always previews and the end
+    (skipped while Redis is unreachable)."""
     last = 0.0
 
     def publish(p: Progress) -> None:
@@ -257,6 +265,7 @@ def _progress_publisher(queue: JobQueue, job_id: str) -> Callable[[Progress], No
             return
         last = now
         preview = png(p.preview) if p.preview is not None else None
-        queue.publish_progress(job_id, step=p.step, steps=p.steps, preview_png=preview)
+        redis_calls.may("publishing progress", queue.publish_progress, job_id,
+                        step=p.step, steps=p.steps, preview_png=preview)
 
     return publish

@@ -1,0 +1,85 @@
+"""Riding out a Redis outage in the middle of a job.
+
+A job's images cost GPU seconds; a Redis restart (an upgrade, a failover, a container restarted
+by compose) must not throw them away, nor leave the job "running" for ever. While Redis cannot
+be reached, one job's calls to it behave so:
+
+    may   progress events and the cancel flag: skipped (progress is lossy by design; the next
+          event or the result replaces it; the owner can press Cancel again once Redis is back)
+    must  the images, the result and the diagnostics: retried with backoff (0.25 s doubling up
+          to 5 s) for up to ``wait_s``; past that, the error goes up and the job ends as any
+          crash does (``worker.tasks.run_job`` records what it can; the worker's heartbeat and
+          ``JobQueue.recover`` settle the rest)
+
+Each kind of call logs the outage once per job, then the moment it got through.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+import redis
+
+from imagine.errors import RedisUnavailable
+
+log = logging.getLogger(__name__)
+
+OUTAGE = (RedisUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""What an unreachable Redis raises: ours (``JobQueue``) and redis-py's own (artifact store)."""
+
+OUTAGE_WAIT_S = 300.0
+"""How long a finished job waits for Redis to come back to hand in its images and result."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@dataclass
+class RideOut:
+    """One job's calls to Redis, through an outage (see the module's doc)."""
+
+    job_id: str
+    wait_s: float = OUTAGE_WAIT_S
+    _noted: set[str] = field(default_factory=set)
+
+    def must(self, what: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``fn(*args, **kwargs)``, retried while Redis is unreachable, for up to ``wait_s``."""
+        deadline, delay = time.monotonic() + self.wait_s, 0.25
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except OUTAGE as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("job %s: Redis still unreachable after %.0f s while %s; giving up",
+                              self.job_id, self.wait_s, what)
+                    raise
+                self._note(what, f"retrying for up to {self.wait_s:.0f} s ({type(exc).__name__})")
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            self._recovered(what)
+            return result
+
+    def may(self, what: str, fn: Callable[_P, _R | None], *args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        """``fn(*args, **kwargs)``, or None while Redis is unreachable."""
+        try:
+            result = fn(*args, **kwargs)
+        except OUTAGE as exc:
+            self._note(what, f"skipped until it is back ({type(exc).__name__})")
+            return None
+        self._recovered(what)
+        return result
+
+    def _note(self, what: str, doing: str) -> None:
+        if what not in self._noted:
+            self._noted.add(what)
+            log.warning("job %s: Redis unreachable while %s; %s", self.job_id, what, doing)
+
+    def _recovered(self, what: str) -> None:
+        if what in self._noted:
+            self._noted.discard(what)
+            log.info("job %s: Redis reachable again (%s)", self.job_id, what)
