@@ -6,10 +6,12 @@ be reached, one job's calls to it behave so:
 
     may   progress events and the cancel flag: skipped (progress is lossy by design; the next
           event or the result replaces it; the owner can press Cancel again once Redis is back)
-    must  the images, the result and the diagnostics: retried with backoff (0.25 s doubling up
-          to 5 s) for up to ``wait_s``; past that, the error goes up and the job ends as any
-          crash does (``worker.tasks.run_job`` records what it can; the worker's heartbeat and
-          ``JobQueue.recover`` settle the rest)
+    must  the images and the diagnostics: retried with backoff (0.25 s doubling up to 5 s) for
+          up to ``wait_s``; past that, the error goes up and the job fails with "Queue
+          unavailable"
+    until_back  the job's end (done, failed or cancelled): retried for as long as it takes, so
+          that a job never stays "running" in Redis with nobody running it (a worker cut off
+          from Redis can take no other job meanwhile anyway)
 
 Each kind of call logs the outage once per job, then the moment it got through.
 """
@@ -17,6 +19,7 @@ Each kind of call logs the outage once per job, then the moment it got through.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,16 +51,23 @@ class RideOut:
 
     def must(self, what: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """``fn(*args, **kwargs)``, retried while Redis is unreachable, for up to ``wait_s``."""
-        deadline, delay = time.monotonic() + self.wait_s, 0.25
+        return self._retry(what, self.wait_s, lambda: fn(*args, **kwargs))
+
+    def until_back(self, what: str, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``fn(*args, **kwargs)``, retried while Redis is unreachable, however long that is."""
+        return self._retry(what, math.inf, lambda: fn(*args, **kwargs))
+
+    def _retry(self, what: str, wait_s: float, call: Callable[[], _R]) -> _R:
+        deadline, delay = time.monotonic() + wait_s, 0.25
         while True:
             try:
-                result = fn(*args, **kwargs)
+                result = call()
             except OUTAGE as exc:
                 if time.monotonic() + delay > deadline:
                     log.error("job %s: Redis still unreachable after %.0f s while %s; giving up",
-                              self.job_id, self.wait_s, what)
+                              self.job_id, wait_s, what)
                     raise
-                self._note(what, f"retrying for up to {self.wait_s:.0f} s ({type(exc).__name__})")
+                self._note(what, f"retrying ({type(exc).__name__})")
                 time.sleep(delay)
                 delay = min(2 * delay, 5.0)
                 continue

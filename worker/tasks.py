@@ -139,7 +139,7 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_call
 def _finish(rt: WorkerRuntime, job: Job, result: JobResult, redis_calls: RideOut) -> None:
     rt.current_job = None
     metrics.WORKER_BUSY.set(0)
-    redis_calls.must("recording its end", rt.queue.finish, job.id, result, job=job)
+    redis_calls.until_back("recording its end", rt.queue.finish, job.id, result, job=job)
 
 
 def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
