@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
+import aiohttp
 import discord
 import redis.asyncio as aioredis
 import yarl
@@ -46,6 +47,11 @@ TOKEN_HELP = (
     "No Discord token: set DISCORD_TOKEN in the environment or in .env "
     '(see the README section "Creating the Discord application").'
 )
+
+HTTP_CONNECTIONS = 64
+"""Connections to Discord's API at once. discord.py's default has no limit, so a burst of
+commands opens a socket per response; with a limit, responses queue for a kept-alive one
+(Discord's own rate limit, 50 requests/s per bot, is far below what 64 connections carry)."""
 
 RESTART_DELAY_S = 5.0
 """A background loop that crashed (Redis down, a bug) starts again after this long."""
@@ -88,6 +94,11 @@ class ImagineBot(commands.Bot):
         self.delivery = Delivery(self, redis, consumer or default_consumer(), block_ms=delivery_block_ms)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    async def login(self, token: str) -> None:
+        if self.http.connector is discord.utils.MISSING:  # created here: it needs the running loop
+            self.http.connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS)
+        await super().login(token)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:  # bot.cogs.buttons registers the DynamicItem buttons

@@ -15,8 +15,10 @@ import redis
 import redis.asyncio as aioredis
 
 from imagine.constants import KEY_PREFIX
+from imagine.errors import RedisUnavailable
 from imagine.jobs import Job
 from imagine.queue import DELIVERIES, job_key
+from imagine.user_settings import UserSettings, load, settings_key
 
 CHANNEL_ID = "channel_id"
 MESSAGE_ID = "message_id"
@@ -35,6 +37,17 @@ def count_submission(conn: redis.Redis, job: Job) -> None:
 
 def read_usage(conn: redis.Redis, user_id: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in conn.hgetall(usage_key(user_id)).items()}
+
+
+async def user_settings(conn: aioredis.Redis, user_id: str) -> UserSettings:
+    """A user's /settings (``imagine.user_settings``) in one GET on the event loop: the hot path
+    of /imagine reads them for every command."""
+    try:
+        raw = await conn.get(settings_key(user_id))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise RedisUnavailable(
+            "Your settings cannot be read right now (Redis is down); try again in a minute.") from exc
+    return load(raw, user_id)
 
 
 async def remember_message(conn: aioredis.Redis, job_id: str, channel_id: int, message_id: int) -> None:

@@ -30,7 +30,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import custom_ids, render, replies
+from bot import custom_ids, render, replies, store
 from bot.attachments import check_size, check_url, fetch_image
 from bot.cogs.buttons import Button, JobButton
 from bot.images import fit_upload
@@ -44,7 +44,7 @@ from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 from imagine.queue import JobState
 from imagine.request import ImagineRequest, Params
-from imagine.user_settings import UserSettings, UserSettingsStore
+from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -102,7 +102,6 @@ class DescribeCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.models = sorted(load_model_specs(bot.settings.models_config))
-        self.user_settings = UserSettingsStore(bot.queue.redis)
 
     @app_commands.command(name="describe")
     @app_commands.describe(image="The image to describe: PNG, JPEG, WebP or GIF, at most 10 MB")
@@ -126,7 +125,7 @@ class DescribeCog(commands.Cog):
         check_url(image.url, origins)  # before any download: Discord's attachments only
         check_size(image.size, image.filename)  # as Discord declares it; the download checks again
         fetched = await _in_time(interaction, fetch_image(image.url, name=image.filename, extra_origins=origins))
-        settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))
+        settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
         job = describe_job(image.filename, settings, models=self.models, default_model=self.bot.settings.default_model,
                            interaction=interaction)
         await self.bot.run_sync(self.bot.artifacts.put, upload_key(job.id), fetched.data)
@@ -167,7 +166,7 @@ class Suggested(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.D
             raise JobNotFound(f"Job {quote(self.job_id)} suggested {len(suggestions)} prompts, not {self.n}.")
         models = sorted(load_model_specs(bot.settings.models_config))
         requests = parse(suggestions[self.n - 1].text, models=models)
-        settings = await bot.run_sync(UserSettingsStore(bot.queue.redis).get, str(interaction.user.id))
+        settings = await store.user_settings(bot.redis, str(interaction.user.id))
         jobs = jobs_for_interaction(requests, default_model=self.state.job.model, interaction=interaction,
                                     settings=settings, models=models)
         await launch(bot, interaction, jobs)

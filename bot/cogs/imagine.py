@@ -16,7 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render, replies
+from bot import render, replies, store
 from bot.attachments import check_url
 from bot.launch import jobs_for_interaction, launch
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
@@ -24,7 +24,6 @@ from imagine.errors import ImagineError
 from imagine.jobs import Job
 from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
-from imagine.user_settings import UserSettingsStore
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -58,7 +57,6 @@ class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.models = sorted(load_model_specs(bot.settings.models_config))
-        self.user_settings = UserSettingsStore(bot.queue.redis)  # /settings: defaults the prompt did not override
 
     @app_commands.command(name="imagine")
     @app_commands.describe(prompt="What to see: [image links] text --parameters")
@@ -70,7 +68,7 @@ class ImagineCog(commands.Cog):
             requests = parse(prompt, models=self.models)
             for url in dict.fromkeys(u for r in requests for u in r.image_urls):
                 check_url(url, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
-            settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))  # one GET
+            settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return

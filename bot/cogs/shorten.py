@@ -30,7 +30,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import custom_ids, render, replies
+from bot import custom_ids, render, replies, store
 from bot.cogs.buttons import Button, JobButton
 from bot.launch import launch, requester_for
 from imagine.constants import MAX_PROMPT_CHARS
@@ -41,7 +41,7 @@ from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 from imagine.queue import JobState
 from imagine.request import ImagineRequest, Params, SubPrompt
-from imagine.user_settings import UserSettings, UserSettingsStore
+from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -114,7 +114,6 @@ class ShortenCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
         self.models = sorted(load_model_specs(bot.settings.models_config))
-        self.user_settings = UserSettingsStore(bot.queue.redis)  # /settings, as /imagine applies them
 
     @app_commands.command(name="shorten")
     @app_commands.describe(prompt="The prompt to analyze: text --parameters")
@@ -124,7 +123,7 @@ class ShortenCog(commands.Cog):
         """Which words of a prompt matter, and shorter prompts to imagine."""
         try:
             request = one_prompt(parse(prompt, models=self.models))
-            settings = await self.bot.run_sync(self.user_settings.get, str(interaction.user.id))
+            settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
