@@ -558,10 +558,13 @@ class JobQueue:
         pipe.execute()
 
     @_redis_errors
-    def recover(self) -> list[str]:
+    def recover(self, grace_s: float = 0.0) -> list[str]:
         """Settle jobs that crashes left behind; returns the ids it touched.
 
-        - running on a worker whose heartbeat expired -> failed with WorkerLost (the user is told);
+        - running on a worker whose heartbeat expired -> failed with WorkerLost (the user is told),
+          unless Redis itself started less than ``grace_s`` ago: after a Redis restart every
+          worker's heartbeat has expired, and the workers get that long (their TTL) to announce
+          themselves again before their jobs are taken for lost;
         - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again.
         """
         touched = []
@@ -571,10 +574,12 @@ class JobQueue:
             pipe.hmget(job_key(job_id), "status", "worker", "queue")
         rows = pipe.execute() if ids else []
         alive = {w["name"] for w in self.workers()}
+        settling = grace_s > 0 and any(s == b"running" and w.decode() not in alive for s, w, _ in rows) \
+            and int(self.redis.info("server")["uptime_in_seconds"]) < grace_s
         for job_id, (status, worker, qname) in zip(ids, rows, strict=True):
             if status is None:  # expired
                 self.redis.zrem(OPEN_JOBS, job_id)
-            elif status == b"running" and worker.decode() not in alive:
+            elif status == b"running" and worker.decode() not in alive and not settling:
                 err = WorkerLost(
                     "The worker running this job stopped unexpectedly; nothing was delivered. "
                     "Please submit it again."

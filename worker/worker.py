@@ -154,7 +154,7 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.interval):
             try:
                 self.beat()
-                self.runtime.queue.recover()
+                self.runtime.queue.recover(grace_s=self.ttl + self.interval)
             except Exception:  # keep beating through a Redis hiccup
                 log.exception("heartbeat failed")
 
