@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from typing import ParamSpec, TypeVar
 
 import aiohttp
@@ -32,6 +33,7 @@ from bot.progress import ProgressFollower, Throttle
 from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.guilds import Guilds
+from imagine.model_specs import load_model_specs
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 
@@ -94,6 +96,11 @@ class ImagineBot(commands.Bot):
         self.delivery = Delivery(self, redis, consumer or default_consumer(), block_ms=delivery_block_ms)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    @cached_property
+    def models(self) -> list[str]:
+        """The configured model names (``--v``, /settings), read once from ``models_config``."""
+        return sorted(load_model_specs(self.settings.models_config))
 
     async def login(self, token: str) -> None:
         if self.http.connector is discord.utils.MISSING:  # created here: it needs the running loop

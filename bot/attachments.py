@@ -5,6 +5,7 @@ it stores the bytes in the artifact store and workers read them from there.
 
     check_url(url, extra_origins)     https://cdn.discordapp.com or https://media.discordapp.net
                                       (or an origin in IMAGINE_ATTACHMENT_ORIGINS), else InvalidLink
+    check_links(requests, ...)        check_url on every image link of parsed prompts
     check_size(size, name)            at most MAX_IMAGE_BYTES (10 MiB), else InvalidImage
     fetch_image(url, ...)             download it: no redirects, check_size on the Content-Length,
                                       then on every chunk read (no trust in the header), then check_image
@@ -29,6 +30,7 @@ from PIL import Image
 
 from imagine.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from imagine.errors import InvalidImage, InvalidLink, RetryableError, quote
+from imagine.request import ImagineRequest
 
 DISCORD_ORIGINS = ("https://cdn.discordapp.com", "https://media.discordapp.net")
 """Where Discord serves attachments: the only origins images are fetched from by default."""
@@ -90,6 +92,12 @@ def check_url(url: str, extra_origins: Iterable[str] = ()) -> str:
         f"{quote(url)} is not a Discord attachment: images are only taken from Discord "
         f"(cdn.discordapp.com, media.discordapp.net). Upload the image to Discord and use it; allowed: {allowed()}."
     )
+
+
+def check_links(requests: Iterable[ImagineRequest], extra_origins: Iterable[str] = ()) -> None:
+    """InvalidLink for the first image link of ``requests`` that is not a Discord attachment."""
+    for url in dict.fromkeys(u for r in requests for u in r.image_urls):
+        check_url(url, extra_origins)
 
 
 def check_size(size: int | None, name: str, max_bytes: int = MAX_IMAGE_BYTES) -> None:
@@ -167,5 +175,5 @@ def _too_large(name: str, size: int | None, max_bytes: int) -> InvalidImage:
     return InvalidImage(f"{quote(name)} is {size_text}; use {allowed(max_bytes)}.")
 
 
-__all__ = ["DISCORD_ORIGINS", "FetchedImage", "allowed", "allowed_origins", "check_image", "check_size",
-           "check_url", "fetch_image"]
+__all__ = ["DISCORD_ORIGINS", "FetchedImage", "allowed", "allowed_origins", "check_image", "check_links",
+           "check_size", "check_url", "fetch_image"]

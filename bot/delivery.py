@@ -16,7 +16,8 @@ to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``b
 
 A transient failure (Discord 5xx, network, Redis) leaves the entry pending: it is tried
 again every ``retry_s``. A channel the bot may no longer post in (403/404) is logged and the
-entry acknowledged; the result stays available through /show.
+entry acknowledged; the result stays available through /show. A result whose files expired
+before it was posted is shown as failed (``ResultExpired``).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import redis
 import redis.asyncio as aioredis
 
 from bot import render, store
-from bot.cogs.describe import describe_post
 from bot.images import Upload, fit_upload
 from bot.messages import JobMessage, Post, send_to_channel
 from imagine.chart import render_chart
+from imagine.describe import DescribeResult, describe_embed
 from imagine.diagnostics import Diagnostics, ShortenResult, shorten_embed, summary_embed
 from imagine.errors import JobNotFound, RetryableError
 from imagine.jobs import Job, JobKind, JobResult, JobStatus
@@ -54,6 +55,15 @@ TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, RetryableError, redis.ex
 
 MESSAGE_WAIT_S = 10.0
 """How long a result waits for its job's message to be posted (a job faster than its post)."""
+
+
+class ResultExpired(JobNotFound):
+    """What a finished job's message shows (its images, analysis or prompts) is no longer in the
+    artifact store: delivery posts the job as failed under this title; /show refuses with it."""
+
+    def __init__(self, title: str, message: str) -> None:
+        super().__init__(message)
+        self.title = title
 
 
 def default_consumer() -> str:
@@ -174,7 +184,7 @@ class Delivery:
             await store.mark_delivered(self.redis, job_id, None, entry_id)
             return
         message = await self._message_of(state)
-        post = await self.result_post(state, message.filesize_limit)
+        post = await self._final_post(state, message.filesize_limit)
         message_id = await self._post(message, post)
         self.bot.progress.unfollow(job_id)
         self.bot.messages.forget(job_id)
@@ -208,9 +218,8 @@ class Delivery:
             log.info("job %s: diagnostics arrived before its result was posted; that post will carry them", job_id)
             await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
             return
-        channel_id, message_id = await store.message_location(self.redis, job_id)
-        message = JobMessage(job_id, channel_id or int(state.job.requester.channel_id or 0), message_id=posted)
-        post = await self.result_post(state, message.filesize_limit)
+        message = await self._stored_message(state.job, posted)
+        post = await self._final_post(state, message.filesize_limit)
         await self._post(message, post)
         await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
         log.info("job %s: diagnostics added to message %s", job_id, posted)
@@ -225,17 +234,29 @@ class Delivery:
             except TimeoutError:
                 log.warning("job %s: its message was never posted; posting the result anew", job.id)
             return message
-        channel_id, message_id = await store.message_location(self.redis, job.id)
-        return JobMessage(job.id, channel_id or int(job.requester.channel_id or 0), message_id=message_id)
+        return await self._stored_message(job)
+
+    async def _stored_message(self, job: Job, message_id: int | None = None) -> JobMessage:
+        """The job's message as Redis remembers it; ``message_id``: the one its result was posted as."""
+        channel_id, stored_id = await store.message_location(self.redis, job.id)
+        return JobMessage(job.id, channel_id or int(job.requester.channel_id or 0), message_id=message_id or stored_id)
+
+    async def _final_post(self, state: JobState, limit: int) -> Post:
+        """``result_post``, or the job shown as failed when what it shows expired."""
+        try:
+            return await self.result_post(state, limit)
+        except ResultExpired as exc:
+            return Post(render.ended_line(state.job, "failed"), embeds=[render.error_embed(exc.title, exc.message)])
 
     async def result_post(self, state: JobState, limit: int) -> Post:
-        """What a finished job's message shows (also /show's answer), its files under ``limit`` bytes."""
+        """What a finished job's message shows (also /show's answer), its files under ``limit`` bytes;
+        ResultExpired when the artifact store no longer has them."""
         job, result = state.job, state.result
-        if state.status is JobStatus.DONE and result is not None and job.kind is JobKind.SHORTEN:
-            return await self.bot.run_sync(self._shorten_post, job, result)
-        if state.status is JobStatus.DONE and result is not None and job.kind is JobKind.DESCRIBE:
-            return await self.bot.run_sync(describe_post, job, result, self.bot.artifacts)
         if state.status is JobStatus.DONE and result is not None:
+            if job.kind is JobKind.SHORTEN:
+                return await self.bot.run_sync(self._shorten_post, job, result)
+            if job.kind is JobKind.DESCRIBE:
+                return await self.bot.run_sync(self._describe_post, job, result, limit)
             key = result.grid or (result.images[0] if result.images else None)
             try:
                 if key is None:
@@ -243,8 +264,8 @@ class Delivery:
                 png = await self.bot.run_sync(self.bot.artifacts.get, key)
             except KeyError:
                 log.warning("job %s: its images are missing from the artifact store", job.id)
-                return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
-                    "Images expired", "The images of this job are no longer stored; please run it again.")])
+                raise ResultExpired(
+                    "Images expired", "The images of this job are no longer stored; please run it again.") from None
             embeds, extra = await self.bot.run_sync(self._diagnostics, result)
             limit -= sum(len(u.data) for u in extra)
             upload = await self.bot.run_sync(fit_upload, png, render.upload_stem(job.id, result, key), limit)
@@ -264,10 +285,28 @@ class Delivery:
             shortened = ShortenResult.model_validate_json(self.bot.artifacts.get(result.diagnostics))
         except KeyError:
             log.warning("job %s: its analysis is missing from the artifact store", job.id)
-            return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
-                "Analysis expired", "The analysis of this prompt is no longer stored; please run /shorten again.")])
+            raise ResultExpired(
+                "Analysis expired", "The analysis of this prompt is no longer stored; please run /shorten again."
+            ) from None
         return Post(render.done_line(job), embeds=[shorten_embed(shortened)],
                     buttons=render.shorten_buttons(job.id, len(shortened.proposals)))
+
+    def _describe_post(self, job: Job, result: JobResult, limit: int) -> Post:
+        """A /describe's image and 1️⃣-4️⃣ (describe.json) with buttons 1-4, one per prompt (blocking)."""
+        try:
+            if result.diagnostics is None:
+                raise KeyError(f"job {job.id} has no prompts")
+            described = DescribeResult.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+            image = self.bot.artifacts.get(described.image) if described.image else None
+        except KeyError:
+            log.warning("job %s: its prompts are missing from the artifact store", job.id)
+            raise ResultExpired(
+                "Prompts expired", "The prompts for this image are no longer stored; please run /describe again."
+            ) from None
+        upload = fit_upload(image, f"{job.id}_image", limit) if image is not None else None
+        embed = describe_embed(described, f"attachment://{upload.filename}" if upload else None)
+        return Post(render.done_line(job), embeds=[embed], upload=upload,
+                    buttons=render.describe_buttons(job.id, len(described.suggestions)))
 
     def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
         """The diagnostics summary embed and its chart, when the worker made them (blocking)."""

@@ -13,11 +13,12 @@ response: no "thinking…" defer and no extra request. Only when Redis is slow t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import statistics
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -182,6 +183,20 @@ async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[J
         bot.progress.follow(job, message)
         log.info("job %s (%s) of user %s: %s, message %s", job.id, job.kind.value, job.requester.user_id,
                  admitted.status.value, message_id)
+
+
+@contextlib.asynccontextmanager
+async def answering_failures(interaction: discord.Interaction, command: str) -> AsyncIterator[None]:
+    """Around a command's work (``launch`` and what prepares it): a reply Discord refuses is
+    logged; anything else that escapes is a bug, logged with its traceback, and the user is told
+    ``command`` failed. The command answers its own ``ImagineError``s."""
+    try:
+        yield
+    except discord.HTTPException as exc:
+        log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
+    except Exception:
+        log.exception("interaction %s: %s crashed", interaction.id, command)
+        await replies.notice(interaction, replies.something_went_wrong(command))
 
 
 async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> Admitted:

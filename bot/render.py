@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from bot import custom_ids
+from imagine.describe import SUGGESTIONS
 from imagine.diagnostics import MAX_PROPOSALS, ShortenResult
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobResult
@@ -334,6 +335,12 @@ def shorten_buttons(job_id: str, proposals: int) -> list[ButtonSpec]:
         *(ButtonSpec(custom_ids.SHORTER(job=job_id, n=n), str(n)) for n in range(1, min(proposals, MAX_PROPOSALS) + 1)),
         ButtonSpec(custom_ids.SHORTEN_DETAILS(job=job_id), "Show Details", row=1),
     ]
+
+
+def describe_buttons(job_id: str, suggestions: int) -> list[ButtonSpec]:
+    """Under a /describe: 1-4, one per suggested prompt (each imagines it)."""
+    return [ButtonSpec(custom_ids.DESCRIBED(job=job_id, n=n), str(n))
+            for n in range(1, min(suggestions, SUGGESTIONS) + 1)]
 
 
 def upload_stem(job_id: str, result: JobResult, key: str) -> str:

@@ -3,7 +3,7 @@
 As Midjourney's /describe: the job's one message shows "Waiting to start", then an embed with
 the image and four numbered prompts (1️⃣-4️⃣), each ending in an ``--ar`` matching the image,
 and buttons 1-4. A worker ranks its phrase list against the image (a DESCRIBE job:
-``worker.describe``); ``bot.delivery`` turns its describe.json into the message (``describe_post``).
+``worker.describe``); ``bot.delivery`` turns its describe.json into the message.
 
     /describe    check the attachment and download it (``bot.attachments``: Discord's CDN only,
                  at most 10 MB and 40 megapixels, PNG/JPEG/WebP/GIF), store its bytes for the
@@ -30,17 +30,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import custom_ids, render, replies, store
-from bot.attachments import check_size, check_url, fetch_image
+from bot import custom_ids, replies, store
+from bot.attachments import check_size, fetch_image
 from bot.cogs.buttons import Button, JobButton
-from bot.images import fit_upload
-from bot.launch import DEFER_AFTER_S, jobs_for_interaction, launch, requester_for
-from bot.messages import Post
-from imagine.artifacts import ArtifactStore
-from imagine.describe import DescribeResult, describe_embed, upload_key
+from bot.launch import DEFER_AFTER_S, answering_failures, jobs_for_interaction, launch, requester_for
+from imagine.describe import DescribeResult, upload_key
 from imagine.errors import ImagineError, JobNotFound, quote
-from imagine.jobs import Job, JobKind, JobResult, JobStatus
-from imagine.model_specs import load_model_specs
+from imagine.jobs import Job, JobKind, JobStatus
 from imagine.prompt import parse
 from imagine.queue import JobState
 from imagine.request import ImagineRequest, Params
@@ -78,56 +74,33 @@ async def result_of(bot: ImagineBot, state: JobState) -> DescribeResult:
     return DescribeResult.model_validate_json(raw)
 
 
-def describe_post(job: Job, result: JobResult, artifacts: ArtifactStore) -> Post:
-    """The finished /describe as its message shows it: the image and 1️⃣-4️⃣ in an embed, buttons
-    1-4 (blocking: reads the artifact store)."""
-    try:
-        if result.diagnostics is None:
-            raise KeyError(f"job {job.id} has no prompts")
-        described = DescribeResult.model_validate_json(artifacts.get(result.diagnostics))
-        upload = fit_upload(artifacts.get(described.image), f"{job.id}_image") if described.image else None
-    except KeyError:
-        log.warning("job %s: its prompts are missing from the artifact store", job.id)
-        return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(
-            "Prompts expired", "The prompts for this image are no longer stored; please run /describe again.")])
-    embed = describe_embed(described, f"attachment://{upload.filename}" if upload else None)
-    buttons = [render.ButtonSpec(custom_ids.DESCRIBED(job=job.id, n=n), str(n))
-               for n in range(1, len(described.suggestions) + 1)]
-    return Post(render.done_line(job), embeds=[embed], upload=upload, buttons=buttons)
-
-
 # --- the command --------------------------------------------------------------------------------
 
 class DescribeCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.models = sorted(load_model_specs(bot.settings.models_config))
 
     @app_commands.command(name="describe")
     @app_commands.describe(image="The image to describe: PNG, JPEG, WebP or GIF, at most 10 MB")
     async def describe(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """Write four prompts that match an image."""
-        try:
-            job = await self._job(interaction, image)
+        async with answering_failures(interaction, "/describe"):
+            try:
+                job = await self._job(interaction, image)
+            except ImagineError as exc:
+                log.info("interaction %s: /describe of %s refused: %s", interaction.id, image.filename, exc.title)
+                await replies.error(interaction, exc)
+                return
             await launch(self.bot, interaction, [job])
-        except ImagineError as exc:
-            log.info("interaction %s: /describe of %s refused: %s", interaction.id, image.filename, exc.title)
-            await replies.error(interaction, exc)
-        except discord.HTTPException as exc:
-            log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
-        except Exception:
-            log.exception("interaction %s: /describe crashed", interaction.id)
-            await replies.notice(interaction, replies.something_went_wrong("/describe"))
 
     async def _job(self, interaction: discord.Interaction, image: discord.Attachment) -> Job:
         """The DESCRIBE job, the image checked, downloaded and stored for the worker first."""
-        origins = self.bot.settings.attachment_origins
-        check_url(image.url, origins)  # before any download: Discord's attachments only
         check_size(image.size, image.filename)  # as Discord declares it; the download checks again
-        fetched = await _in_time(interaction, fetch_image(image.url, name=image.filename, extra_origins=origins))
+        fetched = await _in_time(interaction, fetch_image(  # checks the link first: Discord's attachments only
+            image.url, name=image.filename, extra_origins=self.bot.settings.attachment_origins))
         settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
-        job = describe_job(image.filename, settings, models=self.models, default_model=self.bot.settings.default_model,
-                           interaction=interaction)
+        job = describe_job(image.filename, settings, models=self.bot.models,
+                           default_model=self.bot.settings.default_model, interaction=interaction)
         await self.bot.run_sync(self.bot.artifacts.put, upload_key(job.id), fetched.data)
         return job
 
@@ -164,11 +137,10 @@ class Suggested(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.D
         suggestions = (await result_of(bot, self.state)).suggestions
         if self.n > len(suggestions):
             raise JobNotFound(f"Job {quote(self.job_id)} suggested {len(suggestions)} prompts, not {self.n}.")
-        models = sorted(load_model_specs(bot.settings.models_config))
-        requests = parse(suggestions[self.n - 1].text, models=models)
+        requests = parse(suggestions[self.n - 1].text, models=bot.models)
         settings = await store.user_settings(bot.redis, str(interaction.user.id))
         jobs = jobs_for_interaction(requests, default_model=self.state.job.model, interaction=interaction,
-                                    settings=settings, models=models)
+                                    settings=settings, models=bot.models)
         await launch(bot, interaction, jobs)
 
 

@@ -3,13 +3,12 @@
 A prompt with an error is answered with Midjourney's red embed ("Invalid parameter",
 "Invalid prompt", "Invalid link") only the user sees. A prompt that expands to more than
 ``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does.
-Image links must be Discord attachments (``bot.attachments.check_url``).
+Image links must be Discord attachments (``bot.attachments.check_links``).
 The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import discord
@@ -17,18 +16,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render, replies, store
-from bot.attachments import check_url
-from bot.launch import jobs_for_interaction, launch
+from bot.attachments import check_links
+from bot.launch import answering_failures, jobs_for_interaction, launch
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
 from imagine.errors import ImagineError
 from imagine.jobs import Job
-from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
-
-log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 300.0
 
@@ -56,7 +52,6 @@ class ConfirmJobs(discord.ui.View):
 class ImagineCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.models = sorted(load_model_specs(bot.settings.models_config))
 
     @app_commands.command(name="imagine")
     @app_commands.describe(prompt="What to see: [image links] text --parameters")
@@ -65,15 +60,14 @@ class ImagineCog(commands.Cog):
     ) -> None:
         """Create images from a prompt."""
         try:
-            requests = parse(prompt, models=self.models)
-            for url in dict.fromkeys(u for r in requests for u in r.image_urls):
-                check_url(url, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
+            requests = parse(prompt, models=self.bot.models)
+            check_links(requests, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
             settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
         jobs = jobs_for_interaction(requests, default_model=self.bot.settings.default_model, interaction=interaction,
-                                    settings=settings, models=self.models)
+                                    settings=settings, models=self.bot.models)
         if len(jobs) > CONFIRM_JOBS_ABOVE:
             await interaction.response.send_message(
                 render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs), ephemeral=True
@@ -83,13 +77,8 @@ class ImagineCog(commands.Cog):
 
 
 async def _launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job]) -> None:
-    try:
+    async with answering_failures(interaction, "/imagine"):
         await launch(bot, interaction, jobs)
-    except discord.HTTPException as exc:
-        log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
-    except Exception:
-        log.exception("interaction %s: /imagine crashed", interaction.id)
-        await replies.notice(interaction, replies.something_went_wrong("/imagine"))
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -87,7 +87,8 @@ class InfoCog(commands.Cog):
             await replies.notice(interaction, embed)
             return
         # The same message the job's delivery made: the grid (or the analysis, or the suggestions)
-        # with live buttons, and the diagnostics when there are any.
+        # with live buttons, and the diagnostics when there are any; ResultExpired (a JobNotFound)
+        # when the artifact store no longer has them.
         post = await self.bot.delivery.result_post(state, interaction.filesize_limit)
         await replies.respond(interaction, post)
         log.info("job %s shown again for %s", job_id, interaction.user.id)

@@ -28,7 +28,6 @@ from discord.ext import commands
 from bot import render, replies
 from imagine.errors import ImagineError
 from imagine.guilds import GuildConfig
-from imagine.model_specs import load_model_specs
 from imagine.request import Params
 from imagine.user_settings import ASPECTS, STYLIZE_LEVELS, UserSettings, UserSettingsStore
 
@@ -200,7 +199,6 @@ class SettingsPanel(discord.ui.View):
 class SettingsCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.models = sorted(load_model_specs(bot.settings.models_config))
         self.store = UserSettingsStore(bot.queue.redis)
 
     @app_commands.command(name="settings")
@@ -215,7 +213,7 @@ class SettingsCog(commands.Cog):
             return
         guild = await self.bot.run_sync(self.bot.guild_policy.config, guild_id)
         defaults = Defaults.of(guild, self.bot.settings.default_model)
-        panel = SettingsPanel(self.bot, self.store, user_id, settings, defaults, self.models)
+        panel = SettingsPanel(self.bot, self.store, user_id, settings, defaults, self.bot.models)
         await interaction.response.send_message(embed=panel.embed(), view=panel, ephemeral=True)
 
 

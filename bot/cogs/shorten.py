@@ -6,8 +6,9 @@ struck, the shorter prompts listed) with buttons 1-5 and Show Details. A worker 
 analysis (a SHORTEN job: MiniLM, no images, ``worker.tasks``) and stores it as shorten.json;
 ``bot.delivery`` turns it into the message.
 
-    /shorten        parse, then launch one SHORTEN job as /imagine launches its jobs
-                    (the server's policy, the user's limits)
+    /shorten        parse (image links: Discord's attachments only, as for /imagine), then
+                    launch one SHORTEN job as /imagine launches its jobs (the server's policy,
+                    the user's limits)
     1-5             an IMAGINE job of that shorter prompt, keeping the prompt's parameters
                     (--ar, --no, --seed, ...), as Midjourney does
     Show Details    every analyzed word's influence; only the presser sees it
@@ -21,7 +22,6 @@ refused. One press makes one job (``--repeat`` is for /imagine).
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 from typing import TYPE_CHECKING, Any
@@ -31,13 +31,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import custom_ids, render, replies, store
+from bot.attachments import check_links
 from bot.cogs.buttons import Button, JobButton
-from bot.launch import launch, requester_for
+from bot.launch import answering_failures, launch, requester_for
 from imagine.constants import MAX_PROMPT_CHARS
 from imagine.diagnostics import ShortenResult
 from imagine.errors import ImagineError, InvalidPrompt, JobNotFound, quote
 from imagine.jobs import Job, JobKind, JobStatus
-from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 from imagine.queue import JobState
 from imagine.request import ImagineRequest, Params, SubPrompt
@@ -45,8 +45,6 @@ from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
-
-log = logging.getLogger(__name__)
 
 
 # --- the jobs -----------------------------------------------------------------------------------
@@ -113,7 +111,6 @@ async def analysis_of(bot: ImagineBot, state: JobState) -> ShortenResult:
 class ShortenCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.models = sorted(load_model_specs(bot.settings.models_config))
 
     @app_commands.command(name="shorten")
     @app_commands.describe(prompt="The prompt to analyze: text --parameters")
@@ -122,20 +119,16 @@ class ShortenCog(commands.Cog):
     ) -> None:
         """Which words of a prompt matter, and shorter prompts to imagine."""
         try:
-            request = one_prompt(parse(prompt, models=self.models))
+            request = one_prompt(parse(prompt, models=self.bot.models))
+            check_links([request], self.bot.settings.attachment_origins)  # its shorter prompts keep them
             settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
         job = shorten_job(request, default_model=self.bot.settings.default_model, interaction=interaction,
-                          settings=settings, models=self.models)
-        try:
+                          settings=settings, models=self.bot.models)
+        async with answering_failures(interaction, "/shorten"):
             await launch(self.bot, interaction, [job])
-        except discord.HTTPException as exc:
-            log.warning("interaction %s: Discord refused a reply: %s", interaction.id, exc)
-        except Exception:
-            log.exception("interaction %s: /shorten crashed", interaction.id)
-            await replies.notice(interaction, replies.something_went_wrong("/shorten"))
 
 
 # --- the buttons under its result ---------------------------------------------------------------
