@@ -123,3 +123,20 @@ async def view_attached(bot: ImagineBot, message_id: int) -> None:
     ``message_id``. It does so after reading the callback's answer, which the fake records first:
     a press fed before that finds no view (a race of the harness, not of Discord)."""
     await wait_until(lambda: message_id in bot._connection._view_store._views)
+
+
+async def refusals(bot: ImagineBot, fake: FakeDiscord, command: str, cases: dict[str, str]) -> list[str]:
+    """Run ``/command prompt:`` for each prompt of ``cases`` (prompt -> expected title); each must
+    be answered with one ephemeral red embed of that title. Returns the embeds' descriptions."""
+    before = len(fake.find("POST", r"/callback$"))
+    for n, prompt in enumerate(cases, start=1):
+        feed(bot, fake.slash(command, prompt=prompt))
+        await fake.wait_for("POST", r"/callback$", count=before + n)
+    descriptions = []
+    for callback, (prompt, title) in zip(fake.find("POST", r"/callback$")[before:], cases.items(), strict=True):
+        data = callback.json["data"]
+        assert callback.json["type"] == 4 and data["flags"] == 64, prompt
+        [embed] = data["embeds"]
+        assert (embed["title"], embed["color"]) == (title, 16711680) and embed["description"], prompt
+        descriptions.append(embed["description"])
+    return descriptions

@@ -92,7 +92,7 @@ class FakeDiscord:
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._handle)
-        self._runner, self.port = await _serve(app)
+        self._runner, self.port = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -291,7 +291,7 @@ async def _read_body(request: web.Request) -> tuple[Any, list[Upload]]:
     return (json.loads(raw) if raw else None), []
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, int]:
+async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on a free local port; returns its runner (to clean up) and the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -320,7 +320,7 @@ class FakeGateway:
     async def __aenter__(self) -> FakeGateway:
         app = web.Application()
         app.router.add_get("/", self._socket)
-        self._runner, self.port = await _serve(app)
+        self._runner, self.port = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 from bot.attachments import check_image, check_size, check_url, fetch_image
 from imagine.constants import MAX_IMAGE_BYTES
 from imagine.errors import InvalidImage, InvalidLink, RetryableError, UserError
+from tests.discord_stub import serve as serve_app
 
 
 def encoded(fmt: str, size: tuple[int, int] = (48, 32), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
@@ -88,11 +89,8 @@ async def cdn() -> AsyncIterator[Cdn]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.origin = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await serve_app(app)
+    state.origin = f"http://127.0.0.1:{port}"
     yield state
     await runner.cleanup()
 

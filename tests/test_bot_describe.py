@@ -18,10 +18,10 @@ from PIL import Image
 
 from imagine.describe import DescribeResult, upload_key
 from imagine.jobs import JobKind, JobStatus
-from imagine.settings import Settings
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
 from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord, snowflake
-from worker import worker as worker_mod
+from tests.discord_stub import serve as serve_app
+from tests.worker_fixtures import work_off, worker_settings
 from worker.clip_score import ClipScorer
 from worker.describe import Describer, PhraseList
 from worker.models import LoadedModel
@@ -48,11 +48,8 @@ async def cdn() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await serve_app(app)
+    yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
 
 
@@ -63,20 +60,9 @@ def describer(clip: ClipScorer) -> Describer:
 
 @pytest.fixture
 def run_worker(redis_server, redis_conn, tiny: LoadedModel, describer: Describer, model_cache: Path) -> RunWorker:
-    """Work off every queued job with the real worker (burst), in the main thread (RQ installs
-    signal handlers): it blocks the bot's loop for its second, as a worker elsewhere would not."""
-    settings = Settings(_env_file=None, redis_url=redis_server.url, model_cache_dir=model_cache,  # type: ignore[call-arg]
-                        torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=1.0)
-
-    def work() -> None:
-        rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast", "relax"], settings,
-                                                describers={"tiny": describer})
-        try:
-            rq_worker.work(burst=True, logging_level="ERROR")
-        finally:
-            heartbeat.stop()
-
-    return work
+    """Work off every queued job with the real worker (``work_off``)."""
+    settings = worker_settings(redis_server.url, model_cache)
+    return lambda: work_off(redis_conn, {"tiny": tiny}, settings, describers={"tiny": describer})
 
 
 def describe(fake: FakeDiscord, url: str, filename: str = "red.png", size: int = 1234) -> dict[str, Any]:

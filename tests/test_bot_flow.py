@@ -12,7 +12,7 @@ from typing import Any
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import DELIVERIES, JobQueue
-from tests.bot_harness import FakeWorker, feed, running_bot, view_attached, wait_until
+from tests.bot_harness import FakeWorker, feed, refusals, running_bot, view_attached, wait_until
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
@@ -124,15 +124,7 @@ async def test_invalid_prompts_answer_ephemeral_red_embeds(redis_server, redis_c
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         cases = {"a cat --aspct 2:3": "Invalid parameter", "a::-2 b": "Invalid prompt",
                  "http://example.com/a.png a cat": "Invalid link", "a cat --v nope": "Invalid parameter"}
-        for n, prompt in enumerate(cases, start=1):
-            feed(bot, fake.slash("imagine", prompt=prompt))
-            await fake.wait_for("POST", r"/callback$", count=n)
-        for callback, (prompt, title) in zip(fake.find("POST", r"/callback$"), cases.items(), strict=True):
-            data = callback.json["data"]
-            assert callback.json["type"] == 4 and data["flags"] == 64, prompt
-            [embed] = data["embeds"]
-            assert embed["title"] == title and embed["color"] == 16711680 and embed["description"]
-        refusal = data["embeds"][0]["description"]  # the parser's message, as is
+        *_, refusal = await refusals(bot, fake, "imagine", cases)  # the parser's message, as is
         assert refusal.startswith("`--v nope` is not one of our models; `--v` takes ") and "`tiny`" in refusal
         assert FakeWorker(redis_conn).open_jobs() == []
 
@@ -326,6 +318,13 @@ async def test_info_lists_your_jobs_and_show_reposts_a_result(redis_server, redi
         [*_, other, bad] = await fake.wait_for("POST", r"/callback$", count=7)
         assert other.json["data"]["embeds"][0]["title"] == "Not your job"
         assert bad.json["data"]["embeds"][0]["title"] == "Job not found"
+
+        for key in redis_conn.scan_iter(f"imagine:artifact:{job_id}/*"):  # the images expired
+            redis_conn.delete(key)
+        feed(bot, fake.slash("show", job_id=job_id))
+        [*_, expired] = await fake.wait_for("POST", r"/callback$", count=8)
+        assert expired.json["data"]["flags"] == 64 and not expired.files  # told privately, not posted as failed
+        assert expired.json["data"]["embeds"][0]["title"] == "Images expired"
 
 
 

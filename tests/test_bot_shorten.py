@@ -16,11 +16,10 @@ from bot import render
 from imagine.constants import KEY_PREFIX
 from imagine.diagnostics import MAX_INFLUENCE_WORDS, ShortenResult, WordInfluence, escape_markdown
 from imagine.jobs import JobKind, JobStatus
-from imagine.settings import Settings
 from imagine.user_settings import UserSettingsStore
-from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.bot_harness import FakeWorker, feed, refusals, running_bot, wait_until
 from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord
-from worker import worker as worker_mod
+from tests.worker_fixtures import work_off, worker_settings
 from worker.diagnostics import Diagnostician
 from worker.models import LoadedModel
 
@@ -36,21 +35,9 @@ RunWorker = Callable[[], None]
 @pytest.fixture
 def run_worker(redis_server, redis_conn, tiny: LoadedModel, diagnostician: Diagnostician,
                model_cache: Path) -> RunWorker:
-    """Work off every queued job with the real worker (burst). RQ installs signal handlers, so it
-    runs in the main thread: it blocks the bot's event loop for its second or so, as a worker
-    process elsewhere would not, but the bot has nothing to do meanwhile."""
-    settings = Settings(_env_file=None, redis_url=redis_server.url, model_cache_dir=model_cache,  # type: ignore[call-arg]
-                        torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=1.0)
-
-    def work() -> None:
-        rq_worker, heartbeat = worker_mod.build(redis_conn, {"tiny": tiny}, ["fast", "relax"], settings,
-                                                diagnosticians={"tiny": diagnostician})
-        try:
-            rq_worker.work(burst=True, logging_level="ERROR")
-        finally:
-            heartbeat.stop()
-
-    return work
+    """Work off every queued job with the real worker (``work_off``)."""
+    settings = worker_settings(redis_server.url, model_cache)
+    return lambda: work_off(redis_conn, {"tiny": tiny}, settings, diagnosticians={"tiny": diagnostician})
 
 
 def custom_ids_of(message: dict[str, Any]) -> list[str]:
@@ -92,17 +79,11 @@ async def test_shorten_is_registered_with_a_valid_prompt_option(redis_server, re
 async def test_an_invalid_prompt_gets_an_ephemeral_red_error(redis_server, redis_conn) -> None:
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         cases = {"a cat --aspct 2:3": "Invalid parameter", "a::-2 b": "Invalid prompt",
-                 "a {red, green} bird": "Invalid prompt", "hot:: dog": "Invalid prompt"}
-        for n, prompt in enumerate(cases, start=1):
-            feed(bot, fake.slash("shorten", prompt=prompt))
-            await fake.wait_for("POST", r"/callback$", count=n)
-        for callback, (prompt, title) in zip(fake.find("POST", r"/callback$"), cases.items(), strict=True):
-            data = callback.json["data"]
-            assert callback.json["type"] == 4 and data["flags"] == 64, prompt
-            [embed] = data["embeds"]
-            assert (embed["title"], embed["color"]) == (title, 16711680) and embed["description"], prompt
-        permutations, multi = (c.json["data"]["embeds"][0]["description"] for c in fake.find("POST", r"/callback$")[2:])
+                 "a {red, green} bird": "Invalid prompt", "hot:: dog": "Invalid prompt",
+                 "https://example.com/a.png a cat": "Invalid link"}  # its buttons would imagine the link
+        _, _, permutations, multi, link = await refusals(bot, fake, "shorten", cases)
         assert "makes 2 with its permutations" in permutations and "multi-prompt (`::`)" in multi
+        assert "example.com" in link
         assert FakeWorker(redis_conn).open_jobs() == []
 
 

@@ -25,7 +25,7 @@ from imagine.queue import JobQueue
 from imagine.settings import Settings
 from tests.helpers import make_job
 from tests.test_attachments import encoded, png_claiming
-from worker import worker as worker_mod
+from tests.worker_fixtures import work_off, worker_settings
 from worker.clip_score import ClipScorer
 from worker.describe import Describer, PhraseList, ShapesRanker, load_describers, open_upload, shapes_phrases
 from worker.models import LoadedModel
@@ -173,18 +173,12 @@ def tiny_describer(clip: ClipScorer) -> Describer:
 
 
 def run_worker(conn: redis.Redis, tiny: LoadedModel, describer: Describer, settings: Settings) -> None:
-    rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny}, ["fast", "relax"], settings,
-                                            describers={"tiny": describer})
-    try:
-        rq_worker.work(burst=True, logging_level="ERROR")
-    finally:
-        heartbeat.stop()
+    work_off(conn, {"tiny": tiny}, settings, describers={"tiny": describer})
 
 
 @pytest.fixture
 def settings(redis_server, model_cache: Path) -> Settings:
-    return Settings(_env_file=None, redis_url=redis_server.url, model_cache_dir=model_cache,  # type: ignore[call-arg]
-                    torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=1.0)
+    return worker_settings(redis_server.url, model_cache)
 
 
 def test_a_describe_job_reads_its_upload_and_stores_prompts_and_the_image_as_shown(

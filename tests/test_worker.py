@@ -30,6 +30,7 @@ from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 from tests.helpers import make_job
+from tests.worker_fixtures import work_off
 from worker import worker as worker_mod
 from worker.models import LOAD_COUNT, LoadedModel
 from worker.shapes.checker import read
@@ -54,12 +55,8 @@ def jq(redis_conn: redis.Redis) -> JobQueue:
 
 
 def work(conn: redis.Redis, tiny_model: LoadedModel, settings: Settings, **runtime: Any) -> None:
-    """A real RQ SimpleWorker over our queues, in burst mode, with the session's tiny model."""
-    rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny_model}, ["fast", "relax"], settings, **runtime)
-    try:
-        rq_worker.work(burst=True, logging_level="ERROR")
-    finally:
-        heartbeat.stop()
+    """The real worker, in burst mode, with the session's tiny model."""
+    work_off(conn, {"tiny": tiny_model}, settings, **runtime)
 
 
 def image(conn: redis.Redis, key: str) -> Image.Image:

@@ -8,16 +8,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import torch
 
 from imagine.jobs import Job, JobKind, Requester
 from imagine.request import ImagineRequest, Params, SubPrompt
+from imagine.settings import Settings
 from worker.clip_score import TINY_CLIP, ClipScorer
 from worker.diagnostics import Diagnostician
 from worker.models import BUILTIN_SPECS, LoadedModel, load_model
 from worker.semantic import SemanticEncoder
+from worker.worker import build
 
 
 @pytest.fixture(scope="session")
@@ -100,3 +104,20 @@ def clip(model_cache: Path) -> ClipScorer:
 @pytest.fixture(scope="session")
 def diagnostician(semantic: SemanticEncoder, clip: ClipScorer) -> Diagnostician:
     return Diagnostician(semantic, clip, model="tiny")
+
+
+def worker_settings(redis_url: str, model_cache: Path) -> Settings:
+    """Settings of a test worker: the private Redis, one torch thread, a quick heartbeat."""
+    return Settings(_env_file=None, redis_url=redis_url, model_cache_dir=model_cache,  # type: ignore[call-arg]
+                    torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=1.0)
+
+
+def work_off(conn: redis.Redis, models: dict[str, LoadedModel], settings: Settings, **runtime: Any) -> None:
+    """Work off every queued job with the real worker: an RQ SimpleWorker over our queues in
+    burst mode. RQ installs signal handlers, so it runs in the main thread (in a bot test it
+    blocks the bot's loop for its second or so, as a worker process elsewhere would not)."""
+    rq_worker, heartbeat = build(conn, models, ["fast", "relax"], settings, **runtime)
+    try:
+        rq_worker.work(burst=True, logging_level="ERROR")
+    finally:
+        heartbeat.stop()
