@@ -137,13 +137,12 @@ def _write_outputs(jq: JobQueue, store, jobs: list[Job], out: Path) -> int:  # t
             error = result.error if result else None
             console.print(f"[red]{job.id}: {state.status.value}[/] {error.message if error else ''}", highlight=False)
         else:
-            keys = result.images + ((result.grid,) if result.grid else ())
-            if result.diagnostics:  # diagnostics.json, and its chart drawn here, beside the images
-                keys += (result.diagnostics,)
-                diag = Diagnostics.model_validate_json(store.get(result.diagnostics))
-                (target / "chart.png").write_bytes(render_chart(diag))
+            keys = result.images + tuple(k for k in (result.grid, result.diagnostics) if k)
             for key in keys:
-                (target / key.split("/", 1)[1]).write_bytes(store.get(key))
+                data = store.get(key)
+                (target / key.split("/", 1)[1]).write_bytes(data)
+                if key == result.diagnostics:  # diagnostics.json, and its chart drawn here, beside the images
+                    (target / "chart.png").write_bytes(render_chart(Diagnostics.model_validate_json(data)))
         payload = {"job": job.model_dump(mode="json"),
                    "result": result.model_dump(mode="json") if result else None}
         (target / "result.json").write_text(json.dumps(payload, indent=2))

@@ -25,6 +25,10 @@ Family = Literal["tiny", "sd15", "sd-turbo"]
 BUILTIN_TINY = "builtin:tiny"
 """The ``source`` of the embedded model, built by ``worker.tiny`` instead of downloaded."""
 
+BUILTIN_SHAPES = "builtin:shapes"
+"""The ``source`` of the embedded trained model, assembled by ``worker.shapes.model`` from
+``models/shapes`` and MiniLM."""
+
 
 class ModelSpec(BaseModel):
     """A servable model and its generation defaults."""
@@ -32,7 +36,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    source: str  # a Hub id, a local diffusers directory, or "builtin:tiny"
+    source: str  # a Hub id, a local diffusers directory, "builtin:tiny" or "builtin:shapes"
     family: Family
     default_steps: int = Field(ge=1, le=150)  # at --quality 1
     max_steps: int | None = Field(default=None, ge=1)  # distilled models gain nothing past it
@@ -69,7 +73,7 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="shapes",
-            source="builtin:shapes",  # assembled by worker.shapes.model from models/shapes + MiniLM
+            source=BUILTIN_SHAPES,
             family="tiny",
             default_steps=20,
             guidance_scale=4.0,

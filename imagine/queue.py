@@ -99,19 +99,24 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _redis_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn a Redis that is down into a clear RedisUnavailable (never the URL: it may hold a password)."""
+def redis_errors(message: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A decorator that turns a Redis that is down into a clear RedisUnavailable(``message``)
+    (never the URL: it may hold a password)."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise RedisUnavailable(
-                "The job queue (Redis) cannot be reached right now; please try again in a minute."
-            ) from exc
+    def decorate(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise RedisUnavailable(message) from exc
 
-    return wrapper
+        return wrapper
+
+    return decorate
+
+
+_redis_errors = redis_errors("The job queue (Redis) cannot be reached right now; please try again in a minute.")
 
 
 # --- Lua scripts: each runs atomically inside Redis -------------------------------------------
@@ -574,12 +579,14 @@ class JobQueue:
             pipe.hmget(job_key(job_id), "status", "worker", "queue")
         rows = pipe.execute() if ids else []
         alive = {w["name"] for w in self.workers()}
-        settling = grace_s > 0 and any(s == b"running" and w.decode() not in alive for s, w, _ in rows) \
-            and int(self.redis.info("server")["uptime_in_seconds"]) < grace_s
+        orphans = {job_id for job_id, (status, worker, _) in zip(ids, rows, strict=True)
+                   if status == b"running" and worker.decode() not in alive}
+        if orphans and grace_s > 0 and int(self.redis.info("server")["uptime_in_seconds"]) < grace_s:
+            orphans = set()  # Redis has just restarted: their workers have not announced themselves yet
         for job_id, (status, worker, qname) in zip(ids, rows, strict=True):
             if status is None:  # expired
                 self.redis.zrem(OPEN_JOBS, job_id)
-            elif status == b"running" and worker.decode() not in alive and not settling:
+            elif job_id in orphans:
                 err = WorkerLost(
                     "The worker running this job stopped unexpectedly; nothing was delivered. "
                     "Please submit it again."

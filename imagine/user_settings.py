@@ -32,7 +32,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from imagine.constants import KEY_PREFIX, MAX_ASPECT
-from imagine.errors import RedisUnavailable
+from imagine.queue import redis_errors
 from imagine.request import AspectRatio, ImagineRequest, Speed
 
 log = logging.getLogger(__name__)
@@ -130,39 +130,31 @@ def load(raw: bytes | str | None, user_id: str) -> UserSettings:
         return UserSettings()
 
 
+_redis_errors = redis_errors("Your settings cannot be read or saved right now (Redis is down); try again in a minute.")
+
+
 class UserSettingsStore:
     """Reads and writes users' settings in Redis (one GET per read: the /imagine hot path)."""
 
     def __init__(self, connection: redis.Redis) -> None:
         self.redis = connection
 
+    @_redis_errors
     def get(self, user_id: str) -> UserSettings:
-        try:
-            raw = self.redis.get(settings_key(user_id))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _unavailable() from exc
-        return load(raw, user_id)  # type: ignore[arg-type]
+        return load(self.redis.get(settings_key(user_id)), user_id)  # type: ignore[arg-type]
 
+    @_redis_errors
     def set(self, user_id: str, **changes: Any) -> UserSettings:
         """Change some fields (None clears one); a bad value raises pydantic's ValidationError."""
         settings = UserSettings.model_validate({**self.get(user_id).model_dump(), **changes})
-        try:
-            self.redis.set(settings_key(user_id), settings.model_dump_json(exclude_none=True))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _unavailable() from exc
+        self.redis.set(settings_key(user_id), settings.model_dump_json(exclude_none=True))
         return settings
 
+    @_redis_errors
     def reset(self, user_id: str) -> UserSettings:
         """Forget every setting: back to the defaults."""
-        try:
-            self.redis.delete(settings_key(user_id))
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise _unavailable() from exc
+        self.redis.delete(settings_key(user_id))
         return UserSettings()
-
-
-def _unavailable() -> RedisUnavailable:
-    return RedisUnavailable("Your settings cannot be read or saved right now (Redis is down); try again in a minute.")
 
 
 __all__ = ["ASPECTS", "STYLIZE_LEVELS", "UserSettings", "UserSettingsStore", "load", "settings_key"]

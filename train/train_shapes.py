@@ -54,6 +54,7 @@ from worker.shapes import model as components  # noqa: E402
 from worker.shapes.alignment import AlignmentNet  # noqa: E402
 from worker.shapes.checker import read  # noqa: E402
 from worker.shapes.world import Scene, all_scenes, caption, random_scene, render  # noqa: E402
+from worker.text_encoding import pool  # noqa: E402
 
 ASPECTS = ((80, 48), (48, 80), (96, 48), (48, 96))  # --ar 16:9 / 3:2, 9:16 / 2:3, 2:1, 1:2 at base 64
 CAPTION_DROPOUT = 0.1
@@ -108,8 +109,7 @@ def encode(bert, ids: torch.Tensor, masks: torch.Tensor, device) -> tuple[torch.
             h = bert(input_ids=ids[i : i + 256].to(device), attention_mask=masks[i : i + 256].to(device))
             h = h.last_hidden_state.float().cpu()
             hidden[i : i + 256] = h.half()
-            m = masks[i : i + 256].unsqueeze(-1).float()
-            means[i : i + 256] = (h * m).sum(1) / m.sum(1)
+            means[i : i + 256] = pool(h, masks[i : i + 256], "mean")
     bert.to("cpu")
     return hidden, means
 
@@ -309,10 +309,10 @@ def train_unet(steps: int, seed: int, device, latents, captions: Captions, batch
         return time.perf_counter()
     while step < total:
         size = (64, 64) if rng.random() < 0.75 else rng.choice(ASPECTS)
-        pool = latents[size]
+        at_size = latents[size]
         idx = torch.tensor([rng.randrange(n_scenes * CAPTIONS_PER_SCENE) for _ in range(batch)], device=device)
-        variant = torch.randint(0, pool.shape[1], (batch,), generator=noise_gen, device=device)
-        x0 = pool[idx // CAPTIONS_PER_SCENE, variant].float()
+        variant = torch.randint(0, at_size.shape[1], (batch,), generator=noise_gen, device=device)
+        x0 = at_size[idx // CAPTIONS_PER_SCENE, variant].float()
         cond = hidden[idx].float()
         drop = torch.rand(batch, generator=noise_gen, device=device) < CAPTION_DROPOUT
         cond = torch.where(drop[:, None, None], empty, cond)
@@ -346,7 +346,7 @@ def train_unet(steps: int, seed: int, device, latents, captions: Captions, batch
     seconds = time.perf_counter() - start
     return ema.cpu().eval(), {
         "steps": total, "batch": batch, "lr": lr, "cross_attention_from": cross_attention_from,
- "steps_per_s": round(total / seconds, 3),
+        "steps_per_s": round(total / seconds, 3),
         "final_loss": torch.stack(losses[-200:]).mean().item(), "ema": 0.999,
         "caption_dropout": CAPTION_DROPOUT, "min_snr_gamma": 5.0,
     }

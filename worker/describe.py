@@ -18,7 +18,7 @@ phrase's, both L2-normalized by the ranking model (CLIP, or the ``shapes`` model
 For the ``shapes`` model the phrases come from its world's vocabulary (``shapes_phrases``:
 colour and shape, position, background) and its contrastive aligner ranks them; every other
 model uses CLIP (``worker.clip_score``) and the shipped list. ``load_describers`` builds one
-``Describer`` per served model at worker start, sharing the diagnostics' CLIP where loaded.
+``Describer`` per served model at worker start on ``load_rankers``' rankers, the diagnostics' own.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,15 +34,15 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from imagine.artifacts import ArtifactStore, artifact_key
+from imagine.artifacts import ArtifactStore
 from imagine.constants import MAX_IMAGE_PIXELS
 from imagine.describe import SHOWN_SIDE, SUGGESTIONS, DescribeResult, Suggestion, aspect_of, upload_key
 from imagine.errors import InvalidImage, JobNotFound
+from imagine.model_specs import BUILTIN_SHAPES
 from worker.clip_score import ClipScorer, clip_source_for
 from worker.models import LoadedModel
 from worker.shapes.alignment import ShapesAligner, to_pixels
-from worker.shapes.model import BUILTIN_SHAPES
-from worker.shapes.world import COLOURS, COLS, ROWS, SHAPES
+from worker.shapes.world import COLOURS, COLS, ROWS, SHAPES, article
 
 PHRASES_PATH = Path(__file__).parent / "data" / "describe_phrases.txt"
 """The phrase list CLIP ranks (categories in brackets, one phrase a line)."""
@@ -52,6 +52,9 @@ SUBJECTS = 6
 
 MODIFIERS = 2
 """Phrases kept per modifier category (medium, style, lighting) for the prompt ranking."""
+
+MAX_RANKED_ASPECT = 16
+"""An image longer than this (either way) is ranked on its middle part (``_middle``)."""
 
 FORBIDDEN = ("--", "—", "::", "{", "}", "<", ">", "://")
 """Prompt syntax a phrase may not contain: a suggestion must parse as the plain text it shows."""
@@ -109,9 +112,6 @@ class PhraseList:
 def shapes_phrases() -> PhraseList:
     """The ``shapes`` world's vocabulary as phrases its aligner was trained on: "a red circle",
     "in the top left corner", "on a blue background"."""
-    def article(word: str) -> str:
-        return "an" if word[0] in "aeiou" else "a"
-
     def position(row: str, col: str) -> str:
         if (row, col) == ("middle", "center"):
             return "in the middle"
@@ -130,7 +130,7 @@ def shapes_phrases() -> PhraseList:
 
 class ShapesRanker:
     """The ``shapes`` model's aligner as a ``Ranker``: images at 64 x 64, texts as MiniLM's
-    mean-pooled vectors (``ShapesAligner.text_vectors``, batched) through its head."""
+    mean-pooled vectors (``ShapesAligner.text_vectors``) through its head."""
 
     trained = True
 
@@ -140,16 +140,7 @@ class ShapesRanker:
 
     @torch.inference_mode()
     def text_features(self, texts: list[str]) -> torch.Tensor:
-        encoder = self.aligner.text_encoder
-        tokens = [encoder.tokenize(text) for text in texts]
-        if any(t.n_chunks > 1 for t in tokens):  # longer than the window: the aligner's own path
-            return self.aligner.net.text_features(self.aligner.text_vectors(texts))
-        ids = torch.cat([t.chunk_ids for t in tokens]).to(encoder.model.device)
-        mask = torch.cat([t.attention_mask for t in tokens]).to(encoder.model.device)
-        hidden = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        real = mask.unsqueeze(-1).float()
-        vectors = ((hidden * real).sum(1) / real.sum(1)).cpu()  # the mean over [CLS], tokens, [SEP]
-        return self.aligner.net.text_features(vectors)
+        return self.aligner.net.text_features(self.aligner.text_vectors(texts))
 
     @torch.inference_mode()
     def image_features(self, images: list[Image.Image]) -> torch.Tensor:
@@ -171,7 +162,7 @@ class Describer:
     def describe(self, image: Image.Image) -> DescribeResult:
         """Four prompts for ``image``, best first (module docstring)."""
         # 1. The image's vector, and every phrase's score against it.
-        vector = self.ranker.image_features([image.convert("RGB")])[0]
+        vector = self.ranker.image_features([_middle(image)])[0]
         best = {name: self._best(name, vector, SUBJECTS if i == 0 else MODIFIERS)
                 for i, name in enumerate(self.phrases.categories)}
         # 2. Whole prompts from the best phrases, ranked again as sentences.
@@ -192,6 +183,18 @@ class Describer:
         scores = self.features[category] @ vector
         top = scores.topk(min(k, len(scores))).indices.tolist()
         return [self.phrases.categories[category][i] for i in top]
+
+
+def _middle(image: Image.Image) -> Image.Image:
+    """``image``, or its middle ``MAX_RANKED_ASPECT``:1 part when it is longer than that. A ranker
+    scales the short side up to its input (CLIP: 224 px), which would make an upload of 1 x 40
+    million pixels gigabytes; CLIP looks at the centre square only, which the crop keeps."""
+    width, height = image.size
+    keep_w, keep_h = min(width, MAX_RANKED_ASPECT * height), min(height, MAX_RANKED_ASPECT * width)
+    if (keep_w, keep_h) == (width, height):
+        return image
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    return image.crop((left, top, left + keep_w, top + keep_h))
 
 
 def _pick(ranked: Sequence[tuple[float, tuple[str, ...]]], n: int,
@@ -230,44 +233,55 @@ def open_upload(data: bytes) -> Image.Image:
         raise InvalidImage("The image could not be read; upload a PNG, JPEG, WebP or GIF image.") from None
 
 
-def describe_upload(describer: Describer, artifacts: ArtifactStore, job_id: str) -> tuple[str, DescribeResult]:
-    """A DESCRIBE job's work: its uploaded image (``upload_key``) described, stored as describe.json
-    beside the image as the result shows it (image.png); returns describe.json's key and the result."""
+def read_upload(artifacts: ArtifactStore, job_id: str) -> Image.Image:
+    """A DESCRIBE job's uploaded image (``upload_key``), decoded by ``open_upload``."""
     try:
-        image = open_upload(artifacts.get(upload_key(job_id)))
+        data = artifacts.get(upload_key(job_id))
     except KeyError:
         raise JobNotFound("The uploaded image is no longer stored; run /describe again.") from None
+    return open_upload(data)
+
+
+def as_shown(image: Image.Image) -> Image.Image:
+    """``image`` scaled down to at most ``SHOWN_SIDE`` pixels a side, as the result shows it."""
     shown = image.copy()
     shown.thumbnail((SHOWN_SIDE, SHOWN_SIDE))
-    buf = io.BytesIO()
-    shown.save(buf, format="PNG", compress_level=1)
-    result = describer.describe(image).model_copy(
-        update={"image": artifacts.put(artifact_key(job_id, "image.png"), buf.getvalue())})
-    return artifacts.put(artifact_key(job_id, "describe.json"), result.model_dump_json().encode()), result
+    return shown
+
+
+def load_rankers(models: dict[str, LoadedModel], *, cache_dir: Path, clip_model: str = "",
+                 loaded: Mapping[str, ClipScorer | ShapesRanker] | None = None) -> dict[str, ClipScorer | ShapesRanker]:
+    """Each served model's image-text model, loaded once per worker and shared by the models it
+    ranks: the ``shapes`` model's own aligner, every other model's CLIP (``clip_source_for``).
+    ``loaded``: rankers already loaded, by model name, reused."""
+    def source(model: LoadedModel) -> str:
+        return BUILTIN_SHAPES if model.spec.source == BUILTIN_SHAPES else clip_source_for(model.spec, clip_model)
+
+    by_source = {source(models[name]): ranker for name, ranker in (loaded or {}).items() if name in models}
+    rankers = {}
+    for name, model in models.items():
+        key = source(model)
+        if key not in by_source:
+            by_source[key] = (ShapesRanker(ShapesAligner.load(text_encoder=model.text_encoder)) if key == BUILTIN_SHAPES
+                              else ClipScorer.load(key, cache_dir=cache_dir, device=model.device))
+        rankers[name] = by_source[key]
+    return rankers
 
 
 def load_describers(models: dict[str, LoadedModel], *, cache_dir: Path, clip_model: str = "",
-                    clips: dict[str, ClipScorer] | None = None) -> dict[str, Describer]:
-    """One ``Describer`` per served model, sharing the ranker and the phrase vectors between models
-    ranked by the same CLIP; ``clips``: CLIP scorers already loaded (the diagnostics'), by model."""
+                    clips: Mapping[str, ClipScorer | ShapesRanker] | None = None) -> dict[str, Describer]:
+    """One ``Describer`` per served model (``load_rankers``; ``clips``: rankers already loaded, the
+    diagnostics', by model), shared with the ranker and its phrase vectors between the models ranked
+    by the same one."""
     describers: dict[str, Describer] = {}
-    by_source: dict[str, Describer] = {}
-    generic: PhraseList | None = None
-    for name, model in models.items():
-        if model.spec.source == BUILTIN_SHAPES:
-            ranker = (clips or {}).get(name)  # the diagnostics' aligner, when loaded
-            if not isinstance(ranker, ShapesRanker):
-                ranker = ShapesRanker(ShapesAligner.load(text_encoder=model.text_encoder))
-            describers[name] = Describer(ranker, shapes_phrases())
-            continue
-        source = clip_source_for(model.spec, clip_model)
-        if source not in by_source:
-            clip = (clips or {}).get(name) or ClipScorer.load(source, cache_dir=cache_dir, device=model.device)
-            generic = generic or PhraseList.load()
-            by_source[source] = Describer(clip, generic)
-        describers[name] = by_source[source]
+    by_ranker: dict[int, Describer] = {}
+    for name, ranker in load_rankers(models, cache_dir=cache_dir, clip_model=clip_model, loaded=clips).items():
+        if id(ranker) not in by_ranker:
+            phrases = shapes_phrases() if isinstance(ranker, ShapesRanker) else PhraseList.load()
+            by_ranker[id(ranker)] = Describer(ranker, phrases)
+        describers[name] = by_ranker[id(ranker)]
     return describers
 
 
-__all__ = ["Describer", "PhraseList", "Ranker", "ShapesRanker", "describe_upload", "load_describers", "open_upload",
-           "shapes_phrases"]
+__all__ = ["Describer", "PhraseList", "Ranker", "ShapesRanker", "as_shown", "load_describers", "load_rankers",
+           "open_upload", "read_upload", "shapes_phrases"]

@@ -20,8 +20,8 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
-from imagine.model_specs import BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
-from worker.shapes.model import BUILTIN_SHAPES, ensure_shapes_model
+from imagine.model_specs import BUILTIN_SHAPES, BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
+from worker.shapes.model import ensure_shapes_model
 from worker.text_encoding import TextEncoder
 from worker.tiny import ensure_tiny_model
 
@@ -79,14 +79,12 @@ def load_model(
     start = time.perf_counter()
     diffusers_logging.disable_progress_bar()  # loading bars would bury the worker's own log
     transformers_logging.disable_progress_bar()
-    builtins = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
-    source = str(builtins[spec.source](cache_dir)) if spec.source in builtins else spec.source
     pipe = StableDiffusionPipeline.from_pretrained(
-        source,
+        model_source(spec, cache_dir),
         dtype=dtype,
         safety_checker=None,
         requires_safety_checker=False,
-        local_files_only=_hub_offline(),
+        local_files_only=hub_offline(),
     )
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -113,5 +111,17 @@ def load_model(
     )
 
 
-def _hub_offline() -> bool:
+_EMBEDDED = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
+"""The embedded models' builders, by ``source``: each makes a diffusers directory under the cache."""
+
+
+def model_source(spec: ModelSpec, cache_dir: Path) -> str:
+    """What ``from_pretrained`` loads for ``spec``: its Hub id or directory, or the embedded model's
+    directory, built under ``cache_dir`` first if it is not there."""
+    build = _EMBEDDED.get(spec.source)
+    return str(build(Path(cache_dir))) if build else spec.source
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for local files only."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")

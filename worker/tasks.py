@@ -25,7 +25,7 @@ from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
-from worker.describe import Describer, describe_upload
+from worker.describe import Describer, as_shown, read_upload
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
@@ -150,7 +150,7 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     if job.kind is JobKind.SHORTEN:
         return _shorten(rt, job, redis_calls)
     if job.kind is JobKind.DESCRIBE:
-        return _describe(rt, job)
+        return _describe(rt, job, redis_calls)
     t_start = time.perf_counter()
     # 1. The model (loaded at worker start; routing guarantees we serve it).
     model = rt.models[job.model]
@@ -197,13 +197,20 @@ def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
                      timings={"total": time.perf_counter() - t0})
 
 
-def _describe(rt: WorkerRuntime, job: Job) -> JobResult:
-    """/describe: four prompts for the uploaded image (``worker.describe``); no generation."""
+def _describe(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
+    """/describe: four prompts for the uploaded image (``worker.describe``); no generation. Stored
+    as describe.json (the result's diagnostics key) beside the image as the result shows it (image.png)."""
     t0 = time.perf_counter()
     describer = rt.describers.get(job.model)
     if describer is None:
         raise RuntimeError(f"this worker has no describer for model {job.model}, so it cannot /describe")
-    key, result = describe_upload(describer, rt.artifacts, job.id)
+    image = redis_calls.must("reading its upload", read_upload, rt.artifacts, job.id)
+    result = describer.describe(image)
+    shown = redis_calls.must("storing its image", rt.artifacts.put,
+                             artifact_key(job.id, "image.png"), png(as_shown(image)))
+    result = result.model_copy(update={"image": shown})
+    key = redis_calls.must("storing its prompts", rt.artifacts.put,
+                           artifact_key(job.id, "describe.json"), result.model_dump_json().encode())
     return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, width=result.width, height=result.height,
                      worker=rt.name, timings={"total": time.perf_counter() - t0})
 

@@ -31,16 +31,14 @@ from imagine.queue import JobQueue, queue_name
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker import tasks
-from worker.clip_score import clip_source_for
-from worker.describe import Describer, ShapesRanker, load_describers
+from worker.clip_score import ClipScorer
+from worker.describe import Describer, ShapesRanker, load_describers, load_rankers
 from worker.diagnostics import Diagnostician
 from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
 from worker.safety import OutputFilter
 from worker.semantic import SemanticEncoder
-from worker.shapes.alignment import ShapesAligner
-from worker.shapes.model import BUILTIN_SHAPES
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +72,28 @@ def load_models(names: list[str], settings: Settings) -> dict[str, LoadedModel]:
     return models
 
 
-def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel]) -> dict[str, Diagnostician]:
-    """The diagnostics' encoders, loaded once: MiniLM shared by every model, one CLIP scorer each."""
+def load_rankers_for(settings: Settings, models: dict[str, LoadedModel]) -> dict[str, ClipScorer | ShapesRanker]:
+    """Each model's image-text model (``worker.describe.load_rankers``), for the diagnostics and /describe."""
+    return load_rankers(models, cache_dir=settings.model_cache_dir, clip_model=settings.clip_model)
+
+
+def load_diagnosticians(settings: Settings, models: dict[str, LoadedModel],
+                        rankers: dict[str, ClipScorer | ShapesRanker] | None = None) -> dict[str, Diagnostician]:
+    """The diagnostics' encoders, loaded once: MiniLM shared by every model, and each model's image
+    scorer (``rankers``, loaded here when not given): a CLIP, or the ``shapes`` model's own aligner."""
     if not settings.diagnostics or not models:
         return {}
     semantic = SemanticEncoder.load(device=next(iter(models.values())).device)
-    out = {}
-    for name, m in models.items():
-        if m.spec.source == BUILTIN_SHAPES:  # scored by its own trained aligner, not a CLIP
-            aligner = ShapesRanker(ShapesAligner.load(text_encoder=m.text_encoder))
-            out[name] = Diagnostician(semantic, aligner, model=name)
-            continue
-        out[name] = Diagnostician.load(m.spec, cache_dir=settings.model_cache_dir, device=m.device,
-                                       semantic=semantic, clip_source=clip_source_for(m.spec, settings.clip_model))
-    return out
+    rankers = rankers if rankers is not None else load_rankers_for(settings, models)
+    return {name: Diagnostician(semantic, rankers[name], model=name) for name in models}
 
 
 def describers_for(settings: Settings, models: dict[str, LoadedModel],
-                   diagnosticians: dict[str, Diagnostician]) -> dict[str, Describer]:
-    """/describe's rankers with their phrase vectors, once per worker (the diagnostics' CLIP reused)."""
+                   rankers: dict[str, ClipScorer | ShapesRanker]) -> dict[str, Describer]:
+    """/describe's rankers (the diagnostics' own) with their phrase vectors, once per worker."""
     t0 = time.perf_counter()
-    clips = {name: d.clip for name, d in diagnosticians.items() if d.clip is not None}
     describers = load_describers(models, cache_dir=settings.model_cache_dir, clip_model=settings.clip_model,
-                                 clips=clips)
+                                 clips=rankers)
     log.info("/describe ready for %s in %.1f s", ", ".join(describers) or "no model", time.perf_counter() - t0)
     return describers
 
@@ -217,10 +214,11 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
     t0 = time.perf_counter()
     loaded = load_models(models, settings)
     log.info("loaded %s in %.1f s", ", ".join(models), time.perf_counter() - t0)
-    diagnosticians = load_diagnosticians(settings, loaded)
+    rankers = load_rankers_for(settings, loaded)
     rq_worker, heartbeat = build(conn, loaded, speeds, settings, name=name, gpu=gpu,
-                                 output_filter=load_output_filter(settings, loaded), diagnosticians=diagnosticians,
-                                 describers=describers_for(settings, loaded, diagnosticians))
+                                 output_filter=load_output_filter(settings, loaded),
+                                 diagnosticians=load_diagnosticians(settings, loaded, rankers),
+                                 describers=describers_for(settings, loaded, rankers))
     metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
     try:

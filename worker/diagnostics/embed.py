@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -18,10 +17,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from imagine.model_specs import BUILTIN_TINY, ModelSpec
-from worker.shapes.model import BUILTIN_SHAPES, ensure_shapes_model
+from imagine.model_specs import ModelSpec
+from worker.models import hub_offline, model_source
 from worker.text_encoding import Pooling, TextEncoder, pool
-from worker.tiny import ensure_tiny_model
 
 Encoder = Literal["minilm", "clip"]
 
@@ -29,9 +27,7 @@ Encoder = Literal["minilm", "clip"]
 def load_generation_encoder(spec: ModelSpec, cache_dir: Path) -> TextEncoder:
     """``spec``'s tokenizer and text encoder alone (no UNet, no VAE)."""
     transformers_logging.disable_progress_bar()  # one-line commands, a quiet worker log
-    builtins = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
-    source = str(builtins[spec.source](cache_dir)) if spec.source in builtins else spec.source
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    source, offline = model_source(spec, cache_dir), hub_offline()
     tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=offline)
     # CLIP's text tower for Stable Diffusion models; MiniLM (BERT) for ``shapes``.
     model = AutoModel.from_pretrained(source, subfolder="text_encoder", local_files_only=offline)

@@ -116,14 +116,19 @@ class ShapesAligner:
         model_dir = Path(model_dir or MODEL_DIR)
         return cls(AlignmentNet.load(model_dir / "alignment"), text_encoder or load_text_encoder(model_dir))
 
+    @torch.inference_mode()
     def text_vectors(self, texts: list[str]) -> torch.Tensor:
-        """t: the mean of MiniLM's token vectors over the real positions, [n, 384]."""
-        vectors = []
-        for text in texts:
-            tokens = self.text_encoder.tokenize(text)
-            hidden = self.text_encoder.encode_tokens(tokens).float().cpu()
-            vectors.append(pool(hidden, tokens.attention_mask.reshape(-1), "mean"))
-        return torch.stack(vectors)
+        """t: the mean of MiniLM's token vectors over the real positions (of all its chunks, for a
+        text longer than the window), [n, 384]. Every chunk of every text in one forward pass."""
+        encoder = self.text_encoder
+        tokens = [encoder.tokenize(text) for text in texts]
+        ids = torch.cat([t.chunk_ids for t in tokens])
+        mask = torch.cat([t.attention_mask for t in tokens])
+        device = encoder.model.device
+        hidden = encoder.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float().cpu()
+        chunks = [t.n_chunks for t in tokens]
+        return torch.stack([pool(h.flatten(0, 1), m.flatten(), "mean")
+                            for h, m in zip(hidden.split(chunks), mask.split(chunks), strict=True)])
 
     @torch.inference_mode()
     def score(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:

