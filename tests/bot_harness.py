@@ -8,22 +8,22 @@ the real JobQueue on a real redis-server.
 from __future__ import annotations
 
 import asyncio
-import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import discord
 import redis
-from PIL import Image
 
 from bot.app import ImagineBot, async_redis
+from bot.store import DELIVERED
 from imagine.artifacts import RedisArtifacts, artifact_key
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
-from imagine.queue import OPEN_JOBS, JobQueue
+from imagine.queue import OPEN_JOBS, JobQueue, job_key
 from imagine.settings import Settings
 from tests.discord_stub import GUILD_ID, TOKEN, FakeDiscord
+from tests.helpers import encoded
 
 
 def settings_for(redis_url: str, **overrides: Any) -> Settings:
@@ -64,9 +64,7 @@ def feed(bot: ImagineBot, payload: dict[str, Any]) -> None:
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
+    return encoded("PNG", size, color)
 
 
 class FakeWorker:
@@ -140,3 +138,42 @@ async def refusals(bot: ImagineBot, fake: FakeDiscord, command: str, cases: dict
         assert (embed["title"], embed["color"]) == (title, 16711680) and embed["description"], prompt
         descriptions.append(embed["description"])
     return descriptions
+
+
+def custom_ids_of(message: dict[str, Any]) -> list[str]:
+    """The custom ids of a message's components, row by row."""
+    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
+
+
+def labels_of(message: dict[str, Any]) -> list[str]:
+    """The labels of a message's buttons, row by row."""
+    return [c["label"] for row in message.get("components", []) for c in row["components"]]
+
+
+def delivered(queue: JobQueue, job_id: str) -> bool:
+    """Whether the bot has posted the job's result (it records the message after Discord took it)."""
+    return bool(queue.redis.hexists(job_key(job_id), DELIVERED))
+
+
+def delivered_message(bot: ImagineBot, fake: FakeDiscord, job_id: str) -> dict[str, Any]:
+    """The job's result message, as the fake stores it."""
+    return fake.message_of(int(bot.queue.redis.hget(job_key(job_id), DELIVERED)))
+
+
+async def run_to_delivery(bot: ImagineBot, fake: FakeDiscord, payload: dict[str, Any],
+                          work: Callable[[str], object]) -> tuple[str, dict[str, Any]]:
+    """Feed ``payload`` (a command that queues one job), wait for its answer, have ``work(job_id)``
+    run the job, and wait until the bot delivered it: returns the job id and the result message."""
+    before, open_before = len(fake.find("POST", r"/callback$")), FakeWorker(bot.queue.redis).open_jobs()
+    feed(bot, payload)
+    await fake.wait_for("POST", r"/callback$", count=before + 1)
+    [job_id] = [j for j in FakeWorker(bot.queue.redis).open_jobs() if j not in open_before]
+    work(job_id)
+    await wait_until(lambda: delivered(bot.queue, job_id))
+    return job_id, delivered_message(bot, fake, job_id)
+
+
+async def finished_job(bot: ImagineBot, fake: FakeDiscord, worker: FakeWorker,
+                       prompt: str = "a lighthouse") -> tuple[str, dict[str, Any]]:
+    """Run /imagine to its delivered grid (``worker.run``); returns the job id and the result message."""
+    return await run_to_delivery(bot, fake, fake.slash("imagine", prompt=prompt), worker.run)

@@ -16,6 +16,8 @@ import itertools
 import json
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,15 +135,16 @@ class FakeDiscord:
     def press(self, custom_id: str, message: dict[str, Any], user_id: int = USER_ID,
               permissions: int = 0) -> dict[str, Any]:
         """A type 3 component interaction: a press of the button ``custom_id`` on ``message``."""
-        payload = self._interaction(3, {"custom_id": custom_id, "component_type": 2}, user_id, permissions)
-        payload["message"] = message
-        self._tokens[payload["token"]]["pressed_message"] = int(message["id"])
-        return payload
+        return self._component({"custom_id": custom_id, "component_type": 2}, message, user_id, permissions)
 
     def choose(self, custom_id: str, values: list[str], message: dict[str, Any], user_id: int = USER_ID,
                permissions: int = 0) -> dict[str, Any]:
         """A type 3 component interaction: ``values`` picked in the string select ``custom_id`` on ``message``."""
         data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        return self._component(data, message, user_id, permissions)
+
+    def _component(self, data: dict[str, Any], message: dict[str, Any], user_id: int,
+                   permissions: int) -> dict[str, Any]:
         payload = self._interaction(3, data, user_id, permissions)
         payload["message"] = message
         self._tokens[payload["token"]]["pressed_message"] = int(message["id"])
@@ -298,6 +301,19 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+@asynccontextmanager
+async def local_origin(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """``handler`` answering every GET on a free local port (a stand-in for Discord's CDN);
+    yields the server's origin, ``http://127.0.0.1:port``."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner, port = await serve(app)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

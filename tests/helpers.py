@@ -2,8 +2,31 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
+
+from PIL import Image
+
 from imagine.jobs import Job, JobKind, Requester
 from imagine.request import ImagineRequest, Params, SubPrompt
+
+
+def encoded(fmt: str, size: tuple[int, int] = (48, 32), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A plain ``colour`` image of ``size`` in the file format ``fmt`` (PNG, JPEG, WEBP, GIF, BMP)."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 def make_job(

@@ -8,8 +8,6 @@ message quotes the file and says what is allowed.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,23 +18,8 @@ from PIL import Image
 from bot.attachments import check_image, check_size, check_url, fetch_image
 from imagine.constants import MAX_IMAGE_BYTES
 from imagine.errors import InvalidImage, InvalidLink, RetryableError, UserError
-from tests.discord_stub import serve as serve_app
-
-
-def encoded(fmt: str, size: tuple[int, int] = (48, 32), colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+from tests.discord_stub import local_origin
+from tests.helpers import encoded, png_claiming
 
 
 @dataclass
@@ -87,12 +70,8 @@ async def cdn() -> AsyncIterator[Cdn]:
         body, content_type = files[request.path]
         return web.Response(body=body, headers={"Content-Type": content_type})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    runner, port = await serve_app(app)
-    state.origin = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with local_origin(serve) as state.origin:
+        yield state
 
 
 async def fetch(cdn: Cdn, path: str, **kwargs: object):  # type: ignore[no-untyped-def]

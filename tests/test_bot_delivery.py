@@ -13,10 +13,11 @@ from PIL import Image
 
 from bot import store
 from imagine.embedded import EmbeddedRedis
-from imagine.jobs import JobStatus
+from imagine.jobs import JobStatus, Requester
 from imagine.queue import DELIVERIES
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
 from tests.discord_stub import CHANNEL_ID, FakeDiscord
+from tests.helpers import make_job
 
 
 async def submit(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a harbour") -> tuple[str, int]:
@@ -219,9 +220,6 @@ async def test_diagnostics_of_a_job_not_from_discord_are_acknowledged_without_wa
     redis_server, redis_conn: redis.Redis
 ) -> None:
     """`imagine run` against the deployment's Redis: nothing to post, nothing to edit, nothing left pending."""
-    from imagine.jobs import Requester
-    from tests.helpers import make_job
-
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job = make_job("a harbour").model_copy(update={"requester": Requester(user_id="cli")})  # no channel

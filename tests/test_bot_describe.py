@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,51 +17,30 @@ from PIL import Image
 
 from imagine.describe import DescribeResult, upload_key
 from imagine.jobs import JobKind, JobStatus
-from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
-from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord, snowflake
-from tests.discord_stub import serve as serve_app
-from tests.worker_fixtures import work_off, worker_settings
-from worker.clip_score import ClipScorer
-from worker.describe import Describer, PhraseList
-from worker.models import LoadedModel
+from tests.bot_harness import FakeWorker, custom_ids_of, feed, labels_of, run_to_delivery, running_bot, wait_until
+from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord, local_origin, snowflake
+from tests.helpers import encoded
+from tests.worker_fixtures import RunWorker
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
 RED = 16711680
 
-RunWorker = Callable[[], None]
 
-
-def image_bytes(size: tuple[int, int] = (96, 64), fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(buf, format=fmt)
-    return buf.getvalue()
+def image_bytes() -> bytes:
+    """What the stand-in CDN serves as /a/red.png: a red 96 x 64 PNG."""
+    return encoded("PNG", (96, 64))
 
 
 @pytest.fixture
 async def cdn() -> AsyncIterator[str]:
-    """A local stand-in for Discord's CDN serving /a/red.png (96 x 64); yields its origin."""
+    """A local stand-in for Discord's CDN serving /a/red.png; yields its origin."""
     async def serve(request: web.Request) -> web.Response:
         if request.path != "/a/red.png":
             raise web.HTTPNotFound()
         return web.Response(body=image_bytes(), headers={"Content-Type": "image/png"})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    runner, port = await serve_app(app)
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
-
-
-@pytest.fixture(scope="module")
-def describer(clip: ClipScorer) -> Describer:
-    return Describer(clip, PhraseList.load())
-
-
-@pytest.fixture
-def run_worker(redis_server, redis_conn, tiny: LoadedModel, describer: Describer, model_cache: Path) -> RunWorker:
-    """Work off every queued job with the real worker (``work_off``)."""
-    settings = worker_settings(redis_server.url, model_cache)
-    return lambda: work_off(redis_conn, {"tiny": tiny}, settings, describers={"tiny": describer})
+    async with local_origin(serve) as origin:
+        yield origin
 
 
 def describe(fake: FakeDiscord, url: str, filename: str = "red.png", size: int = 1234) -> dict[str, Any]:
@@ -76,26 +54,12 @@ def describe(fake: FakeDiscord, url: str, filename: str = "red.png", size: int =
     return payload
 
 
-def custom_ids_of(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
-
-
-def labels_of(message: dict[str, Any]) -> list[str]:
-    return [c["label"] for row in message.get("components", []) for c in row["components"]]
-
-
 async def described(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
                     url: str) -> tuple[str, dict[str, Any], DescribeResult]:
     """/describe to its delivered prompts: the job id, the result message and the result."""
-    feed(bot, describe(fake, url))
-    await fake.wait_for("POST", r"/callback$")
-    job_id = FakeWorker(bot.queue.redis).open_jobs()[-1]
-    run_worker()
-    await wait_until(lambda: bot.queue.redis.hexists(f"imagine:job:{job_id}", "delivered_message_id"))
+    job_id, message = await run_to_delivery(bot, fake, describe(fake, url), lambda _: run_worker())
     result = bot.queue.state(job_id).result
-    message_id = int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id"))
-    prompts = DescribeResult.model_validate_json(bot.artifacts.get(result.diagnostics))
-    return job_id, fake.message_of(message_id), prompts
+    return job_id, message, DescribeResult.model_validate_json(bot.artifacts.get(result.diagnostics))
 
 
 async def test_describe_is_registered_with_a_required_attachment_option(redis_server, redis_conn) -> None:
@@ -170,7 +134,7 @@ async def test_pressing_1_imagines_the_first_prompt_for_the_presser(redis_server
         text, aspect = result.suggestions[0].text.rsplit(" --ar ", 1)
         assert job.kind is JobKind.IMAGINE and job.request.text == text and str(job.request.params.aspect) == aspect
         assert job.model == "tiny" and job.requester.user_id == str(USER_ID)
-        [_, callback] = fake.find("POST", r"/callback$")
+        [_, callback] = await fake.wait_for("POST", r"/callback$", count=2)  # the job is queued before it is answered
         assert callback.json["data"]["content"].startswith(f"**{text} --ar {aspect}** - <@{USER_ID}> (Waiting")
 
 

@@ -11,15 +11,22 @@ from typing import Any
 
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
-from imagine.queue import DELIVERIES, JobQueue
-from tests.bot_harness import FakeWorker, feed, refusals, running_bot, view_attached, wait_until
+from imagine.queue import DELIVERIES
+from tests.bot_harness import (
+    FakeWorker,
+    custom_ids_of,
+    delivered,
+    feed,
+    finished_job,
+    refusals,
+    run_to_delivery,
+    running_bot,
+    view_attached,
+    wait_until,
+)
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
-
-
-def custom_ids_of(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
 
 
 def job_calls(fake: FakeDiscord, since: int) -> list[Any]:
@@ -183,23 +190,6 @@ async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -
         assert len(FakeWorker(redis_conn).open_jobs()) == 6
 
 
-async def finished_job(
-    bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = "a lighthouse"
-) -> tuple[str, dict[str, Any]]:
-    """Run /imagine to its delivered grid; returns the job id and the result message."""
-    feed(bot, fake.slash("imagine", prompt=prompt))
-    await fake.wait_for("POST", r"/callback$")
-    job_id = worker.open_jobs()[-1]
-    worker.run(job_id)
-    await wait_until(lambda: delivered(bot.queue, job_id))
-    message_id = int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id"))
-    return job_id, fake.message_of(message_id)
-
-
-def delivered(queue: JobQueue, job_id: str) -> bool:
-    return bool(queue.redis.hexists(f"imagine:job:{job_id}", "delivered_message_id"))
-
-
 async def test_u_posts_the_image_and_v_vary_upscale_reroll_start_follow_up_jobs(redis_server, redis_conn) -> None:
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
@@ -327,7 +317,6 @@ async def test_info_lists_your_jobs_and_show_reposts_a_result(redis_server, redi
         assert expired.json["data"]["embeds"][0]["title"] == "Images expired"
 
 
-
 async def test_the_guild_s_policy_is_applied_before_queueing(redis_server, redis_conn) -> None:
     guilds = Guilds(redis_conn)
     guilds.ban_words(str(GUILD_ID), "gore")
@@ -349,15 +338,13 @@ async def test_images_the_output_filter_flagged_are_posted_as_spoilers(redis_ser
     """The guild's spoiler policy: the worker marks flagged images; Discord shows SPOILER_ files blurred."""
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
-        feed(bot, fake.slash("imagine", prompt="a lighthouse"))
-        await fake.wait_for("POST", r"/callback$")
-        job_id = worker.open_jobs()[-1]
-        worker.start(job_id)
-        worker.finish(job_id, flagged=(False, True, False, False))
-        await wait_until(lambda: delivered(bot.queue, job_id))
+        def flag_the_second(job_id: str) -> None:
+            worker.start(job_id)
+            worker.finish(job_id, flagged=(False, True, False, False))
+
+        job_id, grid = await run_to_delivery(bot, fake, fake.slash("imagine", prompt="a lighthouse"), flag_the_second)
         final = fake.find("PATCH", r"/messages/@original$")[-1]
         assert [f.filename for f in final.files] == [f"SPOILER_{job_id}_grid.png"]
-        grid = fake.message_of(int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id")))
         for n, name in ((2, f"SPOILER_{job_id}_image_2.png"), (1, f"{job_id}_image_1.png")):
             before = len(fake.find("POST", r"/callback$"))
             feed(bot, fake.press(f"imagine:U:{job_id}:{n}", grid))

@@ -11,9 +11,8 @@ from typing import Any
 from imagine.guilds import Guilds
 from imagine.jobs import Job
 from imagine.user_settings import UserSettings, UserSettingsStore, settings_key
-from tests.bot_harness import FakeWorker, feed, running_bot, view_attached, wait_until
+from tests.bot_harness import FakeWorker, feed, finished_job, running_bot, view_attached, wait_until
 from tests.discord_stub import GUILD_ID, OTHER_USER_ID, USER_ID, FakeDiscord
-from tests.test_bot_flow import finished_job
 
 SELECT, BUTTON = 3, 2
 

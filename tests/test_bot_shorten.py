@@ -6,22 +6,25 @@ the word analysis that the bot then shows with its buttons 1-5.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot import render
 from imagine.constants import KEY_PREFIX
 from imagine.diagnostics import MAX_INFLUENCE_WORDS, ShortenResult, WordInfluence, escape_markdown
 from imagine.jobs import JobKind, JobStatus
 from imagine.user_settings import UserSettingsStore
-from tests.bot_harness import FakeWorker, feed, refusals, running_bot, wait_until
+from tests.bot_harness import (
+    FakeWorker,
+    custom_ids_of,
+    feed,
+    labels_of,
+    refusals,
+    run_to_delivery,
+    running_bot,
+    wait_until,
+)
 from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord
-from tests.worker_fixtures import work_off, worker_settings
-from worker.diagnostics import Diagnostician
-from worker.models import LoadedModel
+from tests.worker_fixtures import RunWorker
 
 PROMPT = ("a cozy wooden cabin beside a frozen mountain lake under bright northern lights with pine trees, "
           "snow, stars and a warm glowing window")
@@ -29,40 +32,14 @@ PROMPT = ("a cozy wooden cabin beside a frozen mountain lake under bright northe
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
 
-RunWorker = Callable[[], None]
-
-
-@pytest.fixture
-def run_worker(redis_server, redis_conn, tiny: LoadedModel, diagnostician: Diagnostician,
-               model_cache: Path) -> RunWorker:
-    """Work off every queued job with the real worker (``work_off``)."""
-    settings = worker_settings(redis_server.url, model_cache)
-    return lambda: work_off(redis_conn, {"tiny": tiny}, settings, diagnosticians={"tiny": diagnostician})
-
-
-def custom_ids_of(message: dict[str, Any]) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", []) for c in row["components"]]
-
-
-def labels_of(message: dict[str, Any]) -> list[str]:
-    return [c["label"] for row in message.get("components", []) for c in row["components"]]
-
-
-def delivered_message(bot: Any, fake: FakeDiscord, job_id: str) -> dict[str, Any]:
-    return fake.message_of(int(bot.queue.redis.hget(f"imagine:job:{job_id}", "delivered_message_id")))
-
 
 async def shortened(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
                     prompt: str = f"{PROMPT} --ar 16:9") -> tuple[str, dict[str, Any], ShortenResult]:
     """/shorten to its delivered analysis: the job id, the result message and the analysis."""
-    feed(bot, fake.slash("shorten", prompt=prompt))
-    await fake.wait_for("POST", r"/callback$")
-    job_id = FakeWorker(bot.queue.redis).open_jobs()[-1]
-    run_worker()
-    await wait_until(lambda: bot.queue.redis.hexists(f"imagine:job:{job_id}", "delivered_message_id"))
+    job_id, message = await run_to_delivery(bot, fake, fake.slash("shorten", prompt=prompt), lambda _: run_worker())
     result = bot.queue.state(job_id).result
     analysis = ShortenResult.model_validate_json(bot.artifacts.get(result.diagnostics))
-    return job_id, delivered_message(bot, fake, job_id), analysis
+    return job_id, message, analysis
 
 
 async def test_shorten_is_registered_with_a_valid_prompt_option(redis_server, redis_conn) -> None:

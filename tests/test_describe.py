@@ -22,10 +22,8 @@ from imagine.errors import InvalidImage
 from imagine.jobs import JobKind, JobStatus
 from imagine.prompt import parse
 from imagine.queue import JobQueue
-from imagine.settings import Settings
-from tests.helpers import make_job
-from tests.test_attachments import encoded, png_claiming
-from tests.worker_fixtures import work_off, worker_settings
+from tests.helpers import encoded, make_job, png_claiming
+from tests.worker_fixtures import RunWorker
 from worker.clip_score import ClipScorer
 from worker.describe import Describer, PhraseList, ShapesRanker, load_describers, open_upload, shapes_phrases
 from worker.models import LoadedModel
@@ -167,22 +165,8 @@ def test_models_ranked_by_the_same_clip_share_one_describer(tiny: LoadedModel, c
 # -- through the worker ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_describer(clip: ClipScorer) -> Describer:
-    return Describer(clip, PhraseList.load())
-
-
-def run_worker(conn: redis.Redis, tiny: LoadedModel, describer: Describer, settings: Settings) -> None:
-    work_off(conn, {"tiny": tiny}, settings, describers={"tiny": describer})
-
-
-@pytest.fixture
-def settings(redis_server, model_cache: Path) -> Settings:
-    return worker_settings(redis_server.url, model_cache)
-
-
 def test_a_describe_job_reads_its_upload_and_stores_prompts_and_the_image_as_shown(
-    redis_conn: redis.Redis, tiny: LoadedModel, tiny_describer: Describer, settings: Settings
+    redis_conn: redis.Redis, run_worker: RunWorker
 ) -> None:
     jq, store = JobQueue(redis_conn), RedisArtifacts(redis_conn)
     good, missing, broken = (make_job(name, kind=JobKind.DESCRIBE, user=str(i))
@@ -191,7 +175,7 @@ def test_a_describe_job_reads_its_upload_and_stores_prompts_and_the_image_as_sho
     store.put(upload_key(broken.id), b"<html>")
     for job in (good, missing, broken):
         jq.submit(job)
-    run_worker(redis_conn, tiny, tiny_describer, settings)
+    run_worker()
 
     state = jq.state(good.id)
     assert state.status is JobStatus.DONE and state.result.images == ()

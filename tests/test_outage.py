@@ -30,8 +30,10 @@ def test_the_job_s_end_waits_for_redis_however_long_it_takes(tmp_path) -> None:
     servers: list[EmbeddedRedis] = []
     later = threading.Timer(1.0, lambda: servers.append(EmbeddedRedis(tmp_path, port=port)))
     later.start()
+    t0 = time.monotonic()
     try:
         assert RideOut("job-1", wait_s=0.1).until_back("recording its end", conn.set, "k", "v") is True
+        assert time.monotonic() - t0 >= 0.9  # it waited for the restart, well past its wait_s
         assert conn.get("k") == b"v"
     finally:
         later.join()

@@ -59,7 +59,7 @@ def test_held_out_triples_are_disjoint_from_training_and_every_pair_is_seen() ->
     seen = {s.triple for s in train}
     for colour in COLOURS:
         for shape in SHAPES:
-            assert any((colour, shape, p) in seen for p in range(9))
+            assert any((colour, shape, p) in seen for p in range(len(POSITIONS)))
         for p in range(len(POSITIONS)):
             assert any((colour, shape, p) in seen for shape in SHAPES)
 
@@ -82,7 +82,10 @@ def shapes(model_cache: Path) -> LoadedModel:
 def test_loads_through_the_worker_with_the_bert_encoder(shapes: LoadedModel, model_cache: Path) -> None:
     assert isinstance(shapes.pipe.text_encoder, BertModel)
     assert shapes.text_encoder.window == WINDOW
-    assert ensure_shapes_model(model_cache) == ensure_shapes_model(model_cache)  # built once, reused
+    built = ensure_shapes_model(model_cache)
+    stamp = (built.stat().st_ino, built.stat().st_mtime_ns)
+    assert ensure_shapes_model(model_cache) == built  # built once, reused: the same directory, not rebuilt
+    assert (built.stat().st_ino, built.stat().st_mtime_ns) == stamp
     cond = shapes.text_encoder.encode_request(make_job("a red circle").request, cfg=True)
     assert cond.prompt_embeds.shape == (1, WINDOW, 384)
 

@@ -30,7 +30,7 @@ from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 from tests.helpers import make_job
-from tests.worker_fixtures import work_off
+from tests.worker_fixtures import work_off, worker_settings
 from worker import worker as worker_mod
 from worker.models import LOAD_COUNT, LoadedModel
 from worker.shapes.checker import read
@@ -40,13 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def settings(redis_server, model_cache: Path) -> Settings:
-    return Settings(
-        redis_url=redis_server.url,
-        model_cache_dir=model_cache,
-        torch_threads=1,
-        worker_heartbeat_s=0.2,
-        worker_ttl_s=1.0,
-    )
+    return worker_settings(redis_server.url, model_cache)
 
 
 @pytest.fixture

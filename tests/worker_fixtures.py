@@ -1,11 +1,12 @@
-"""Shared fixtures of the worker tests: the tiny model, built and loaded once per session, on the CPU.
+"""Shared fixtures of the worker tests: the tiny model, its diagnostician and its describer, built
+and loaded once per session, on the CPU; ``run_worker`` works the queue off with them.
 
 Loaded for every test module by ``pytest_plugins`` in conftest.py; import only the helpers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from imagine.jobs import Job, JobKind, Requester
 from imagine.request import ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
 from worker.clip_score import TINY_CLIP, ClipScorer
+from worker.describe import Describer, PhraseList
 from worker.diagnostics import Diagnostician
 from worker.models import BUILTIN_SPECS, LoadedModel, load_model
 from worker.semantic import SemanticEncoder
@@ -106,6 +108,12 @@ def diagnostician(semantic: SemanticEncoder, clip: ClipScorer) -> Diagnostician:
     return Diagnostician(semantic, clip, model="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_describer(clip: ClipScorer) -> Describer:
+    """/describe for the tiny model: the shipped phrase list ranked by the tiny CLIP."""
+    return Describer(clip, PhraseList.load())
+
+
 def worker_settings(redis_url: str, model_cache: Path) -> Settings:
     """Settings of a test worker: the private Redis, one torch thread, a quick heartbeat."""
     return Settings(_env_file=None, redis_url=redis_url, model_cache_dir=model_cache,  # type: ignore[call-arg]
@@ -121,3 +129,16 @@ def work_off(conn: redis.Redis, models: dict[str, LoadedModel], settings: Settin
         rq_worker.work(burst=True, logging_level="ERROR")
     finally:
         heartbeat.stop()
+
+
+RunWorker = Callable[[], None]
+
+
+@pytest.fixture
+def run_worker(redis_server, redis_conn: redis.Redis, tiny: LoadedModel, diagnostician: Diagnostician,
+               tiny_describer: Describer, model_cache: Path) -> RunWorker:
+    """Work off every queued job with the real worker (``work_off``) over the tiny model, with
+    its diagnostician (diagnostics, /shorten) and its describer (/describe)."""
+    settings = worker_settings(redis_server.url, model_cache)
+    return lambda: work_off(redis_conn, {"tiny": tiny}, settings, diagnosticians={"tiny": diagnostician},
+                            describers={"tiny": tiny_describer})
