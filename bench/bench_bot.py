@@ -39,10 +39,10 @@ import discord  # noqa: E402
 
 from bot.app import ImagineBot, async_redis  # noqa: E402
 from imagine.artifacts import RedisArtifacts  # noqa: E402
-from imagine.embedded import EmbeddedRedis  # noqa: E402
 from imagine.jobs import Job, Requester  # noqa: E402
 from imagine.prompt import parse  # noqa: E402
 from imagine.queue import OPEN_JOBS, JobQueue  # noqa: E402
+from imagine.redis_server import RedisServer  # noqa: E402
 from imagine.settings import Settings  # noqa: E402
 from tests.bot_harness import FakeWorker  # noqa: E402
 from tests.discord_stub import TOKEN, FakeDiscord  # noqa: E402
@@ -165,7 +165,7 @@ def main() -> None:
     server.start()
     port = port_q.get(timeout=30)
     api_base = f"http://127.0.0.1:{port}/api/v10"
-    with EmbeddedRedis() as redis_server:
+    with RedisServer() as redis_server:
         os.sched_setaffinity(redis_server.proc.pid, set(range(1, os.cpu_count() or 2)) or {0})
         conn = redis.Redis.from_url(redis_server.url)
         bench_submit(conn, 300)  # warm up

@@ -85,7 +85,7 @@ def median_s(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 def time_model(model, conn, settings, steps: int, guidance: float, size: int, jobs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Median seconds per 4-image job: a bare diffusers call, then through Redis + an RQ worker."""
-    from imagine.local_run import jobs_for
+    from imagine.job_factory import jobs_for
     from imagine.prompt import parse
     from imagine.queue import JobQueue
     from worker import worker as worker_mod
@@ -133,8 +133,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from imagine.embedded import EmbeddedRedis
     from imagine.model_specs import BUILTIN_SPECS
+    from imagine.redis_server import RedisServer
     from imagine.settings import Settings
     from worker.models import load_model, pick_device
 
@@ -146,7 +146,7 @@ def main() -> int:
     for col in ("model", "size", "steps", "bare diffusers s", "worker s", "worker / bare", "images/s"):
         table.add_column(col)
 
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis() as server:
+    with tempfile.TemporaryDirectory() as tmp, RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
         for name, (family, text_cfg, unet_extra, steps, guidance, size) in MODELS.items():
             if args.smoke:

@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.table import Table
 from rq.serializers import JSONSerializer
 
-from imagine.embedded import EmbeddedRedis
 from imagine.jobs import Job, Requester
 from imagine.prompt import parse
 from imagine.queue import TASK, JobQueue
+from imagine.redis_server import RedisServer
 
 PROMPTS = [
     "a fox in snow::2 forest --ar 16:9 --no people --seed 42",
@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     os.sched_setaffinity(0, {0})  # this process on one core; redis-server gets the other
     assert JSONSerializer  # the queue always uses it
-    with EmbeddedRedis() as server:
+    with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
         if len(os.sched_getaffinity(server.proc.pid)) > 1:
             os.sched_setaffinity(server.proc.pid, set(range(1, os.cpu_count() or 2)))

@@ -27,11 +27,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from imagine.embedded import EmbeddedRedis
+from imagine.job_factory import jobs_for
 from imagine.jobs import JobStatus
-from imagine.local_run import jobs_for
 from imagine.prompt import parse
 from imagine.queue import JobQueue
+from imagine.redis_server import RedisServer
 from imagine.settings import Settings
 from worker.generate import generate, make_grid
 from worker.tasks import png
@@ -58,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     requests = parse(PROMPT)
 
-    with EmbeddedRedis() as server:
+    with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
         jq = JobQueue(conn, running_limit=1000, waiting_limit=1000)
         first = jobs_for(requests, default_model=args.model, user="bench")[0]
@@ -66,7 +66,7 @@ def main() -> None:
         env = dict(os.environ, REDIS_URL=server.url, IMAGINE_TORCH_THREADS=str(args.threads),
                    HF_HUB_OFFLINE="1", IMAGINE_DIAGNOSTICS="false")
         t_launch = time.perf_counter()
-        worker = subprocess.Popen([sys.executable, "-m", "imagine.cli", "worker", "--models", args.model],
+        worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--models", args.model],
                                   env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
         try:
             wait_done(jq, first.id)

@@ -30,10 +30,10 @@ from bot.delivery import Delivery, default_consumer
 from bot.launch import WaitEstimates
 from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
-from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.guilds import Guilds
 from imagine.model_specs import load_model_specs
+from imagine.monitor import serve_metrics
 from imagine.queue import JobQueue
 from imagine.settings import Settings
 
@@ -182,7 +182,7 @@ def main(settings: Settings, *, sync_global: bool = False) -> int:
         settings = settings.model_copy(update={"sync_global": True})
     use_endpoints(settings)
     queue = JobQueue.from_settings(settings)
-    metrics.serve(settings.metrics_port, queue)  # submissions, queue depth, workers (0: off)
+    serve_metrics(settings.metrics_port, queue)  # submissions, queue depth, workers (0: off)
     asyncio.run(_serve(settings, queue, token))
     return 0
 

@@ -40,7 +40,7 @@ from bot.messages import JobMessage, Post, send_to_channel
 from imagine.chart import render_chart
 from imagine.describe import DescribeResult, describe_embed
 from imagine.diagnostics import Diagnostics, ShortenResult, shorten_embed, summary_embed
-from imagine.errors import JobNotFound, RetryableError
+from imagine.errors import JobNotFound, ResultExpired, RetryableError
 from imagine.jobs import Job, JobKind, JobResult, JobStatus
 from imagine.queue import DELIVERIES, JobState
 
@@ -55,15 +55,6 @@ TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, RetryableError, redis.ex
 
 MESSAGE_WAIT_S = 10.0
 """How long a result waits for its job's message to be posted (a job faster than its post)."""
-
-
-class ResultExpired(JobNotFound):
-    """What a finished job's message shows (its images, analysis or prompts) is no longer in the
-    artifact store: delivery posts the job as failed under this title; /show refuses with it."""
-
-    def __init__(self, title: str, message: str) -> None:
-        super().__init__(message)
-        self.title = title
 
 
 def default_consumer() -> str:

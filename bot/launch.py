@@ -28,8 +28,8 @@ from bot import render, replies, store
 from bot.messages import Post
 from imagine.errors import ImagineError
 from imagine.guilds import Guilds
+from imagine.job_factory import jobs_for
 from imagine.jobs import Job, JobKind, JobStatus, Requester
-from imagine.local_run import jobs_for
 from imagine.queue import JobQueue, runtimes_key
 from imagine.request import ImagineRequest
 from imagine.user_settings import UserSettings
@@ -112,7 +112,7 @@ def jobs_for_interaction(
     settings: UserSettings | None = None,
     models: Collection[str] | None = None,
 ) -> list[Job]:
-    """``imagine.local_run.jobs_for``, answering in the interaction's channel, with the user's
+    """``imagine.job_factory.jobs_for``, answering in the interaction's channel, with the user's
     /settings (``imagine.user_settings``) filling what the prompt did not say."""
     settings = settings or UserSettings()
     requester = requester_for(interaction)

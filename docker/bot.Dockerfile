@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY imagine ./imagine
 COPY bot ./bot
 COPY worker ./worker
+COPY cli ./cli
 RUN pip install --no-cache-dir ".[bot]"
 USER nobody
 CMD ["imagine", "bot"]

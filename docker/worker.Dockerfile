@@ -5,5 +5,6 @@ COPY pyproject.toml README.md ./
 COPY imagine ./imagine
 COPY bot ./bot
 COPY worker ./worker
+COPY cli ./cli
 RUN pip install --no-cache-dir ".[worker]"
 CMD ["imagine", "worker", "--queues", "fast,relax"]

@@ -1,22 +1,32 @@
-"""Every exception the product raises on purpose.
+"""Every exception the product raises on purpose, in three groups.
 
     ImagineError
-     ├── UserError            shown to the Discord user (ephemeral, red embed); never retried
+     ├── UserError            the request cannot be served as asked: shown to the Discord user
+     │    │                   (ephemeral, red embed) or printed as one line; never retried
      │    ├── InvalidPrompt       "Invalid prompt"    empty, too long, bad weights, too many jobs
      │    ├── InvalidParameter    "Invalid parameter" unknown/repeated/out-of-range --param
      │    ├── InvalidLink         "Invalid link"      image URL that is not https or not an image
      │    ├── InvalidImage        "Invalid image"     an image too large, too many pixels, or no PNG/JPEG/WebP/GIF
      │    ├── QueueFull           "Queue full"        the user's waiting limit is reached
      │    ├── JobNotFound         "Job not found"     unknown or expired job id
-     │    └── NotJobOwner         "Not your job"      someone else's job
+     │    │    └── ResultExpired      "Images/Analysis/Prompts expired"  a finished job whose files are gone
+     │    ├── NotJobOwner         "Not your job"      someone else's job
+     │    ├── BannedPrompt        "Banned prompt detected"  a word the server banned
+     │    ├── NotAllowedHere      "Not allowed here"  the server's policy: banned user, channel, relax only
+     │    ├── AdminOnly           "Admins only"       an /admin command without Manage Server
+     │    └── OutputFiltered      "Request cancelled due to output filters"  the images were blocked
      ├── RetryableError       a failure of ours that may pass: try again later
      │    ├── RedisUnavailable    Redis cannot be reached
      │    ├── OutOfMemory         the GPU ran out of memory even at a smaller batch
      │    └── WorkerLost          the worker died while running the job
+     ├── SetupError           the installation lacks something only its operator can provide; the
+     │    │                   message says what to install or set (printed as one line, never retried)
+     │    ├── RedisServerMissing  no redis-server to start for `imagine run` / the tests
+     │    └── ModelNotCached      a model's weights are not in the cache and downloads are off
      └── JobCancelled         the job's owner cancelled it; not a failure
 
-Anything else that escapes is a bug: it is logged with its traceback and the
-user sees a generic "Something went wrong" with the job id.
+Bugs are everything else: an exception that is none of these is logged with its traceback
+and the user sees a generic "Something went wrong" with the job id.
 """
 
 from __future__ import annotations
@@ -40,7 +50,8 @@ class ImagineError(Exception):
 
 
 class UserError(ImagineError):
-    """The user's input is wrong. The message says what, quoted, and what is allowed."""
+    """The request cannot be served as asked. The message says what, quoted, and what is allowed
+    (or what the user can do instead)."""
 
     title = "Invalid request"
 
@@ -69,8 +80,41 @@ class JobNotFound(UserError):
     title = "Job not found"
 
 
+class ResultExpired(JobNotFound):
+    """What a finished job's message shows (its images, analysis or prompts) is no longer in the
+    artifact store: delivery posts the job as failed under ``title``; /show refuses with it."""
+
+    def __init__(self, title: str, message: str) -> None:
+        super().__init__(message)
+        self.title = title
+
+
 class NotJobOwner(UserError):
     title = "Not your job"
+
+
+class BannedPrompt(UserError):
+    """The prompt has a word the server banned (``imagine.guilds``)."""
+
+    title = "Banned prompt detected"
+
+
+class NotAllowedHere(UserError):
+    """The server's policy refuses this user, this channel, or fast mode (``imagine.guilds``)."""
+
+    title = "Not allowed here"
+
+
+class AdminOnly(UserError):
+    """An /admin command used without the Manage Server permission, or outside a server."""
+
+    title = "Admins only"
+
+
+class OutputFiltered(UserError):
+    """The output filter classified the images as unsafe and the server's policy blocks them."""
+
+    title = "Request cancelled due to output filters"
 
 
 class RetryableError(ImagineError):
@@ -89,6 +133,20 @@ class OutOfMemory(RetryableError):
 
 class WorkerLost(RetryableError):
     title = "Worker lost"
+
+
+class SetupError(ImagineError):
+    """The installation lacks something only its operator can provide; the message says what."""
+
+    title = "Not set up"
+
+
+class RedisServerMissing(SetupError):
+    title = "redis-server missing"
+
+
+class ModelNotCached(SetupError):
+    title = "Model not downloaded"
 
 
 class JobCancelled(ImagineError):

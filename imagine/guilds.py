@@ -16,15 +16,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagine import constants as c
-from imagine.errors import UserError, quote
-
-
-class BannedPrompt(UserError):
-    title = "Banned prompt detected"
-
-
-class NotAllowedHere(UserError):
-    title = "Not allowed here"
+from imagine.errors import BannedPrompt, NotAllowedHere, quote
 
 
 class GuildConfig(BaseModel):

@@ -124,3 +124,8 @@ def load_model_specs(config_path: Path | None) -> dict[str, ModelSpec]:
             raise ValueError(f"{config_path}: [models.{name}] needs a family: one of {', '.join(BUILTIN_SPECS)}")
         specs[name] = ModelSpec.model_validate({**base.model_dump(), **table, "name": name})
     return specs
+
+
+def model_names(config_path: Path | None) -> list[str]:
+    """The configured models' names, sorted: what ``--model NAME`` may say."""
+    return sorted(load_model_specs(config_path))

@@ -2,21 +2,29 @@
 
 ``overview(jq)`` reads everything from Redis in a handful of round trips and returns plain
 data; ``render(overview)`` draws it as rich tables for the terminal. The bot renders the same
-``Overview`` as a Discord embed.
+``Overview`` as a Discord embed. ``serve_metrics`` exposes Prometheus' /metrics with the
+overview's gauges (``QueueCollector``) beside the counters of ``imagine.metrics``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from rich.console import Group
 from rich.table import Table
 
-from imagine.queue import FINISHED_JOBS, OPEN_JOBS, JobQueue, P, job_key
+from imagine.queue import FINISHED_JOBS, OPEN_JOBS, REDIS_DOWN, JobQueue, P, job_key, redis_errors
+
+log = logging.getLogger(__name__)
 
 WINDOW_S = 3600
 """Failures and wait/run percentiles are over the last hour."""
@@ -72,8 +80,9 @@ def _percentiles(values: list[float]) -> Percentiles | None:
     return Percentiles(statistics.median(values), q[94], len(values))
 
 
+@redis_errors(REDIS_DOWN)
 def overview(jq: JobQueue, now: float | None = None) -> Overview:
-    """Everything an admin wants to see about the queue, from Redis."""
+    """Everything an admin wants to see about the queue, from Redis (RedisUnavailable when it is down)."""
     now = time.time() if now is None else now
     r = jq.redis
     queue_names = sorted(
@@ -178,3 +187,36 @@ def render(ov: Overview) -> Group:
     for f in ov.failed[:10]:
         failed.add_row(f.job_id[:8], f.user_id, f"{_ago(ov.at - f.finished_at)} ago", f"{f.title}: {f.message}")
     return Group(queues, running, workers, stats, failed)
+
+
+class QueueCollector(Collector):
+    """Queue depth and workers, read from Redis at scrape time."""
+
+    def __init__(self, jq: JobQueue) -> None:
+        self.jq = jq
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            ov = overview(self.jq)
+        except Exception:  # a scrape must not crash the process; the gap shows in Prometheus
+            log.warning("metrics: cannot read the queue from Redis", exc_info=True)
+            return
+        depth = GaugeMetricFamily("imagine_queue_depth", "Jobs waiting in each RQ queue", labels=["queue"])
+        for name, n in ov.queues.items():
+            depth.add_metric([name], n)
+        yield depth
+        yield GaugeMetricFamily("imagine_jobs_held", "Jobs waiting for their user's running slot", value=ov.held)
+        workers = GaugeMetricFamily("imagine_workers", "Workers alive", labels=["state"])
+        busy = sum(1 for w in ov.workers if w.get("busy"))
+        workers.add_metric(["busy"], busy)
+        workers.add_metric(["idle"], len(ov.workers) - busy)
+        yield workers
+
+
+def serve_metrics(port: int, jq: JobQueue) -> None:
+    """Expose /metrics on ``port`` (0: off): ``imagine.metrics``' counters and the queue's gauges."""
+    if not port:
+        return
+    REGISTRY.register(QueueCollector(jq))
+    start_http_server(port)
+    log.info("metrics on :%d/metrics", port)

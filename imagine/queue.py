@@ -116,7 +116,10 @@ def redis_errors(message: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]
     return decorate
 
 
-_redis_errors = redis_errors("The job queue (Redis) cannot be reached right now; please try again in a minute.")
+REDIS_DOWN = "The job queue (Redis) cannot be reached right now; please try again in a minute."
+"""What a user reads when Redis is down (never the URL: it may hold a password)."""
+
+_redis_errors = redis_errors(REDIS_DOWN)
 
 
 # --- Lua scripts: each runs atomically inside Redis -------------------------------------------

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from imagine.embedded import EmbeddedRedis
-from imagine.errors import RedisUnavailable
+from imagine.errors import RedisServerMissing, RedisUnavailable
+from imagine.redis_server import RedisServer
 
 pytest_plugins = ["tests.worker_fixtures"]  # the tiny model, built and loaded once per session
 
@@ -18,18 +18,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A redis-server child process on a free port in a temp dir."""
     try:
-        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    except RedisUnavailable as exc:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except (RedisServerMissing, RedisUnavailable) as exc:
         pytest.fail(str(exc), pytrace=False)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def redis_conn(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+def redis_conn(redis_server: RedisServer) -> Iterator[redis.Redis]:
     """A connection to the private server, emptied before each test."""
     conn = redis.Redis.from_url(redis_server.url)
     conn.flushall()

@@ -12,9 +12,9 @@ import redis
 from PIL import Image
 
 from bot import store
-from imagine.embedded import EmbeddedRedis
 from imagine.jobs import JobStatus, Requester
 from imagine.queue import DELIVERIES
+from imagine.redis_server import RedisServer
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
 from tests.discord_stub import CHANNEL_ID, FakeDiscord
 from tests.helpers import make_job
@@ -62,14 +62,14 @@ async def test_a_result_finished_while_the_bot_was_down_is_delivered_once_after_
 async def test_a_redis_restart_under_the_running_bot_loses_nothing(tmp_path) -> None:
     """Redis restarted while the bot runs (the compose file keeps an append-only file, as here):
     the bot rides out the outage, and the job it accepted before is delivered after, once."""
-    server = EmbeddedRedis(tmp_path, appendonly=True)
+    server = RedisServer(tmp_path, appendonly=True)
     try:
         async with FakeDiscord() as fake, running_bot(server.url, fake) as bot:
             worker = FakeWorker(redis.Redis.from_url(server.url))
             job_id, message_id = await submit(bot, fake, worker)
             server.stop()
             await asyncio.sleep(0.5)  # the delivery and progress loops hit the outage
-            server = EmbeddedRedis(tmp_path, port=server.port, appendonly=True)
+            server = RedisServer(tmp_path, port=server.port, appendonly=True)
             worker.run(job_id)
             await wait_until(lambda: bot.delivery.delivered == 1, timeout=30)
             [post] = result_posts(fake)

@@ -24,14 +24,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_the_bot_never_imports_torch() -> None:
-    code = ("import sys, bot.app, bot.cogs.imagine, bot.cogs.buttons, bot.cogs.info, imagine.cli; "
+    code = ("import sys, bot.app, bot.cogs.imagine, bot.cogs.buttons, bot.cogs.info, cli.main; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'worker' not in sys.modules, 'worker imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=clean_env())
 
 
 def test_without_a_token_it_says_what_to_set_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "imagine.cli", "bot"], cwd=tmp_path, env=clean_env(),
+    proc = subprocess.run([sys.executable, "-m", "cli", "bot"], cwd=tmp_path, env=clean_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -46,7 +46,7 @@ async def test_imagine_bot_process_runs_a_job_end_to_end(redis_server, redis_con
             IMAGINE_PROGRESS_INTERVAL_S="0.1",
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "imagine.cli", "bot", cwd=tmp_path, env=env,
+            sys.executable, "-m", "cli", "bot", cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         try:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from imagine.cli import main
+from cli.main import main
 
 
 def test_parse_json_prints_one_object_per_job_with_every_parameter(capsys: pytest.CaptureFixture[str]) -> None:

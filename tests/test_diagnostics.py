@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cli.main import main
 from imagine.chart import render_chart
-from imagine.cli import main
 from imagine.diagnostics import MAX_INFLUENCE_WORDS, Diagnostics, summary_embed
 from imagine.prompt import parse
 from tests.test_diagnostics_render import assert_fits_discord, longest_prompt

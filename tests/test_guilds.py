@@ -6,7 +6,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from imagine.guilds import BannedPrompt, GuildConfig, Guilds, NotAllowedHere, find_banned
+from imagine.errors import BannedPrompt, NotAllowedHere
+from imagine.guilds import GuildConfig, Guilds, find_banned
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from rich.console import Console
 
-from imagine import metrics
-from imagine.embedded import free_port
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
-from imagine.monitor import overview, render
+from imagine.monitor import QueueCollector, overview, render, serve_metrics
 from imagine.queue import JobQueue
+from imagine.redis_server import free_port
 from imagine.settings import Settings
 from tests.helpers import make_job
 from worker import worker as worker_mod
@@ -64,7 +63,7 @@ def test_queue_gauges_are_read_from_redis_when_scraped(jq: JobQueue) -> None:
     for i in range(5):
         jq.submit(make_job(f"job {i}", user="1"))
     registry = CollectorRegistry()
-    registry.register(metrics.QueueCollector(jq))
+    registry.register(QueueCollector(jq))
     exposed = generate_latest(registry).decode()
     assert 'imagine_queue_depth{queue="imagine:fast:tiny"} 3.0' in exposed
     assert "imagine_jobs_held 2.0" in exposed
@@ -89,7 +88,7 @@ def test_metrics_move_when_jobs_run_and_are_served_over_http(redis_conn, jq: Job
     assert sample("imagine_job_run_seconds_count", kind="imagine", model="tiny") == before_runs + 2
 
     port = free_port()
-    metrics.serve(port, jq)
+    serve_metrics(port, jq)
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "imagine_jobs_finished_total" in body and 'imagine_queue_depth{queue="imagine:fast:tiny"} 0.0' in body
 

@@ -8,9 +8,9 @@ import time
 import pytest
 import redis
 
-from imagine.embedded import EmbeddedRedis, free_port
 from imagine.errors import RedisUnavailable
 from imagine.queue import JobQueue
+from imagine.redis_server import RedisServer, free_port
 from worker.outage import RideOut
 
 
@@ -27,8 +27,8 @@ def test_what_may_be_lost_is_skipped_and_what_must_not_gives_up_after_its_wait()
 def test_the_job_s_end_waits_for_redis_however_long_it_takes(tmp_path) -> None:
     port = free_port()
     conn = redis.Redis(port=port, socket_connect_timeout=0.2)
-    servers: list[EmbeddedRedis] = []
-    later = threading.Timer(1.0, lambda: servers.append(EmbeddedRedis(tmp_path, port=port)))
+    servers: list[RedisServer] = []
+    later = threading.Timer(1.0, lambda: servers.append(RedisServer(tmp_path, port=port)))
     later.start()
     t0 = time.monotonic()
     try:

@@ -10,10 +10,10 @@ import zlib
 import pytest
 import redis
 
-from imagine.embedded import EmbeddedRedis
 from imagine.errors import JobNotFound, NotJobOwner, QueueFull, RedisUnavailable
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
 from imagine.queue import JobQueue, job_key, queue_name
+from imagine.redis_server import RedisServer
 from tests.helpers import make_job
 
 
@@ -197,7 +197,7 @@ def test_recover_fails_jobs_of_dead_workers_and_requeues_lost_ones(jq: JobQueue)
 def test_after_a_redis_restart_workers_get_their_ttl_to_announce_themselves_again(tmp_path) -> None:
     """Redis kept the jobs (append-only file) but every worker's heartbeat expired while it was
     down: a running job is not taken for lost until its worker had a TTL to beat again."""
-    server = EmbeddedRedis(tmp_path, appendonly=True)
+    server = RedisServer(tmp_path, appendonly=True)
     try:
         jq = JobQueue(redis.Redis.from_url(server.url))
         job = make_job()
@@ -206,7 +206,7 @@ def test_after_a_redis_restart_workers_get_their_ttl_to_announce_themselves_agai
         jq.start(job.id, "w1")
         server.stop()
         time.sleep(0.5)  # down longer than the worker's TTL
-        server = EmbeddedRedis(tmp_path, port=server.port, appendonly=True)
+        server = RedisServer(tmp_path, port=server.port, appendonly=True)
         assert jq.workers() == []
         assert jq.recover(grace_s=20) == [] and jq.state(job.id).status is JobStatus.RUNNING
         jq.announce_worker({"name": "w1", "models": ["tiny"]}, ttl_s=20)  # its next heartbeat

@@ -9,7 +9,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from imagine.local_run import jobs_for
+from imagine.job_factory import jobs_for
 from imagine.prompt import parse
 from imagine.request import AspectRatio, ImagineRequest
 from imagine.user_settings import UserSettings, UserSettingsStore, load, settings_key

@@ -25,9 +25,9 @@ import redis
 from PIL import Image
 
 from imagine.artifacts import RedisArtifacts
-from imagine.embedded import EmbeddedRedis
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import JobQueue
+from imagine.redis_server import RedisServer
 from imagine.settings import Settings
 from tests.helpers import make_job
 from tests.worker_fixtures import work_off, worker_settings
@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(
     env = dict(os.environ, REDIS_URL=redis_server.url, IMAGINE_MODELS_CONFIG=str(config),
                IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_WORKER_HEARTBEAT_S="0.2",
                IMAGINE_WORKER_TTL_S="1", IMAGINE_TORCH_THREADS="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "imagine.cli", "worker", "--models", "slow"],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--models", "slow"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         job = make_job(model="slow")
@@ -168,7 +168,7 @@ def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_pa
     append-only file, as here) only once the worker waits to store the images: progress was
     skipped while it was away, the images and the result waited for it, and the job ends done
     with its four images and its delivery entry for the bot."""
-    server = EmbeddedRedis(tmp_path, appendonly=True)
+    server = RedisServer(tmp_path, appendonly=True)
     slow = dataclasses.replace(tiny, spec=tiny.spec.model_copy(update={"name": "slow", "default_steps": 40}))
     settings = Settings(redis_url=server.url, model_cache_dir=model_cache, torch_threads=1,
                         worker_heartbeat_s=0.2, worker_ttl_s=30.0)
@@ -189,7 +189,7 @@ def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_pa
         next(e for e in follower.follow(job.id, poll_ms=20) if e.type == "progress")
         server.stop()
         waiting_to_store.wait(120)  # generation went on without Redis, up to storing its images
-        outage["server"] = EmbeddedRedis(tmp_path, port=server.port, appendonly=True)
+        outage["server"] = RedisServer(tmp_path, port=server.port, appendonly=True)
 
     restarter = threading.Thread(target=restart_redis_at_first_progress)
     restarter.start()
@@ -222,7 +222,7 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
     env.update(IMAGINE_MODEL_CACHE_DIR=str(model_cache), HF_HUB_OFFLINE="1", IMAGINE_TORCH_THREADS="1")
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "imagine.cli", "run", "a red circle on a white background --ar 2:1 --seed 7",
+        [sys.executable, "-m", "cli", "run", "a red circle on a white background --ar 2:1 --seed 7",
          "--out", str(out)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
     )

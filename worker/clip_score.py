@@ -28,6 +28,7 @@ from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import ModelSpec
 from worker.cache import build_once
+from worker.models import hub_weights
 
 DEPLOY_CLIP = "openai/clip-vit-large-patch14"
 TINY_CLIP = "builtin:tiny-clip"
@@ -59,8 +60,9 @@ class ClipScorer:
         trained = source != TINY_CLIP
         path = str(ensure_tiny_clip(cache_dir)) if not trained else source
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-        model = CLIPModel.from_pretrained(path, dtype=dtype, local_files_only=offline).to(device)
-        processor = CLIPProcessor.from_pretrained(path, local_files_only=offline)
+        with hub_weights("the CLIP model of the diagnostics and /describe (IMAGINE_CLIP_MODEL)", path):
+            model = CLIPModel.from_pretrained(path, dtype=dtype, local_files_only=offline).to(device)
+            processor = CLIPProcessor.from_pretrained(path, local_files_only=offline)
         return cls(model, processor, name="tiny-clip (untrained)" if not trained else source, trained=trained)
 
     @property

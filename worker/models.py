@@ -3,23 +3,29 @@
 Every model, the embedded ``tiny`` included, is loaded by ``StableDiffusionPipeline.from_pretrained``
 from a diffusers directory or Hub id (its ``ModelSpec`` in ``imagine.model_specs`` says which).
 Hub models come from the Hugging Face cache (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` nothing is
-downloaded. A worker loads each model once and keeps the ``LoadedModel``; ``LOAD_COUNT`` counts
-loads per model name so tests can check that.
+downloaded, and weights that are not there end in one ``ModelNotCached`` line saying how to get
+them (``hub_weights``). A worker loads each model once and keeps the ``LoadedModel``;
+``LOAD_COUNT`` counts loads per model name so tests can check that.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
+from huggingface_hub import constants as hub_constants
 from transformers.utils import logging as transformers_logging
 
+from imagine.errors import ModelNotCached
 from imagine.model_specs import BUILTIN_SHAPES, BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
 from worker.shapes.model import ensure_shapes_model
 from worker.text_encoding import TextEncoder
@@ -79,13 +85,15 @@ def load_model(
     start = time.perf_counter()
     diffusers_logging.disable_progress_bar()  # loading bars would bury the worker's own log
     transformers_logging.disable_progress_bar()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model_source(spec, cache_dir),
-        dtype=dtype,
-        safety_checker=None,
-        requires_safety_checker=False,
-        local_files_only=hub_offline(),
-    )
+    source = model_source(spec, cache_dir)
+    with hub_weights(f"model `{spec.name}`", source):
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source,
+            dtype=dtype,
+            safety_checker=None,
+            requires_safety_checker=False,
+            local_files_only=hub_offline(),
+        )
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":
@@ -125,3 +133,37 @@ def model_source(spec: ModelSpec, cache_dir: Path) -> str:
 def hub_offline() -> bool:
     """Whether HF_HUB_OFFLINE asks for local files only."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextlib.contextmanager
+def hub_weights(what: str, source: str) -> Iterator[None]:
+    """Around ``from_pretrained(source)``: weights of a Hub id that are neither in the Hugging Face
+    cache nor downloadable (offline, no network) raise one ``ModelNotCached`` line saying how to
+    get them, instead of a page of traceback. A local directory's errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if Path(source).exists():
+            raise
+        if hub_offline():
+            why = "downloads are off (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE and run once with network"
+        else:
+            why = "they could not be downloaded (no network?): run once with network"
+        raise ModelNotCached(
+            f"The weights of {what} ({source}) are not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE}) "
+            f"and {why} to download them, or set HF_HOME to a cache that has them "
+            "(docker compose: the `hf-cache` volume)."
+        ) from exc
+
+
+class _BertTextEncoderNotice(logging.Filter):
+    """Drops the one diffusers warning the ``shapes`` model raises by design: its text encoder is
+    MiniLM (a BertModel) where StableDiffusionPipeline's signature names CLIPTextModel. Every other
+    message, this one for any other class included, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Expected types for text_encoder:") and message.endswith("BertModel."))
+
+
+diffusers_logging.get_logger("diffusers.pipelines.pipeline_utils").addFilter(_BertTextEncoderNotice())

@@ -26,13 +26,9 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessor
 
-from imagine.errors import UserError
+from worker.models import hub_weights
 
 BUILTIN_TINY_CHECKER = "builtin:tiny"
-
-
-class OutputFiltered(UserError):
-    title = "Request cancelled due to output filters"
 
 
 def build_tiny_checker(path: Path, threshold: float = 1.0) -> Path:
@@ -67,8 +63,9 @@ class OutputFilter:
                 build_tiny_checker(path)
             source = str(path)
         offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-        checker = StableDiffusionSafetyChecker.from_pretrained(source, local_files_only=offline)
-        processor = CLIPImageProcessor.from_pretrained(source, local_files_only=offline)
+        with hub_weights("the output filter (IMAGINE_OUTPUT_FILTER_MODEL)", source):
+            checker = StableDiffusionSafetyChecker.from_pretrained(source, local_files_only=offline)
+            processor = CLIPImageProcessor.from_pretrained(source, local_files_only=offline)
         return cls(checker.to(device, dtype).eval(), processor, device, dtype)
 
     @torch.no_grad()

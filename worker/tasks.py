@@ -22,7 +22,7 @@ from rq.timeouts import JobTimeoutException
 from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_key
 from imagine.constants import PROGRESS_MIN_INTERVAL_S
-from imagine.errors import ImagineError, JobCancelled, JobNotFound, quote
+from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFiltered, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
 from worker.describe import Describer, as_shown, read_upload
@@ -30,7 +30,7 @@ from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
 from worker.outage import RideOut
-from worker.safety import OutputFilter, OutputFiltered
+from worker.safety import OutputFilter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ DIAGNOSED = (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION)
 """Kinds whose results carry embedding diagnostics (a prompt and a grid)."""
 
 _runtime: WorkerRuntime | None = None
-_encoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png")
+_png_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png")
 """Encodes a job's PNGs in parallel (the grid is the largest)."""
 
 
@@ -171,7 +171,7 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     images = {f"image_{i}.png": img for i, img in enumerate(gen.images, start=1)}
     if len(gen.images) == 4:
         images["grid.png"] = make_grid(gen.images)
-    encoded = dict(zip(images, _encoder.map(png, images.values()), strict=True))  # zlib frees the GIL
+    encoded = dict(zip(images, _png_pool.map(png, images.values()), strict=True))  # zlib frees the GIL
     stored = {name: redis_calls.must("storing its images", rt.artifacts.put, artifact_key(job.id, name), data)
               for name, data in encoded.items()}
     grid = stored.pop("grid.png", None)

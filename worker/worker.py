@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from rq.worker import SimpleWorker
 from imagine import metrics
 from imagine.artifacts import artifact_store
 from imagine.jobs import Job, Requester
+from imagine.monitor import serve_metrics
 from imagine.queue import JobQueue, queue_name
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 from imagine.settings import Settings
@@ -162,6 +164,25 @@ class Heartbeat(threading.Thread):
             self.gpu.release()
 
 
+def ready_line(info: dict[str, Any], connection: redis.Redis) -> str:
+    """What a started worker says once, when it takes jobs: its models, queues, device and the
+    Redis it serves (host:port/db: never the URL, which may hold a password)."""
+    device = info.get("device", "cpu")
+    device += f" ({info['gpu']})" if info.get("gpu") else f" ({info.get('torch_threads', '?')} threads)"
+    return (f"Worker {info['name']} ready: models {', '.join(info['models'])}; "
+            f"queues {', '.join(info['queues'])}; device {device}; Redis {redis_address(connection)}")
+
+
+def redis_address(connection: redis.Redis) -> str:
+    """``host:port/db`` (or ``unix:path/db``) of a connection; no user name, no password."""
+    kwargs = connection.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        place = f"unix:{kwargs['path']}"
+    else:
+        place = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    return f"{place}/{kwargs.get('db', 0)}"
+
+
 def listen_order(models: list[str], speeds: list[str]) -> list[str]:
     return [queue_name(speed, model) for speed in speeds for model in models]
 
@@ -219,8 +240,9 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
                                  output_filter=load_output_filter(settings, loaded),
                                  diagnosticians=load_diagnosticians(settings, loaded, rankers),
                                  describers=describers_for(settings, loaded, rankers))
-    metrics.serve(settings.metrics_port, heartbeat.runtime.queue)
+    serve_metrics(settings.metrics_port, heartbeat.runtime.queue)
     heartbeat.start()
+    print(ready_line(heartbeat.info, conn), file=sys.stderr, flush=True)
     try:
         rq_worker.work(burst=burst, logging_level="WARNING", with_scheduler=False)
     finally:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bot import render, replies
 from bot.cogs.buttons import may_act_for_others
-from imagine.errors import ImagineError, UserError
+from imagine.errors import AdminOnly, ImagineError
 from imagine.guilds import Guilds
 from imagine.jobs import JobStatus
 from imagine.monitor import overview
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 log = logging.getLogger(__name__)
-
-
-class AdminOnly(UserError):
-    title = "Admins only"
 
 
 def check_admin(interaction: discord.Interaction) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from imagine.errors import RedisUnavailable
+from imagine.errors import RedisServerMissing, RedisUnavailable
 
 INSTALL_HINT = (
     "redis-server is not installed: install it (`sudo apt-get install -y redis-server`, "
@@ -31,13 +31,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class EmbeddedRedis:
-    """``with EmbeddedRedis() as r: r.url``: a redis-server child process."""
+class RedisServer:
+    """``with RedisServer() as r: r.url``: a private redis-server child process."""
 
     def __init__(self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RedisUnavailable(INSTALL_HINT)
+            raise RedisServerMissing(INSTALL_HINT)
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="imagine-redis-")
         workdir = directory or Path(self._tmp.name)  # type: ignore[union-attr]
         self.port = port or free_port()
@@ -59,7 +59,7 @@ class EmbeddedRedis:
                     break
                 time.sleep(0.02)
         self.stop()
-        raise RedisUnavailable(f"The embedded redis-server did not start on port {self.port}.")
+        raise RedisUnavailable(f"The private redis-server did not start on port {self.port}.")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -68,7 +68,7 @@ class EmbeddedRedis:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> RedisServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,12 @@
     imagine embed "TEXT" [--encoder minilm|clip] [--pooling cls|mean|max|eos] [--json]   a text's vector
     imagine bot [--sync-global]            the Discord bot (DISCORD_TOKEN, REDIS_URL)
 
-Worker code (torch) is imported only by ``run``, ``worker``, ``shorten`` and ``embed``.
+Worker code (torch) is imported only by ``run``, ``worker``, ``shorten`` and ``embed``; the bot
+(discord.py) only by ``bot``.
+
+Exit status: 0 done; 2 refused with one line on stderr saying what was wrong and what to do (a
+bad prompt or parameter, Redis unreachable, a missing model or redis-server); 1 a job failed (its
+reason printed) or a bug (a traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from imagine.errors import ImagineError, UserError
+from imagine.errors import ImagineError, InvalidParameter, UserError
+from imagine.model_specs import model_names
 from imagine.settings import get_settings
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
+"""Errors and notes: one line each, however wide the terminal (or none: a pipe, a log)."""
 
 
 def request_json(request: Any) -> dict[str, Any]:
@@ -41,14 +49,14 @@ def request_json(request: Any) -> dict[str, Any]:
 
 
 def print_error(exc: ImagineError) -> None:
-    err_console.print(f"[bold red]{exc.title}[/]: {exc.message}", highlight=False)
+    err_console.print(f"[bold red]{escape(exc.title)}[/]: {escape(exc.message)}", highlight=False)
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
     from imagine.prompt import parse
 
     try:
-        requests = parse(args.prompt, models=_model_names())
+        requests = parse(args.prompt, models=model_names(get_settings().models_config))
     except UserError as exc:
         if args.json:
             print(json.dumps({"error": exc.to_dict()}, ensure_ascii=False))
@@ -110,7 +118,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from imagine.local_run import run_prompt
+    from cli.local_run import run_prompt
 
     return run_prompt(args.prompt, model=args.model, out=args.out, user=args.user)
 
@@ -144,12 +152,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
         vector, name = encoder.embed([args.text], args.pooling)[0], encoder.name
     else:
         from imagine.model_specs import load_model_specs
-        from worker.diagnostics.embed import clip_vector, load_generation_encoder
+        from worker.diagnostics.text_vectors import load_clip_text_encoder, text_vector
 
         settings = get_settings()
-        spec = load_model_specs(settings.models_config)[args.model or settings.default_model]
-        encoder = load_generation_encoder(spec, settings.model_cache_dir)
-        vector, name = clip_vector(encoder, args.text, args.pooling), f"{spec.name} {type(encoder.model).__name__}"
+        specs = load_model_specs(settings.models_config)
+        model = args.model or settings.default_model
+        if model not in specs:
+            raise InvalidParameter(f"Unknown model `{model}` for --model; use one of {', '.join(sorted(specs))}.")
+        clip = load_clip_text_encoder(specs[model], settings.model_cache_dir)
+        vector, name = text_vector(clip, args.text, args.pooling), f"{model} {type(clip.model).__name__}"
     values = [round(v, 6) for v in vector.tolist()]
     norm = float(vector.norm())
     if args.json:
@@ -163,13 +174,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _model_names() -> list[str] | None:
-    """Names of the configured models, for validating --model (None: accept any)."""
-    from imagine.model_specs import load_model_specs
-
-    return sorted(load_model_specs(get_settings().models_config))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text")
     p.add_argument("--encoder", choices=["minilm", "clip"], default="minilm")
     p.add_argument("--pooling", choices=["cls", "mean", "max", "eos"], default="mean")
-    p.add_argument("--model", default=None, help="for --encoder clip: whose text encoder (default: the default model)")
+    p.add_argument("--model", default=None,
+                   help="for --encoder clip: whose CLIP text encoder (default: the default model)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_embed)
 
@@ -234,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ImagineError as exc:
         print_error(exc)
-        return 2 if isinstance(exc, UserError) else 1
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `imagine parse ... | head`

@@ -1,18 +1,22 @@
 """`imagine run`: the whole path without Discord, in one command.
 
 parse -> submit to the queue -> a worker -> result, with a progress bar, then grid.png, the
-four images and result.json written to a directory.
+four images and result.json written to a directory (``--out``, default ``out``).
 
 - With REDIS_URL set, the jobs go through that Redis to the workers already running there.
-- Without it, everything is embedded: a private redis-server started for this command and a
+- Without it, everything runs here: a private redis-server started for this command and a
   real RQ worker in this process (burst mode), loading the model once. Nothing to install.
+
+The directory holds one run: an earlier run's files there (and only those) are replaced, and
+the command says so; a directory holding anything else is refused before any job is submitted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import random
+import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -23,43 +27,34 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from imagine.artifacts import artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
-from imagine.embedded import EmbeddedRedis
-from imagine.jobs import Job, JobStatus, Requester
+from imagine.errors import UserError, quote
+from imagine.job_factory import jobs_for
+from imagine.jobs import Job, JobStatus
+from imagine.model_specs import model_names
 from imagine.prompt import parse
 from imagine.queue import JobQueue
-from imagine.request import ImagineRequest
+from imagine.redis_server import RedisServer
 from imagine.settings import Settings, get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
+RUN_FILE = re.compile(r"(grid|chart|image_\d+)\.png|(result|diagnostics)\.json")
+"""The files a run writes into its directory (one job), or into each job's folder (several)."""
 
-def jobs_for(requests: list[ImagineRequest], *, default_model: str, user: str) -> list[Job]:
-    """One job per expanded request and --repeat; a missing --seed is drawn here, once."""
-    rng = random.SystemRandom()
-    return [
-        Job(
-            request=r,
-            model=r.params.model or default_model,
-            speed=r.params.speed or "fast",
-            seed=r.params.seed if r.params.seed is not None else rng.randrange(2**32),
-            requester=Requester(user_id=user),
-        )
-        for r in requests
-        for _ in range(r.params.repeat)
-    ]
+JOB_FOLDER = re.compile(r"\d{2}-[0-9a-f]{8}")
+"""A job's folder when a run has several jobs: ``01-1a2b3c4d``."""
 
 
 def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local") -> int:
     settings = get_settings()
-    from imagine.cli import _model_names
-
-    requests = parse(prompt, models=_model_names())
+    requests = parse(prompt, models=model_names(settings.models_config))
     jobs = jobs_for(requests, default_model=model or settings.default_model, user=user)
+    replaced = clear_earlier_run(Path(out))
     with contextlib.ExitStack() as stack:
         if settings.redis_url:
             conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
         else:
-            server = stack.enter_context(EmbeddedRedis())
+            server = stack.enter_context(RedisServer())
             conn = redis.Redis.from_url(server.url)
         jq = JobQueue(
             conn,
@@ -80,9 +75,44 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
                     console.print(f"[yellow]Job {job.id}: its diagnostics did not arrive within 60 s; "
                                   "the images are written without them.[/]", highlight=False)
         else:
-            _run_embedded_worker(conn, jq, jobs, settings)
+            _run_worker_here(conn, jq, jobs, settings)
+        if replaced:
+            console.print(f"Replaced the files of an earlier run in {out}/.", highlight=False)
         return _write_outputs(jq, artifact_store(conn, settings.artifact_dir, settings.result_ttl_s),
                               jobs, Path(out))
+
+
+def clear_earlier_run(out: Path) -> bool:
+    """Make ``out`` ready for this run: remove an earlier run's files from it (True when there
+    were some). A directory holding anything else is refused, with nothing touched."""
+    if not out.is_dir():
+        if out.exists():
+            raise UserError(f"--out {quote(str(out))} is a file; give a directory (it is created if missing).")
+        return False
+    entries = list(out.iterdir())
+    ours = [e for e in entries if _written_by_a_run(e)]
+    others = [e for e in entries if e not in ours]
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise UserError(
+            f"--out {quote(str(out))} holds files that `imagine run` did not write ({quote(others[0].name)}{more}); "
+            "give a new or empty directory."
+        )
+    for entry in ours:
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return bool(ours)
+
+
+def _written_by_a_run(entry: Path) -> bool:
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return bool(JOB_FOLDER.fullmatch(entry.name)) and all(
+            f.is_file() and not f.is_symlink() and RUN_FILE.fullmatch(f.name) for f in entry.iterdir())
+    return entry.is_file() and bool(RUN_FILE.fullmatch(entry.name))
 
 
 def _require_workers(jq: JobQueue, models: set[str]) -> None:
@@ -95,7 +125,8 @@ def _require_workers(jq: JobQueue, models: set[str]) -> None:
         )
 
 
-def _run_embedded_worker(conn: redis.Redis, jq: JobQueue, jobs: list[Job], settings: Settings) -> None:
+def _run_worker_here(conn: redis.Redis, jq: JobQueue, jobs: list[Job], settings: Settings) -> None:
+    """A real RQ worker in this process, in burst mode: it works off ``jobs`` and returns."""
     from worker.worker import build, load_diagnosticians, load_models, set_torch_threads
 
     set_torch_threads(settings)
