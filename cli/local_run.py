@@ -19,6 +19,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from rich.console import Console
@@ -27,7 +28,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from imagine.artifacts import artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
-from imagine.errors import UserError, quote
+from imagine.errors import InvalidParameter, quote
 from imagine.job_factory import jobs_for
 from imagine.jobs import Job, JobStatus
 from imagine.model_specs import model_names
@@ -35,6 +36,11 @@ from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.redis_server import RedisServer
 from imagine.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from rq.worker import SimpleWorker
+
+    from worker.worker import Heartbeat
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -63,10 +69,12 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
             job_timeout_s=settings.job_timeout_s,
             result_ttl_s=settings.result_ttl_s,
         )
+        # Here, the models load before anything is submitted: one that cannot load stops the run first.
+        worker = None if settings.redis_url else _worker_here(conn, sorted({j.model for j in jobs}), settings)
         for job in jobs:
             jq.submit(job)
         console.print(f"Submitted {len(jobs)} job(s): " + ", ".join(j.id for j in jobs), highlight=False)
-        if settings.redis_url:
+        if worker is None:
             _require_workers(jq, {j.model for j in jobs})
             _follow(jq, jobs)
             for job in jobs:  # a worker analyzes a job after finishing it: wait for that too
@@ -75,7 +83,7 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
                     console.print(f"[yellow]Job {job.id}: its diagnostics did not arrive within 60 s; "
                                   "the images are written without them.[/]", highlight=False)
         else:
-            _run_worker_here(conn, jq, jobs, settings)
+            _work_off(*worker, jq, jobs)
         if replaced:
             console.print(f"Replaced the files of an earlier run in {out}/.", highlight=False)
         return _write_outputs(jq, artifact_store(conn, settings.artifact_dir, settings.result_ttl_s),
@@ -87,14 +95,14 @@ def clear_earlier_run(out: Path) -> bool:
     were some). A directory holding anything else is refused, with nothing touched."""
     if not out.is_dir():
         if out.exists():
-            raise UserError(f"--out {quote(str(out))} is a file; give a directory (it is created if missing).")
+            raise InvalidParameter(f"--out {quote(str(out))} is a file; give a directory (it is created if missing).")
         return False
     entries = list(out.iterdir())
     ours = [e for e in entries if _written_by_a_run(e)]
     others = [e for e in entries if e not in ours]
     if others:
         more = f" and {len(others) - 1} more" if len(others) > 1 else ""
-        raise UserError(
+        raise InvalidParameter(
             f"--out {quote(str(out))} holds files that `imagine run` did not write ({quote(others[0].name)}{more}); "
             "give a new or empty directory."
         )
@@ -125,15 +133,19 @@ def _require_workers(jq: JobQueue, models: set[str]) -> None:
         )
 
 
-def _run_worker_here(conn: redis.Redis, jq: JobQueue, jobs: list[Job], settings: Settings) -> None:
-    """A real RQ worker in this process, in burst mode: it works off ``jobs`` and returns."""
+def _worker_here(conn: redis.Redis, models: list[str], settings: Settings) -> tuple[SimpleWorker, Heartbeat]:
+    """A real RQ worker for this process, its ``models`` loaded (once)."""
     from worker.worker import build, load_diagnosticians, load_models, set_torch_threads
 
     set_torch_threads(settings)
     with console.status("Loading model…"):
-        models = load_models(sorted({j.model for j in jobs}), settings)
-        diagnosticians = load_diagnosticians(settings, models)
-    rq_worker, heartbeat = build(conn, models, ["fast", "relax"], settings, diagnosticians=diagnosticians)
+        loaded = load_models(models, settings)
+        diagnosticians = load_diagnosticians(settings, loaded)
+    return build(conn, loaded, ["fast", "relax"], settings, diagnosticians=diagnosticians)
+
+
+def _work_off(rq_worker: SimpleWorker, heartbeat: Heartbeat, jq: JobQueue, jobs: list[Job]) -> None:
+    """The worker here, in burst mode: it works off ``jobs`` (a progress bar each) and returns."""
     follower = threading.Thread(target=_follow, args=(jq, jobs), daemon=True)
     follower.start()
     try:

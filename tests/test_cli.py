@@ -1,12 +1,21 @@
-"""`imagine parse` and `imagine schema` as a user runs them."""
+"""The `imagine` command as a user runs it: parse and schema in-process; queue, run, worker and
+their refusals as processes, with what they print in a pipe or a log."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import redis
 
 from cli.main import main
+from imagine.queue import REDIS_DOWN
+from imagine.redis_server import RedisServer, free_port
+from imagine.settings import get_settings
 
 
 def test_parse_json_prints_one_object_per_job_with_every_parameter(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,3 +54,115 @@ def test_schema_is_versioned(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert schema["version"] == 1
     assert "requester" in schema["job"]["properties"] and "error" in schema["result"]["properties"]
+
+
+# The commands as processes: what a person sees in a terminal, a pipe or a log --------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imagine(*args: str, cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """``imagine ARGS`` as a process, stdout and stderr piped (not a terminal), with none of our
+    settings from the developer's shell and no COLUMNS (rich then assumes 80 columns)."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith("IMAGINE_") and k not in ("DISCORD_TOKEN", "REDIS_URL", "COLUMNS")}
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**clean, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env})
+
+
+def refusal(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command printed (exit 2, nothing on stdout, no traceback)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and done.stdout == "", done.stderr[-3000:]
+    return lines[0]
+
+
+def test_an_error_stays_on_one_line_in_a_pipe(tmp_path: Path) -> None:
+    long_name = "--" + "a" * 70  # quoted whole (a fragment is cut at 80 characters)
+    line = refusal(imagine("parse", f"a cat {long_name} 2", cwd=tmp_path))
+    assert line.startswith(f"Invalid parameter: Unknown parameter `{long_name}`")
+    assert len(line) > 80 and line.endswith("--fast, --relax.")
+
+
+def test_queue_with_redis_down_says_so_in_the_same_line_as_run(tmp_path: Path) -> None:
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    queue = refusal(imagine("queue", cwd=tmp_path, REDIS_URL=down))
+    run = refusal(imagine("run", "a red circle", cwd=tmp_path, REDIS_URL=down))
+    assert queue == run == f"Queue unavailable: {REDIS_DOWN}"
+
+
+def test_a_model_whose_weights_are_not_downloaded_is_refused_in_one_line(redis_server, tmp_path: Path) -> None:
+    empty_cache = tmp_path / "hf"
+    worker = refusal(imagine("worker", "--models", "sd-turbo", cwd=tmp_path, timeout=300,
+                             REDIS_URL=redis_server.url, HF_HOME=str(empty_cache)))
+    run = refusal(imagine("run", "a fox", "--model", "sd-turbo", cwd=tmp_path, timeout=300,
+                          HF_HOME=str(empty_cache)))
+    assert worker == run
+    assert worker.startswith("Model not downloaded: The weights of model `sd-turbo` (stabilityai/sd-turbo) "
+                             f"are not in the Hugging Face cache ({empty_cache / 'hub'})")
+    assert "unset HF_HUB_OFFLINE and run once with network" in worker and "`hf-cache` volume" in worker
+    assert not (empty_cache / "hub").exists() or not any((empty_cache / "hub").iterdir())  # nothing downloaded
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_worker_says_once_that_it_is_ready_and_never_the_redis_password(tmp_path: Path, model_cache: Path) -> None:
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    try:
+        redis.Redis(port=server.port).config_set("requirepass", "s3cret-pw")
+        done = imagine("worker", "--models", "tiny", "--queues", "fast,relax", "--burst", cwd=tmp_path, timeout=300,
+                       REDIS_URL=f"redis://:s3cret-pw@127.0.0.1:{server.port}/3",
+                       IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false",
+                       IMAGINE_TORCH_THREADS="1")
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    [ready] = [line for line in done.stderr.splitlines() if " ready: " in line]
+    assert ready.startswith("Worker ") and ready.endswith(
+        "ready: models tiny; queues imagine:fast:tiny, imagine:relax:tiny; device cpu (1 threads); "
+        f"Redis 127.0.0.1:{server.port}/3")
+    assert "s3cret-pw" not in done.stderr + done.stdout
+
+
+def test_run_refuses_an_out_directory_holding_other_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    line = refusal(imagine("run", "a red circle", "--out", "out", cwd=tmp_path))
+    assert line == ("Invalid parameter: --out `out` holds files that `imagine run` did not write (`notes.txt`); "
+                    "give a new or empty directory.")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_run_replaces_an_earlier_runs_files_and_says_so(tmp_path: Path, model_cache: Path) -> None:
+    out = tmp_path / "out"
+    earlier = out / "02-0123abcd"  # an earlier run of two jobs
+    earlier.mkdir(parents=True)
+    for name in ("grid.png", "image_1.png", "result.json"):
+        (earlier / name).write_text("earlier")
+    (out / "01-4567cdef").mkdir()
+    (out / "01-4567cdef" / "result.json").write_text("earlier")
+    done = imagine("run", "a red circle --seed 3", "--model", "tiny", "--out", "out", cwd=tmp_path, timeout=300,
+                   IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false",
+                   IMAGINE_TORCH_THREADS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Replaced the files of an earlier run in out/." in done.stderr.splitlines()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grid.png", "image_1.png", "image_2.png", "image_3.png", "image_4.png", "result.json"]
+    assert json.loads((out / "result.json").read_text())["job"]["seed"] == 3
+
+
+def test_embed_with_clip_refuses_a_model_without_a_clip_text_encoder(
+    model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IMAGINE_MODEL_CACHE_DIR", str(model_cache))
+    get_settings.cache_clear()
+    try:
+        assert main(["embed", "a red fox", "--encoder", "clip", "--model", "shapes"]) == 2
+    finally:
+        get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == ("Invalid parameter: Model `shapes` has no CLIP text encoder (its text encoder is a "
+                           "BertModel); use `--encoder minilm`, or `--encoder clip --model NAME` with a Stable "
+                           "Diffusion model or `tiny`.")

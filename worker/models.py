@@ -163,7 +163,8 @@ class _BertTextEncoderNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Expected types for text_encoder:") and message.endswith("BertModel."))
+        got = message.rpartition(" got ")[2]
+        return not (message.startswith("Expected types for text_encoder:") and got.endswith(".BertModel'>."))
 
 
 diffusers_logging.get_logger("diffusers.pipelines.pipeline_utils").addFilter(_BertTextEncoderNotice())
