@@ -25,7 +25,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from imagine.artifacts import artifact_store
+from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
 from imagine.errors import InvalidParameter, quote
@@ -168,7 +168,7 @@ def _follow(jq: JobQueue, jobs: list[Job]) -> None:
                     bar.update(tasks[job.id], completed=100, description=f"{job.id[:8]} {event.type}")
 
 
-def _write_outputs(jq: JobQueue, store, jobs: list[Job], out: Path) -> int:  # type: ignore[no-untyped-def]
+def _write_outputs(jq: JobQueue, store: ArtifactStore, jobs: list[Job], out: Path) -> int:
     failures = 0
     for n, job in enumerate(jobs, 1):
         state = jq.state(job.id)

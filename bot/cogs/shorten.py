@@ -66,7 +66,7 @@ def one_prompt(requests: list[ImagineRequest]) -> ImagineRequest:
 
 
 def _seed(params: Params) -> int:
-    """``--seed``, or one drawn now (as ``imagine.local_run.jobs_for`` draws it)."""
+    """``--seed``, or one drawn now (as ``imagine.job_factory.jobs_for`` draws it)."""
     return params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
 
 
