@@ -142,7 +142,7 @@ class SetupError(ImagineError):
 
 
 class RedisServerMissing(SetupError):
-    title = "redis-server missing"
+    title = "redis-server not installed"
 
 
 class ModelNotCached(SetupError):
