@@ -170,6 +170,14 @@ def held_embed() -> Embed:
     )
 
 
+def notes_embeds(notes: Sequence[str]) -> list[Embed]:
+    """Under a result, what the user should know about how it was made (a rounded --quality,
+    a parameter the model ignored, the ratio made): one yellow embed, or none without notes."""
+    if not notes:
+        return []
+    return [notice_embed("Note" if len(notes) == 1 else "Notes", "\n".join(f"- {escape(n)}" for n in notes))]
+
+
 def clip_embed(embed: Embed) -> Embed:
     """The embed cut to Discord's limits: each part, then 6,000 characters in all
     (title, footer and description first; fields while they fit)."""

@@ -45,3 +45,22 @@ def test_schema_is_versioned(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert schema["version"] == 1
     assert "requester" in schema["job"]["properties"] and "error" in schema["result"]["properties"]
+
+
+def test_parse_json_total_weight_counts_the_written_weights_not_the_no_items(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["parse", "a::2 b --no clouds", "--json"]) == 0
+    [job] = json.loads(capsys.readouterr().out)
+    assert job["total_weight"] == 3  # 2 + 1; the --no item (-0.5) is not counted, as the README says
+
+
+@pytest.mark.parametrize("command", ["parse", "run"])
+def test_text_that_is_not_utf8_is_refused_before_anything_runs(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `imagine run "$(printf 'a fox \xff')"`: Python turns the undecodable byte into "\udcff"
+    assert main([command, "a fox \udcff in snow"]) == 2
+    out, err = capsys.readouterr()
+    assert "Invalid prompt" in err and "not valid UTF-8 text" in err and "0xFF" in err
+    assert "Traceback" not in err and "\\udc" not in err
