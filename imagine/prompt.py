@@ -46,7 +46,7 @@ import itertools
 import math
 import re
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -66,6 +66,8 @@ MAX_BRACE_DEPTH = 20
 """Deepest permutation nesting accepted (``{a {b {c}}}`` is depth 3)."""
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+
+_Number = TypeVar("_Number", int, float)
 
 _BY_NAME: dict[str, Parameter] = {n: spec for spec in PARAMETERS for n in spec.names}
 
@@ -472,7 +474,7 @@ def _number_value(spec: Parameter, raw: str, written: str, flag: str, models: An
     return _in_range(spec, float(raw), written, flag)
 
 
-def _in_range(spec: Parameter, value: Any, written: str, flag: str) -> Any:
+def _in_range(spec: Parameter, value: _Number, written: str, flag: str) -> _Number:
     assert spec.lo is not None and spec.hi is not None
     if not spec.lo <= value <= spec.hi:
         raise InvalidParameter(f"{quote(written)} is out of range; {flag} takes {spec.allowed}.")

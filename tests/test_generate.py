@@ -4,9 +4,8 @@ and the model layer around it: the tiny build, the registry, loading."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -16,8 +16,9 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
   table's ``families``, ``imagine.params``) gets a note, as do the parser's own notes
   (a rounded --quality).
 - Steps (--quality q): ``max(1, round(default_steps * q))``, at most ``spec.max_steps``
-  (SD-Turbo: 1-4); --draft halves them, rounded up (at least 1). Image-to-image runs ``int(steps * strength)`` of them (diffusers' rule), so
-  steps are raised to at least ``ceil(1 / strength)`` there to run one step or more.
+  (SD-Turbo: 1-4); --draft halves them, rounded up (at least 1). Image-to-image runs
+  ``int(steps * strength)`` of them (diffusers' rule), so steps are raised to at least
+  ``ceil(1 / strength)`` there to run one step or more.
 - Seeds: image i of a grid uses seed ``(job.seed + i) mod 2**32``, one fresh CPU generator each.
   Same job, same images.
 - Chaos (--chaos c, 0-100): the grid's starting noises share a component,
