@@ -260,8 +260,8 @@ class Delivery:
             embeds, extra = await self.bot.run_sync(self._diagnostics, result)
             limit -= sum(len(u.data) for u in extra)
             upload = await self.bot.run_sync(fit_upload, png, render.upload_stem(job.id, result, key), limit)
-            return Post(render.done_line(job), embeds=embeds, upload=upload, buttons=render.result_buttons(result),
-                        extra_uploads=extra)
+            return Post(render.done_line(job), embeds=[*render.notes_embeds(result.notes), *embeds], upload=upload,
+                        buttons=render.result_buttons(result), extra_uploads=extra)
         if state.status is JobStatus.CANCELLED:
             return Post(render.ended_line(job, "cancelled"))
         error = result.error if result else None

@@ -27,7 +27,8 @@ from imagine.diagnostics import MAX_PROPOSALS, ShortenResult
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobResult
 from imagine.monitor import Overview, Percentiles
-from imagine.request import ImagineRequest, Params
+from imagine.params import params_text
+from imagine.request import ImagineRequest
 
 RED = 16711680
 """Errors ("Invalid parameter", "Invalid prompt", ...), as Midjourney's."""
@@ -78,30 +79,6 @@ def duration(seconds: float) -> str:
 
 
 # --- the prompt as the user wrote it -----------------------------------------------------------
-
-_PARAM_FLAGS: tuple[tuple[str, str], ...] = (
-    ("aspect", "--ar"), ("chaos", "--chaos"), ("quality", "--q"), ("stylize", "--s"),
-    ("stop", "--stop"), ("weird", "--weird"), ("iw", "--iw"), ("seed", "--seed"),
-    ("style", "--style"), ("model", "--v"),
-)
-
-
-def params_text(params: Params) -> str:
-    """The parameters that differ from their defaults, written as a user would (``--ar 16:9 --no x``)."""
-    default = Params()
-    out = []
-    for name, flag in _PARAM_FLAGS:
-        value = getattr(params, name)
-        if value != getattr(default, name) and value is not None:
-            out.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-    if params.no:
-        out.append("--no " + ", ".join(params.no))
-    if params.tile:
-        out.append("--tile")
-    if params.speed == "relax":
-        out.append("--relax")
-    return " ".join(out)
-
 
 def prompt_text(request: ImagineRequest) -> str:
     """Image links, the text and the non-default parameters: the prompt as it is shown."""
@@ -191,6 +168,14 @@ def held_embed() -> Embed:
         "Job queued",
         "You already have the most jobs running at once: this job will start as soon as another one finishes.",
     )
+
+
+def notes_embeds(notes: Sequence[str]) -> list[Embed]:
+    """Under a result, what the user should know about how it was made (a rounded --quality,
+    a parameter the model ignored, the ratio made): one yellow embed, or none without notes."""
+    if not notes:
+        return []
+    return [notice_embed("Note" if len(notes) == 1 else "Notes", "\n".join(f"- {escape(n)}" for n in notes))]
 
 
 def clip_embed(embed: Embed) -> Embed:

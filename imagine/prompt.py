@@ -14,7 +14,9 @@ Grammar (what ``/imagine prompt:`` accepts), applied in this order::
     permutation := "{" option ("," option)* "}"     -- anywhere, nested, options stripped;
                    "\\," "\\{" "\\}" are a literal comma and braces
 
-1. **Limits.** The raw input must be non-blank and at most ``MAX_PROMPT_CHARS`` long.
+1. **Limits.** The raw input must be valid UTF-8 text (bytes a pipe could not decode arrive
+   as lone surrogates, ``\\udcff``: refused, saying where), non-blank and at most
+   ``MAX_PROMPT_CHARS`` long.
 2. **Permutations** are expanded first, on the raw text, so they also work inside
    parameters (``--ar {1:1, 16:9}``) and weights (``a::{1,2} b``). The number of expansions
    is computed from the brace tree before anything is built, so ``{a,b}`` x 30 fails fast.
@@ -22,12 +24,16 @@ Grammar (what ``/imagine prompt:`` accepts), applied in this order::
 3. **Parameters.** Everything from the first parameter on is parameters: the tokens after
    a parameter name, up to the next one, are its value. Text after a parameter is never
    prompt text. Names are case-insensitive; each parameter (counting aliases) at most once.
-   The table :data:`PARAMETERS` is the single source of names, aliases, ranges and help.
+   The table :data:`imagine.params.PARAMETERS` is the single source of names, aliases,
+   ranges, defaults and help. A ``--quality`` we do not offer is rounded to the nearest one
+   (``--q 3`` -> 2, ``--q .75`` -> 1: halfway rounds up), and the request's ``notes`` say so;
+   a quality that is not a number above 0 is refused.
 4. **Image links** are the leading URL-looking tokens; text is required after them.
 5. **Multi-prompts.** ``::`` splits the text into weighted parts (``hot::2 dog`` -> ``hot``
    at 2, ``dog`` at 1). Empty parts are dropped. Each ``--no`` item is appended as a part
    at ``NO_WEIGHT`` (-0.5). A total of the ``::`` weights that is not above 0 is refused
-   (``--no`` items are not counted, so any number of them can follow a plain prompt).
+   (``--no`` items are not counted, so any number of them can follow a plain prompt): that
+   total is :attr:`ImagineRequest.total_weight <imagine.request.ImagineRequest.total_weight>`.
 
 Every refusal is an :class:`~imagine.errors.UserError` subclass whose message quotes the
 offending fragment and says what is allowed; nothing else escapes :func:`parse`.
@@ -40,17 +46,18 @@ import itertools
 import math
 import re
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from imagine.constants import MAX_ASPECT, MAX_JOBS_PER_PROMPT, MAX_PROMPT_CHARS, NO_WEIGHT
 from imagine.errors import InvalidLink, InvalidParameter, InvalidPrompt, quote
-from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
+from imagine.params import PARAMETERS, AspectRatio, Parameter, or_list
+from imagine.params import fmt as _fmt
+from imagine.request import ImagineRequest, Params, SubPrompt
 
-__all__ = ["PARAMETERS", "MAX_WEIGHT", "MAX_BRACE_DEPTH", "ParamSpec", "count_jobs", "parse"]
+__all__ = ["PARAMETERS", "MAX_WEIGHT", "MAX_BRACE_DEPTH", "count_jobs", "parse"]
 
 MAX_WEIGHT = 1000.0
 """Largest magnitude of a ``::`` weight (keeps sums and normalization finite)."""
@@ -60,81 +67,9 @@ MAX_BRACE_DEPTH = 20
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
-# --------------------------------------------------------------------------------------
-# The parameter table
-# --------------------------------------------------------------------------------------
+_Number = TypeVar("_Number", int, float)
 
-Kind = Literal["ratio", "int", "number", "quality", "choice", "flag", "list", "model"]
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One ``--parameter``: its names, what it takes and the ``Params`` field it sets."""
-
-    name: str  # canonical name, without dashes
-    aliases: tuple[str, ...]
-    kind: Kind
-    field: str  # the Params field it sets
-    lo: float | None = None  # inclusive range, for "int" and "number"
-    hi: float | None = None
-    choices: tuple[Any, ...] = ()  # for "quality" and "choice"
-    flag_value: Any = None  # for "flag": the value the field gets
-    help: str = ""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases)
-
-    @property
-    def default(self) -> Any:
-        """The value the field has when the parameter is not given (``Params``' default)."""
-        return Params.model_fields[self.field].default
-
-    @property
-    def usage(self) -> str:
-        """``--chaos/--c``: every spelling, for help texts."""
-        return "/".join(f"--{n}" for n in self.names)
-
-    @property
-    def allowed(self) -> str:
-        """What the value may be, in words, for error messages and help."""
-        if self.kind == "int":
-            return f"a whole number from {_fmt(self.lo)} to {_fmt(self.hi)}"
-        if self.kind == "number":
-            return f"a number from {_fmt(self.lo)} to {_fmt(self.hi)}"
-        if self.kind == "ratio":
-            return f"W:H with whole numbers, like `16:9`; our models support 1:{MAX_ASPECT} to {MAX_ASPECT}:1"
-        if self.kind == "quality":
-            return _or_list([_fmt(c).removeprefix("0") for c in self.choices])
-        if self.kind == "choice":
-            return _or_list([f"`{c}`" for c in self.choices])
-        if self.kind == "list":
-            return "a comma-separated list of things to leave out, like `people, cars`"
-        if self.kind == "model":
-            return "a model name"
-        return "no value"
-
-
-PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("ar", ("aspect",), "ratio", "aspect", help="aspect ratio W:H"),
-    ParamSpec("chaos", ("c",), "int", "chaos", 0, 100, help="how different the four images are"),
-    ParamSpec("quality", ("q",), "quality", "quality", choices=(0.25, 0.5, 1.0, 2.0), help="effort (steps)"),
-    ParamSpec("repeat", ("r",), "int", "repeat", 1, MAX_JOBS_PER_PROMPT, help="run the job N times"),
-    ParamSpec("seed", (), "int", "seed", 0, 4294967295, help="reproducibility"),
-    ParamSpec("stop", (), "int", "stop", 10, 100, help="finish early, at this percentage"),
-    ParamSpec("stylize", ("s",), "int", "stylize", 0, 1000, help="strength of the house style"),
-    ParamSpec("style", (), "choice", "style", choices=("raw",), help="`raw`: less house style"),
-    ParamSpec("tile", (), "flag", "tile", flag_value=True, help="seamless tile"),
-    ParamSpec("weird", ("w",), "int", "weird", 0, 3000, help="experimental"),
-    ParamSpec("iw", (), "number", "iw", 0, 3, help="weight of the image prompts vs the text"),
-    ParamSpec("no", (), "list", "no", help="leave these out (each is `item::-.5`)"),
-    ParamSpec("v", ("version", "model"), "model", "model", help="one of the configured models"),
-    ParamSpec("fast", (), "flag", "speed", flag_value="fast", help="fast mode for this job"),
-    ParamSpec("relax", (), "flag", "speed", flag_value="relax", help="relax mode for this job"),
-)
-"""Every parameter the parser accepts; parsing, error messages and help all read this."""
-
-_BY_NAME: dict[str, ParamSpec] = {n: spec for spec in PARAMETERS for n in spec.names}
+_BY_NAME: dict[str, Parameter] = {n: spec for spec in PARAMETERS for n in spec.names}
 
 # --------------------------------------------------------------------------------------
 # Regular expressions (compiled once)
@@ -174,6 +109,7 @@ def parse(text: str, *, models: Collection[str] | None = None) -> list[ImagineRe
         raise InvalidPrompt(
             f"The prompt is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,} characters."
         )
+    _check_utf8(text)
     if not text.strip():
         raise InvalidPrompt("The prompt is empty; write what you want to see, like `a fox in the snow`.")
 
@@ -190,7 +126,23 @@ def parse(text: str, *, models: Collection[str] | None = None) -> list[ImagineRe
 
 def count_jobs(requests: Iterable[ImagineRequest]) -> int:
     """How many jobs these requests start: each one counts ``--repeat`` times."""
-    return sum(r.params.repeat for r in requests)
+    return sum(int(r.params.repeat) for r in requests)
+
+
+def _check_utf8(text: str) -> None:
+    """Refuse text that is not valid UTF-8: bytes that a pipe or a terminal could not decode
+    arrive as lone surrogates (``\\udcff``), which nothing downstream can store or encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        what = f"the byte 0x{code - 0xDC00:02X}" if 0xDC80 <= code <= 0xDCFF else "half of a surrogate pair"
+        before = text[max(0, exc.start - 30) : exc.start].strip()
+        where = f"after {quote(before)}" if before else "at the start"
+        raise InvalidPrompt(
+            f"The prompt is not valid UTF-8 text: character {exc.start + 1} ({where}) is {what}, "
+            "which is not a character; send the prompt as UTF-8 text."
+        ) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -301,7 +253,8 @@ def _parse_one(text: str, models: Collection[str] | None) -> ImagineRequest:
     """Parse one permutation-free prompt."""
     first = _PARAM_RE.search(text)
     head = text if first is None else text[: first.start()]
-    values = {} if first is None else _parse_params(text, first.start(), models)
+    notes: list[str] = []
+    values = {} if first is None else _parse_params(text, first.start(), models, notes)
 
     tokens = head.split()
     urls: list[str] = []
@@ -315,30 +268,30 @@ def _parse_one(text: str, models: Collection[str] | None) -> ImagineRequest:
             "like `a fox in the snow --ar 16:9`."
         )
     prompt_text = " ".join(tokens)
-
     parts = _split_weights(prompt_text)
-    # The rule is on the weights the user wrote with `::`. `--no` items (each -0.5) are not
-    # counted: otherwise `a garden --no people, cars` (1 - 0.5 - 0.5 = 0) would be refused.
-    total = math.fsum(w for _, w in parts)
-    if not total > 0:
-        shown = " + ".join(_fmt(w) for _, w in parts)
-        raise InvalidPrompt(
-            f"Prompts with a negative total weight are not allowed: the weights of {quote(prompt_text)} "
-            f"add up to {shown} = {_fmt(total)}, and the total must be above 0."
-        )
     parts.extend((item, NO_WEIGHT) for item in values.get("no", ()))
 
     try:
-        return ImagineRequest(
+        request = ImagineRequest(
             text=prompt_text,
             image_urls=tuple(urls),
             parts=tuple(SubPrompt(text=t, weight=w) for t, w in parts),
             params=Params(**values) if values else Params(),
+            notes=tuple(notes),
         )
     except ValidationError as exc:  # our own checks should make this unreachable
         raise InvalidParameter(
             f"The prompt {quote(text.strip())} has a value our models cannot use ({exc.error_count()} problem(s))."
         ) from None
+    # The rule is on the weights the user wrote with `::`. `--no` items (each -0.5) are not
+    # counted: otherwise `a garden --no people, cars` (1 - 0.5 - 0.5 = 0) would be refused.
+    if not request.total_weight > 0:
+        shown = " + ".join(_fmt(p.weight) for p in request.written_parts)
+        raise InvalidPrompt(
+            f"Prompts with a negative total weight are not allowed: the weights of {quote(prompt_text)} "
+            f"add up to {shown} = {_fmt(request.total_weight)}, and the total must be above 0."
+        )
+    return request
 
 
 # --------------------------------------------------------------------------------------
@@ -426,8 +379,9 @@ def _parse_weight(raw: str) -> float:
 # --------------------------------------------------------------------------------------
 
 
-def _parse_params(text: str, start: int, models: Collection[str] | None) -> dict[str, Any]:
-    """Read every ``--name value...`` from ``start`` on into ``Params`` keyword arguments."""
+def _parse_params(text: str, start: int, models: Collection[str] | None, notes: list[str]) -> dict[str, Any]:
+    """Read every ``--name value...`` from ``start`` on into ``Params`` keyword arguments;
+    what was changed on the way (a rounded ``--quality``) is added to ``notes``."""
     values: dict[str, Any] = {}
     seen: dict[str, str] = {}  # spec name -> the fragment as written
     setters: dict[str, str] = {}  # Params field -> the fragment that set it
@@ -448,10 +402,12 @@ def _parse_params(text: str, start: int, models: Collection[str] | None) -> dict
             )
         seen[spec.name] = setters[spec.field] = written
         values[spec.field] = _parse_value(spec, name, tokens, written, models)
+        if spec.kind == "quality" and float(tokens[0]) != values[spec.field]:
+            notes.append(f"--quality {tokens[0]} was rounded to {_fmt(values[spec.field])}, the nearest we offer.")
     return values
 
 
-def _lookup(name: str) -> ParamSpec:
+def _lookup(name: str) -> Parameter:
     """The spec for ``name`` (case-insensitive), or ``InvalidParameter`` with a suggestion."""
     spec = _BY_NAME.get(name.lower())
     if spec is not None:
@@ -472,7 +428,7 @@ def _lookup(name: str) -> ParamSpec:
 
 
 def _parse_value(
-    spec: ParamSpec, name: str, tokens: list[str], written: str, models: Collection[str] | None
+    spec: Parameter, name: str, tokens: list[str], written: str, models: Collection[str] | None
 ) -> Any:
     """Check and convert one parameter's value tokens."""
     flag = f"`--{name}`"
@@ -501,7 +457,7 @@ def _parse_value(
     return parser(spec, raw, written, flag, models)
 
 
-def _int_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> int:
+def _int_value(spec: Parameter, raw: str, written: str, flag: str, models: Any) -> int:
     if _INT_RE.fullmatch(raw) is None:
         raise InvalidParameter(f"{quote(written)} is not a whole number; {flag} takes {spec.allowed}.")
     digits = raw.lstrip("+-").lstrip("0") or "0"
@@ -512,27 +468,31 @@ def _int_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) 
     return _in_range(spec, value, written, flag)
 
 
-def _number_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> float:
+def _number_value(spec: Parameter, raw: str, written: str, flag: str, models: Any) -> float:
     if _NUMBER_RE.fullmatch(raw) is None:
         raise InvalidParameter(f"{quote(written)} is not a number; {flag} takes {spec.allowed}.")
     return _in_range(spec, float(raw), written, flag)
 
 
-def _in_range(spec: ParamSpec, value: Any, written: str, flag: str) -> Any:
+def _in_range(spec: Parameter, value: _Number, written: str, flag: str) -> _Number:
     assert spec.lo is not None and spec.hi is not None
     if not spec.lo <= value <= spec.hi:
         raise InvalidParameter(f"{quote(written)} is out of range; {flag} takes {spec.allowed}.")
     return value
 
 
-def _quality_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> float:
-    value = float(raw) if _NUMBER_RE.fullmatch(raw) else None
-    if value not in spec.choices:
-        raise InvalidParameter(f"{quote(written)} is not a quality we offer; {flag} takes {spec.allowed}.")
-    return value  # type: ignore[return-value]
+def _quality_value(spec: Parameter, raw: str, written: str, flag: str, models: Any) -> float:
+    """The nearest quality we offer (halfway rounds up; above the highest: the highest), as
+    Midjourney rounds a quality it does not offer."""
+    if _NUMBER_RE.fullmatch(raw) is None:
+        raise InvalidParameter(f"{quote(written)} is not a number; {flag} takes {spec.allowed}.")
+    value = float(raw)
+    if not value > 0:
+        raise InvalidParameter(f"{quote(written)} is not above 0; {flag} takes {spec.allowed}.")
+    return float(min(spec.choices, key=lambda q: (abs(q - value), -q)))
 
 
-def _ratio_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> AspectRatio:
+def _ratio_value(spec: Parameter, raw: str, written: str, flag: str, models: Any) -> AspectRatio:
     m = _RATIO_RE.fullmatch(raw)
     sides = [side.lstrip("0") or "0" for side in m.groups()] if m else []
     if not sides or any(len(side) > 9 for side in sides):
@@ -549,14 +509,14 @@ def _ratio_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any
     return AspectRatio(width=w, height=h)
 
 
-def _choice_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Any) -> str:
+def _choice_value(spec: Parameter, raw: str, written: str, flag: str, models: Any) -> str:
     value = raw.lower()
     if value not in spec.choices:
         raise InvalidParameter(f"{quote(written)} is not a style we offer; {flag} takes {spec.allowed}.")
     return value
 
 
-def _model_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Collection[str] | None) -> str:
+def _model_value(spec: Parameter, raw: str, written: str, flag: str, models: Collection[str] | None) -> str:
     if models is None:
         return raw
     for model in models:
@@ -564,7 +524,7 @@ def _model_value(spec: ParamSpec, raw: str, written: str, flag: str, models: Col
             return model
     if not models:
         raise InvalidParameter(f"{quote(written)} cannot be used: no models are configured to choose from.")
-    allowed = _or_list([f"`{m}`" for m in sorted(models)])
+    allowed = or_list([f"`{m}`" for m in sorted(models)])
     raise InvalidParameter(f"{quote(written)} is not one of our models; {flag} takes {allowed}.")
 
 
@@ -576,23 +536,3 @@ _VALUE_PARSERS = {
     "choice": _choice_value,
     "model": _model_value,
 }
-
-# --------------------------------------------------------------------------------------
-# Formatting helpers
-# --------------------------------------------------------------------------------------
-
-
-def _fmt(x: float | None) -> str:
-    """``2.0`` -> ``2``, ``-0.5`` -> ``-0.5``: numbers as a user writes them."""
-    if x is None:
-        return ""
-    if float(x).is_integer():
-        return str(int(x))
-    return f"{x:g}"
-
-
-def _or_list(items: list[str]) -> str:
-    """``a, b or c``."""
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " or " + items[-1]

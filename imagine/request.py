@@ -6,11 +6,15 @@ builds one per expanded permutation; the worker turns it into images.
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, create_model
 
-Quality = Literal[0.25, 0.5, 1.0, 2.0]
+from imagine.params import AspectRatio, field_definitions
+
+__all__ = ["AspectRatio", "Frozen", "ImagineRequest", "Params", "Speed", "SubPrompt"]
+
 Speed = Literal["fast", "relax"]
 
 
@@ -25,37 +29,12 @@ class SubPrompt(Frozen):
     weight: float
 
 
-class AspectRatio(Frozen):
-    """Whole-number W:H, reduced (32:18 -> 16:9), between 1:4 and 4:1."""
+class _Params(Frozen):
+    """Every parameter with its resolved value (Midjourney's defaults where not given).
 
-    width: int = Field(ge=1)
-    height: int = Field(ge=1)
-
-    def __str__(self) -> str:
-        return f"{self.width}:{self.height}"
-
-    @property
-    def ratio(self) -> float:
-        return self.width / self.height
-
-
-class Params(Frozen):
-    """Every parameter with its resolved value (Midjourney's defaults where not given)."""
-
-    aspect: AspectRatio = AspectRatio(width=1, height=1)
-    seed: int | None = Field(default=None, ge=0, le=4294967295)  # None: chosen at submission
-    chaos: int = Field(default=0, ge=0, le=100)
-    stylize: int = Field(default=100, ge=0, le=1000)
-    quality: Quality = 1.0
-    stop: int = Field(default=100, ge=10, le=100)
-    tile: bool = False
-    repeat: int = Field(default=1, ge=1, le=40)
-    no: tuple[str, ...] = ()
-    weird: int = Field(default=0, ge=0, le=3000)
-    iw: float = Field(default=1.0, ge=0, le=3)
-    style: Literal["raw"] | None = None
-    model: str | None = None  # None: the deployment's default model
-    speed: Speed | None = None  # None: the user's mode
+    The fields, their types, ranges and defaults are the rows of ``imagine.params.PARAMETERS``
+    (one field per row; ``--fast`` and ``--relax`` share ``speed``).
+    """
 
     @property
     def given(self) -> frozenset[str]:
@@ -66,6 +45,17 @@ class Params(Frozen):
         stored job) has every field set.
         """
         return frozenset(self.model_fields_set)
+
+    if TYPE_CHECKING:  # the fields come from the table: type checkers see them as Any
+
+        def __getattr__(self, name: str) -> Any: ...
+
+
+if TYPE_CHECKING:
+    Params = _Params
+else:
+    Params = create_model("Params", __base__=_Params, __module__=__name__, **field_definitions())
+    Params.__doc__ = _Params.__doc__
 
 
 class ImagineRequest(Frozen):
@@ -80,10 +70,18 @@ class ImagineRequest(Frozen):
     image_urls: tuple[str, ...] = ()
     parts: tuple[SubPrompt, ...]
     params: Params = Params()
+    notes: tuple[str, ...] = ()  # what the parser changed that the user should know ("--quality 3 was rounded to 2")
+
+    @property
+    def written_parts(self) -> tuple[SubPrompt, ...]:
+        """The ``::`` parts as written: ``parts`` without the ``--no`` items that follow them."""
+        return self.parts[: len(self.parts) - len(self.params.no)]
 
     @property
     def total_weight(self) -> float:
-        return sum(p.weight for p in self.parts)
+        """The sum of the ``::`` weights as written; ``--no`` items are not counted. The parser
+        refuses a request whose total is not above 0."""
+        return math.fsum(p.weight for p in self.written_parts)
 
     @property
     def positives(self) -> tuple[SubPrompt, ...]:

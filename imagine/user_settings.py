@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
 from imagine.constants import KEY_PREFIX, MAX_ASPECT
+from imagine.params import AspectRatio, field_definitions
 from imagine.queue import redis_errors
-from imagine.request import AspectRatio, ImagineRequest, Speed
+from imagine.request import ImagineRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,21 @@ STYLIZE_LEVELS = {"low": 50, "med": 100, "high": 250, "very high": 750}
 """/settings' stylize levels and their --stylize values, as Midjourney's."""
 
 
-class UserSettings(BaseModel):
-    """One user's defaults; None everywhere is "nothing set"."""
+class _UserSettings(BaseModel):
+    """One user's defaults; None everywhere is "nothing set".
+
+    The fields are the parameters the table marks ``settable`` (``imagine.params.PARAMETERS``:
+    aspect, stylize, model, speed), with the table's types and ranges, each optional; and
+    ``diagnostics``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")  # a field dropped later: ignored
 
-    model: str | None = Field(default=None, min_length=1, max_length=100)
-    aspect: AspectRatio | None = None
-    stylize: int | None = Field(default=None, ge=0, le=1000)
-    speed: Speed | None = None
-    diagnostics: bool | None = None
+    if TYPE_CHECKING:  # the fields come from the table: type checkers see them as Any
 
-    @field_validator("aspect", mode="before")
+        def __getattr__(self, name: str) -> Any: ...
+
+    @field_validator("aspect", mode="before", check_fields=False)
     @classmethod
     def _aspect_from_text(cls, value: Any) -> Any:
         """Accept ``"16:9"`` as well as ``{"width": 16, "height": 9}``."""
@@ -66,7 +70,7 @@ class UserSettings(BaseModel):
             return {"width": int(width), "height": int(height)}
         return value
 
-    @field_validator("aspect")
+    @field_validator("aspect", check_fields=False)
     @classmethod
     def _aspect_in_range(cls, value: AspectRatio | None) -> AspectRatio | None:
         if value is not None and not 1 / MAX_ASPECT <= value.ratio <= MAX_ASPECT:
@@ -79,15 +83,15 @@ class UserSettings(BaseModel):
         ``models`` are the configured model names; a stored model not among them is skipped.
         """
         params, given = request.params, request.params.given
-        changes: dict[str, Any] = {}
-        if self.model is not None and "model" not in given:
-            model = _configured(self.model, models)
+        changes: dict[str, Any] = {
+            field: value
+            for field in PROMPT_SETTINGS
+            if field not in given and (value := getattr(self, field)) is not None
+        }
+        if "model" in changes:
+            model = _configured(changes.pop("model"), models)
             if model is not None:
                 changes["model"] = model
-        if self.aspect is not None and "aspect" not in given:
-            changes["aspect"] = self.aspect
-        if self.stylize is not None and "stylize" not in given:
-            changes["stylize"] = self.stylize
         if not changes:
             return request
         return request.model_copy(update={"params": params.model_copy(update=changes)})
@@ -101,6 +105,19 @@ class UserSettings(BaseModel):
         if self.diagnostics is not None:
             fields["diagnostics"] = self.diagnostics
         return fields
+
+
+PROMPT_SETTINGS = tuple(field for field in field_definitions(settable_only=True) if field != "speed")
+"""The settings that fill a request's parameters. The other one, speed, is the user's mode:
+it decides the job's queue (``job_fields``) and is not shown in the prompt line."""
+
+if TYPE_CHECKING:
+    UserSettings = _UserSettings
+else:
+    UserSettings = create_model("UserSettings", __base__=_UserSettings, __module__=__name__,
+                                **field_definitions(optional=True, settable_only=True),
+                                diagnostics=(bool | None, None))
+    UserSettings.__doc__ = _UserSettings.__doc__
 
 
 def _configured(model: str, models: Collection[str] | None) -> str | None:

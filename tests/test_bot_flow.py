@@ -411,3 +411,14 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
         assert "**fox**" in embed["description"] and embed["image"]["url"] == "attachment://chart.png"
         assert custom_ids_of(edit.json) == custom_ids_of(first.json)  # the buttons stay
         await wait_until(lambda: redis_conn.xpending(DELIVERIES, "bot")["pending"] == 0)  # acknowledged
+
+
+async def test_the_result_says_under_the_grid_what_was_rounded_or_ignored(redis_server, redis_conn, run_worker) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        payload = fake.slash("imagine", prompt="a fox in snow --q .1 --weird 250 --draft")
+        job_id, message = await run_to_delivery(bot, fake, payload, lambda _: run_worker())
+        assert message["content"].startswith("**a fox in snow --q 0.25 --weird 250 --draft** - ")
+        notes = message["embeds"][0]
+        assert (notes["title"], notes["color"]) == ("Notes", 16776960)
+        assert notes["description"] == ("- --quality .1 was rounded to 0.25, the nearest we offer.\n"
+                                        "- --weird 250 was ignored: tiny does not use it yet.")

@@ -166,3 +166,22 @@ def test_embed_with_clip_refuses_a_model_without_a_clip_text_encoder(
     assert err.strip() == ("Invalid parameter: Model `shapes` has no CLIP text encoder (its text encoder is a "
                            "BertModel); use `--encoder minilm`, or `--encoder clip --model NAME` with a Stable "
                            "Diffusion model or `tiny`.")
+
+
+def test_parse_json_total_weight_counts_the_written_weights_not_the_no_items(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["parse", "a::2 b --no clouds", "--json"]) == 0
+    [job] = json.loads(capsys.readouterr().out)
+    assert job["total_weight"] == 3  # 2 + 1; the --no item (-0.5) is not counted, as the README says
+
+
+@pytest.mark.parametrize("command", ["parse", "run"])
+def test_text_that_is_not_utf8_is_refused_before_anything_runs(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `imagine run "$(printf 'a fox \xff')"`: Python turns the undecodable byte into "\udcff"
+    assert main([command, "a fox \udcff in snow"]) == 2
+    out, err = capsys.readouterr()
+    assert "Invalid prompt" in err and "not valid UTF-8 text" in err and "0xFF" in err
+    assert "Traceback" not in err and "\\udc" not in err

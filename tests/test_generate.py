@@ -4,14 +4,18 @@ and the model layer around it: the tiny build, the registry, loading."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file
 
-from imagine.constants import PREVIEW_EVERY_STEPS
+from imagine.constants import MAX_ASPECT, PREVIEW_EVERY_STEPS
 from imagine.errors import JobCancelled, OutOfMemory
 from imagine.jobs import JobKind
 from imagine.request import AspectRatio
@@ -98,26 +102,73 @@ def test_chaos_changes_the_images(tiny: LoadedModel) -> None:  # noqa: F811
     ("model", "aspect", "size"),
     [
         ("tiny", (1, 1), (128, 128)),
-        ("tiny", (16, 9), (168, 96)),
-        ("tiny", (2, 3), (104, 160)),
+        ("tiny", (16, 9), (128, 72)),
+        ("tiny", (2, 3), (112, 168)),
         ("tiny", (4, 1), (256, 64)),
+        ("shapes", (1, 1), (64, 64)),
+        ("shapes", (3, 2), (96, 64)),
+        ("shapes", (16, 9), (112, 64)),  # 7:4: no multiple of 16 within the budget is 16:9
+        ("shapes", (2, 1), (96, 48)),
         ("sd15", (1, 1), (512, 512)),
-        ("sd15", (16, 9), (680, 384)),
+        ("sd15", (16, 9), (640, 360)),
         ("sd15", (2, 3), (416, 624)),
         ("sd15", (4, 1), (1024, 256)),
         ("sd15", (1, 4), (256, 1024)),
     ],
 )
-def test_aspect_ratio_keeps_the_pixel_budget(model: str, aspect: tuple[int, int], size: tuple[int, int]) -> None:
+def test_aspect_ratio_gives_the_allowed_size_closest_in_ratio(
+    model: str, aspect: tuple[int, int], size: tuple[int, int]
+) -> None:
     assert image_size(BUILTIN_SPECS[model], AspectRatio(width=aspect[0], height=aspect[1])) == size
 
 
-@pytest.mark.parametrize(("aspect", "size"), [((16, 9), (168, 96)), ((2, 3), (104, 160)), ((4, 1), (256, 64))])
+def ratio_error(width: int, height: int, aspect: AspectRatio) -> float:
+    return abs(math.log(width / height / aspect.ratio))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from([64, 96, 128, 192]),
+    step=st.sampled_from([8, 16, 32, 64]),
+    width=st.integers(1, 60),
+    height=st.integers(1, 60),
+)
+def test_the_chosen_size_is_allowed_and_no_allowed_size_is_closer_in_ratio(
+    base: int, step: int, width: int, height: int
+) -> None:
+    assume(base % step == 0 and width <= MAX_ASPECT * height and height <= MAX_ASPECT * width)
+    spec = BUILTIN_SPECS["tiny"].model_copy(update={"base_size": base, "size_multiple": step})
+    aspect = AspectRatio(width=width, height=height)
+    w, h = image_size(spec, aspect)
+    budget = base**2
+    assert w % step == 0 and h % step == 0
+    assert budget / 2 <= w * h <= 2 * budget
+    sides = np.arange(step, 2 * budget // step + 1, step)
+    ws, hs = np.meshgrid(sides, sides)
+    allowed = (ws * hs >= budget / 2) & (ws * hs <= 2 * budget)
+    errors = np.abs(np.log(ws[allowed] / hs[allowed] / aspect.ratio))
+    assert ratio_error(w, h, aspect) <= errors.min() + 1e-12
+
+
+def test_different_ratios_give_different_sizes_on_the_default_model() -> None:
+    shapes = BUILTIN_SPECS["shapes"]
+    sizes = {image_size(shapes, AspectRatio(width=w, height=h)) for w, h in ((1, 1), (3, 2), (16, 9), (2, 1))}
+    assert len(sizes) == 4
+
+
+@pytest.mark.parametrize(("aspect", "size"), [((16, 9), (128, 72)), ((2, 3), (112, 168)), ((4, 1), (256, 64))])
 def test_images_have_the_aspect_size(tiny: LoadedModel, aspect: tuple[int, int], size: tuple[int, int]) -> None:  # noqa: F811
     result = generate(tiny, make_job(quality=0.25, aspect=AspectRatio(width=aspect[0], height=aspect[1])))
     assert (result.width, result.height) == size
     assert all(image.size == size for image in result.images)
     assert make_grid(result.images).size == (2 * size[0], 2 * size[1])
+    assert not any("--ar" in note for note in result.notes)  # made exactly: nothing to say
+
+
+def test_a_ratio_the_model_cannot_make_exactly_is_noted(tiny: LoadedModel) -> None:  # noqa: F811
+    result = generate(tiny, make_job(quality=0.25, aspect=AspectRatio(width=37, height=23)))
+    assert (result.width, result.height) == (168, 104)
+    assert "--ar 37:23 was made as 21:13 (168x104), the nearest ratio tiny can make." in result.notes
 
 
 def test_stylize_maps_to_guidance() -> None:
@@ -135,6 +186,24 @@ def test_quality_maps_to_steps() -> None:
     sd15, turbo = BUILTIN_SPECS["sd15"], BUILTIN_SPECS["sd-turbo"]
     assert [denoising_steps(sd15, q) for q in (0.25, 0.5, 1.0, 2.0)] == [6, 12, 25, 50]
     assert [denoising_steps(turbo, q) for q in (0.25, 0.5, 1.0, 2.0)] == [1, 1, 2, 4]
+
+
+def test_draft_halves_the_steps(tiny: LoadedModel, unet_calls: CallCounter) -> None:  # noqa: F811
+    result = generate(tiny, make_job(draft=True))
+    assert unet_calls.calls == result.steps == STEPS // 2
+    assert len(result.images) == 4
+
+
+def test_parameters_a_model_does_not_use_are_noted(tiny: LoadedModel) -> None:  # noqa: F811
+    plain = generate(tiny, make_job(quality=0.25))
+    ignored = generate(tiny, make_job(quality=0.25, weird=250, style="raw", iw=2.0))
+    assert pixels(ignored) == pixels(plain)
+    assert ignored.notes == [
+        "--weird 250 was ignored: tiny does not use it yet.",
+        "--iw 2 was ignored: tiny does not use it yet.",
+        "--style raw was ignored: tiny does not use it yet.",
+    ]
+    assert plain.notes == []
 
 
 def test_stylize_on_a_model_without_cfg_is_noted(no_cfg_tiny: LoadedModel) -> None:

@@ -138,6 +138,12 @@ def test_no_items_do_not_count_toward_the_total_weight():
     r = one("a garden --no people, cars, text, watermark")
     assert r.positives == (SubPrompt(text="a garden", weight=1.0),)
     assert [p.weight for p in r.negatives] == [-0.5] * 4
+    assert r.total_weight == 1
+
+
+def test_total_weight_is_the_sum_of_the_weights_as_written_without_no_items():
+    assert one("a::2 b --no clouds").total_weight == 3
+    assert one("a::2 b::-0.5 --no clouds, rain").total_weight == 1.5  # a written ::-0.5 counts
 
 
 @pytest.mark.parametrize(
@@ -156,6 +162,22 @@ def test_negative_total_weight_refused(text, shown):
 def test_negative_total_shows_weights():
     err = refused("a::-2 b", InvalidPrompt)
     assert "-2 + 1 = -1" in err.message
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("a fox \udcff in snow", "character 7 (after `a fox`) is the byte 0xFF"),
+        ("\udcc3\udca9t\u00e9", "character 1 (at the start) is the byte 0xC3"),
+        ("caf\udce9 --ar 16:9", "character 4 (after `caf`) is the byte 0xE9"),
+        ("half \ud83d of an emoji", "character 6 (after `half`) is half of a surrogate pair"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_saying_where(text, where):
+    err = refused(text, InvalidPrompt)
+    assert err.message.startswith("The prompt is not valid UTF-8 text: ") and where in err.message
+    assert "\\udc" not in err.message
+    err.message.encode("utf-8")  # the message itself can be printed, sent and stored
 
 
 def test_weights_without_text_refused():
@@ -413,10 +435,21 @@ def test_quality_values(value, expected):
     assert one(f"x --q {value}").params.quality == expected
 
 
-@pytest.mark.parametrize("value", ["3", "0", "0.75", "high"])
-def test_quality_refused(value):
+@pytest.mark.parametrize(
+    "value, expected",
+    [("3", 2.0), ("5", 2.0), ("1.5", 2.0), ("0.75", 1.0), (".3", 0.25), (".1", 0.25), ("99999999999999999999", 2.0)],
+)
+def test_quality_we_do_not_offer_is_rounded_to_the_nearest_and_noted(value, expected):
+    r = one(f"x --q {value}")
+    assert r.params.quality == expected
+    assert r.notes == (f"--quality {value} was rounded to {expected:g}, the nearest we offer.",)
+    assert one("x --quality 2").notes == () and one("x --q .50").notes == ()  # offered: no note
+
+
+@pytest.mark.parametrize("value, why", [("0", "not above 0"), ("-1", "not above 0"), ("high", "not a number")])
+def test_quality_that_is_not_a_positive_number_is_refused(value, why):
     err = refused(f"x --q {value}", InvalidParameter, f"--q {value}")
-    assert ".25, .5, 1 or 2" in err.message
+    assert why in err.message and ".25, .5, 1 or 2" in err.message
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imagine.constants import MAX_ASPECT, MAX_JOBS_PER_PROMPT
+from imagine.constants import MAX_ASPECT, MAX_JOBS_PER_PROMPT, MAX_PROMPT_CHARS
 from imagine.errors import UserError
-from imagine.prompt import MAX_WEIGHT, PARAMETERS, ParamSpec, count_jobs, parse
+from imagine.params import Parameter
+from imagine.prompt import MAX_WEIGHT, PARAMETERS, count_jobs, parse
 from imagine.request import ImagineRequest
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "ci-long"
@@ -42,14 +43,14 @@ def assert_sane(r: ImagineRequest) -> None:
     assert r.text.strip()
     assert r.parts and all(p.text.strip() for p in r.parts)
     written = r.parts[: len(r.parts) - len(r.params.no)]  # --no items (-0.5 each) are not counted
-    assert sum(p.weight for p in written) > 0
+    assert r.total_weight == math.fsum(p.weight for p in written) > 0
     assert all(abs(p.weight) <= MAX_WEIGHT for p in r.parts)
     for spec in PARAMETERS:
         assert_in_range(spec, getattr(r.params, spec.field))
     assert r.positives
 
 
-def assert_in_range(spec: ParamSpec, value) -> None:
+def assert_in_range(spec: Parameter, value) -> None:
     if spec.kind in ("int", "number"):
         if value is None:  # seed: chosen at submission
             assert spec.field == "seed"
@@ -72,6 +73,19 @@ def assert_in_range(spec: ParamSpec, value) -> None:
 @given(st.text())
 def test_arbitrary_text_never_crashes(text):
     check(text)
+
+
+@settings(max_examples=1_000, **COMMON)
+@given(st.text(), st.text(), st.integers(0xD800, 0xDFFF))
+def test_text_with_a_lone_surrogate_is_refused_as_not_utf8(before, after, code):
+    text = before + chr(code) + after
+    try:
+        parse(text)
+    except UserError as err:
+        assert "not valid UTF-8" in err.message or len(text) > MAX_PROMPT_CHARS, err.message
+        err.message.encode("utf-8")
+    else:
+        raise AssertionError(f"accepted {text!r}")
 
 
 @settings(max_examples=GRAMMAR_EXAMPLES, **COMMON)
@@ -141,7 +155,7 @@ def test_grammar_mix_with_models_never_crashes(text, models):
 # ---------------------------------------------------------------------------------------
 
 
-def valid_value(spec: ParamSpec) -> st.SearchStrategy[str]:
+def valid_value(spec: Parameter) -> st.SearchStrategy[str]:
     if spec.kind == "int":
         return st.integers(int(spec.lo), int(spec.hi)).map(str)
     if spec.kind == "number":

@@ -25,7 +25,8 @@ import redis
 from PIL import Image
 
 from imagine.artifacts import RedisArtifacts
-from imagine.jobs import JobKind, JobStatus
+from imagine.jobs import Job, JobKind, JobStatus, Requester
+from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.redis_server import RedisServer
 from imagine.settings import Settings
@@ -238,6 +239,20 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
     assert Image.open(out / "chart.png").format == "PNG" and (out / "diagnostics.json").is_file()
     assert str(out) in done.stderr
     assert "Expected types" not in done.stderr  # diffusers' notice about shapes' BERT text encoder reads like an error
+
+
+def test_the_parser_s_and_the_worker_s_notes_reach_the_result(redis_conn, jq, tiny, settings) -> None:
+    [request] = parse("a lighthouse --ar 37:23 --q .1 --weird 250")
+    job = Job(request=request, model="tiny", seed=7, requester=Requester(user_id="1"))
+    jq.submit(job)
+    work(redis_conn, tiny, settings)
+    result = jq.state(job.id).result
+    assert (result.width, result.height) == (168, 104)
+    assert result.notes == (
+        "--quality .1 was rounded to 0.25, the nearest we offer.",
+        "--weird 250 was ignored: tiny does not use it yet.",
+        "--ar 37:23 was made as 21:13 (168x104), the nearest ratio tiny can make.",
+    )
 
 
 def test_results_carry_diagnostics_and_a_chart(redis_conn, jq, tiny, settings, diagnostician) -> None:

@@ -2,17 +2,23 @@
 
 How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multiple``, 8 by default):
 
-- Size (--ar W:H). The pixel budget of a 1:1 image, ``base_size**2``, is kept:
-  ``w = sqrt(budget * W/H)``, ``h = budget / w``, each rounded to the nearest multiple of M
-  (at least M). At base 512: 16:9 -> 680x384, 2:3 -> 416x624, 4:1 -> 1024x256. At the
-  tiny model's base 128: 1:1 -> 128x128, 16:9 -> 168x96, 2:3 -> 104x160, 4:1 -> 256x64.
+- Size (--ar W:H). The allowed sizes are those whose sides are multiples of M and whose
+  pixel count is within half to twice the budget ``base_size**2``; of those, the one whose
+  ratio is closest to W:H (in ``|log(w/h) - log(W/H)|``) is made, the pixel count closest to
+  the budget breaking ties. Where no allowed size has the exact ratio, a note says which ratio
+  was made. At base 512 (M = 8): 16:9 -> 640x360, 2:3 -> 416x624, 4:1 -> 1024x256. At the
+  shapes model's base 64 (M = 16): 1:1 -> 64x64, 3:2 -> 96x64, 16:9 -> 112x64 (7:4, noted).
 - Guidance (--stylize s, 0-1000) for CFG models: ``g = min(20, 1 + (g0 - 1) 2 ** ((100 - s) / 300))``
   with g0 the model's guidance: s = 100 gives g0; lower stylize follows the prompt more
   closely (s = 0: 9.2 for SD 1.5), higher drifts from it (s = 1000: 1.8), as in Midjourney.
   Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so.
+- Ignored parameters: a parameter set on a model whose family it does not change (the
+  table's ``families``, ``imagine.params``) gets a note, as do the parser's own notes
+  (a rounded --quality).
 - Steps (--quality q): ``max(1, round(default_steps * q))``, at most ``spec.max_steps``
-  (SD-Turbo: 1-4). Image-to-image runs ``int(steps * strength)`` of them (diffusers' rule), so
-  steps are raised to at least ``ceil(1 / strength)`` there to run one step or more.
+  (SD-Turbo: 1-4); --draft halves them, rounded up (at least 1). Image-to-image runs
+  ``int(steps * strength)`` of them (diffusers' rule), so steps are raised to at least
+  ``ceil(1 / strength)`` there to run one step or more.
 - Seeds: image i of a grid uses seed ``(job.seed + i) mod 2**32``, one fresh CPU generator each.
   Same job, same images.
 - Chaos (--chaos c, 0-100): the grid's starting noises share a component,
@@ -38,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -46,6 +53,7 @@ from PIL import Image
 from imagine.constants import IMAGES_PER_JOB, PREVIEW_EVERY_STEPS
 from imagine.errors import JobCancelled, OutOfMemory
 from imagine.jobs import Job, JobKind
+from imagine.params import ignored_notes
 from imagine.request import AspectRatio
 from worker.models import LoadedModel, ModelSpec
 from worker.preview import latents_to_preview
@@ -163,10 +171,43 @@ def check_inputs(model: LoadedModel, job: Job, parent_image: Image.Image | None)
 
 
 def image_size(spec: ModelSpec, aspect: AspectRatio) -> tuple[int, int]:
-    """Width and height for ``aspect`` with the pixel count of a ``base_size`` square."""
-    budget = spec.base_size**2
-    width = math.sqrt(budget * aspect.ratio)
-    return _snap(width, spec.size_multiple), _snap(budget / width, spec.size_multiple)
+    """The allowed size whose ratio is closest to ``aspect`` (module docstring: Size)."""
+    step, budget, ratio = spec.size_multiple, spec.base_size**2, aspect.ratio
+    least, most = budget / 2, budget * 2
+
+    def ratio_error(size: tuple[int, int]) -> float:
+        return abs(math.log(size[0] / size[1] / ratio))
+
+    def rank(size: tuple[int, int]) -> tuple[float, float, int, int]:
+        return ratio_error(size), abs(math.log(size[0] * size[1] / budget)), -size[0] * size[1], size[0]
+
+    # Only widths whose sizes can be within 2x of the ratio: a size outside is further off than
+    # log 2, so if the best inside is not, it is the best of all; else every width is tried.
+    near = range(_up(math.sqrt(least * ratio / 2), step), math.isqrt(int(most * ratio * 2)) + 1, step)
+    best = min(_allowed_sizes(near, ratio, least, most, step), key=rank, default=None)
+    if best is None or ratio_error(best) > math.log(2):
+        every = range(step, int(most / step) + 1, step)
+        best = min(_allowed_sizes(every, ratio, least, most, step), key=rank)
+    return best
+
+
+def _allowed_sizes(
+    widths: range, ratio: float, least: float, most: float, step: int
+) -> Iterator[tuple[int, int]]:
+    """For each width, the heights on either side of ``width / ratio`` that keep the pixel
+    count within [least, most] (the only ones that can be closest in ratio)."""
+    for width in widths:
+        low, high = _up(least / width, step), int(most / width) // step * step
+        if low > high:
+            continue
+        ideal = width / ratio
+        for height in {int(ideal) // step * step, _up(ideal, step)}:
+            yield width, min(max(height, low), high)
+
+
+def _up(x: float, step: int) -> int:
+    """The smallest multiple of ``step`` that is at least ``x`` (and at least ``step``)."""
+    return max(step, math.ceil(x / step) * step)
 
 
 def guidance_scale(spec: ModelSpec, stylize: int) -> float:
@@ -188,23 +229,23 @@ def denoising_steps(spec: ModelSpec, quality: float) -> int:
     return min(steps, spec.max_steps) if spec.max_steps else steps
 
 
-def _snap(pixels: float, multiple: int) -> int:
-    return max(multiple, int(pixels / multiple + 0.5) * multiple)
-
-
 def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> _Plan:
     spec, params = model.spec, job.request.params
-    notes: list[str] = []
+    notes = [*job.request.notes, *ignored_notes(params, spec)]
     steps = denoising_steps(spec, params.quality)
+    if params.draft:  # --draft: half the steps, rounded up
+        steps = (steps + 1) // 2
     guidance = guidance_scale(spec, params.stylize)
-    if not spec.supports_cfg and params.stylize != 100:
-        notes.append(f"--stylize was ignored: {spec.name} runs without guidance.")
 
     strength: float | None = None
     init_image: Image.Image | None = None
     n_images, stop = IMAGES_PER_JOB, params.stop
     if parent_image is None:  # imagine, reroll
         width, height = image_size(spec, params.aspect)
+        made = Fraction(width, height)
+        if made != Fraction(params.aspect.width, params.aspect.height):
+            notes.append(f"--ar {params.aspect} was made as {made.numerator}:{made.denominator} ({width}x{height}), "
+                         f"the nearest ratio {spec.name} can make.")
         run = steps
     else:  # variation, upscale: image-to-image
         if job.kind == JobKind.UPSCALE:
