@@ -1,4 +1,4 @@
-"""The bot's Discord-free parts: lines, embeds, buttons, custom_ids, the throttle, upload sizes."""
+"""The bot's Discord-free parts: lines, markdown escaping, embeds, buttons, custom_ids, the throttle, upload sizes."""
 
 from __future__ import annotations
 
