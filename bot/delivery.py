@@ -34,12 +34,12 @@ import discord
 import redis
 import redis.asyncio as aioredis
 
-from bot import render, store
+from bot import render, render_analysis, store
 from bot.images import Upload, fit_upload
 from bot.messages import JobMessage, Post, send_to_channel
 from imagine.chart import render_chart
-from imagine.describe import DescribeResult, describe_embed
-from imagine.diagnostics import Diagnostics, ShortenResult, shorten_embed, summary_embed
+from imagine.describe import DescribeResult
+from imagine.diagnostics import Diagnostics, ShortenResult
 from imagine.errors import JobNotFound, ResultExpired, RetryableError
 from imagine.jobs import Job, JobKind, JobResult, JobStatus
 from imagine.queue import DELIVERIES, JobState
@@ -271,23 +271,23 @@ class Delivery:
     def _shorten_post(self, job: Job, result: JobResult) -> Post:
         """A /shorten's word analysis (shorten.json) with buttons 1-5, one per shorter prompt (blocking)."""
         try:
-            if result.diagnostics is None:
+            if result.shorten is None:
                 raise KeyError(f"job {job.id} has no analysis")
-            shortened = ShortenResult.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+            shortened = ShortenResult.model_validate_json(self.bot.artifacts.get(result.shorten))
         except KeyError:
             log.warning("job %s: its analysis is missing from the artifact store", job.id)
             raise ResultExpired(
                 "Analysis expired", "The analysis of this prompt is no longer stored; please run /shorten again."
             ) from None
-        return Post(render.done_line(job), embeds=[shorten_embed(shortened)],
+        return Post(render.done_line(job), embeds=[render_analysis.shorten_embed(shortened)],
                     buttons=render.shorten_buttons(job.id, len(shortened.proposals)))
 
     def _describe_post(self, job: Job, result: JobResult, limit: int) -> Post:
         """A /describe's image and 1️⃣-4️⃣ (describe.json) with buttons 1-4, one per prompt (blocking)."""
         try:
-            if result.diagnostics is None:
+            if result.describe is None:
                 raise KeyError(f"job {job.id} has no prompts")
-            described = DescribeResult.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+            described = DescribeResult.model_validate_json(self.bot.artifacts.get(result.describe))
             image = self.bot.artifacts.get(described.image) if described.image else None
         except KeyError:
             log.warning("job %s: its prompts are missing from the artifact store", job.id)
@@ -295,7 +295,7 @@ class Delivery:
                 "Prompts expired", "The prompts for this image are no longer stored; please run /describe again."
             ) from None
         upload = fit_upload(image, f"{job.id}_image", limit) if image is not None else None
-        embed = describe_embed(described, f"attachment://{upload.filename}" if upload else None)
+        embed = render_analysis.describe_embed(described, f"attachment://{upload.filename}" if upload else None)
         return Post(render.done_line(job), embeds=[embed], upload=upload,
                     buttons=render.describe_buttons(job.id, len(described.suggestions)))
 
@@ -309,7 +309,7 @@ class Delivery:
             log.warning("job %s: its diagnostics are missing from the artifact store", result.job_id)
             return [], []
         chart = render_chart(diag)  # drawn here, not on the GPU worker
-        embed = dict(summary_embed(diag), image={"url": "attachment://chart.png"})
+        embed = dict(render_analysis.diagnostics_embed(diag), image={"url": "attachment://chart.png"})
         return [embed], [Upload("chart.png", chart)]
 
     async def _post(self, message: JobMessage, post: Post) -> int | None:

@@ -1,9 +1,11 @@
 """What the bot says, as plain data: message lines, embeds (Discord's JSON) and button specs.
 
 Nothing here imports discord: tests call these functions directly, and the cogs turn the
-results into discord.py objects (``bot.messages``). Every function respects Discord's
-limits: content 2,000 characters, embed title 256, description 4,096, 25 fields of
-256/1,024, footer 2,048 and 6,000 characters in all.
+results into discord.py objects (``bot.messages``). Here too are what every message of the bot
+is built with (the analyses' embeds in ``bot.render_analysis`` as well): its colours, Discord's
+limits (content 2,000 characters, embed title 256, description 4,096, 25 fields of 256/1,024,
+footer 2,048, author 256, 6,000 characters in all), ``escape`` for user text (markdown shown
+as written, links kept as links), ``truncate`` and ``clip_embed`` to fit them.
 
 The lines mirror Midjourney's::
 
@@ -23,28 +25,40 @@ from typing import Any, Literal
 
 from bot import custom_ids
 from imagine.describe import SUGGESTIONS
-from imagine.diagnostics import MAX_PROPOSALS, ShortenResult
+from imagine.diagnostics import MAX_PROPOSALS
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobResult
 from imagine.monitor import Overview, Percentiles
 from imagine.params import params_text
 from imagine.request import ImagineRequest
 
+# --- the bot's colours -------------------------------------------------------------------------
+
 RED = 16711680
 """Errors ("Invalid parameter", "Invalid prompt", ...), as Midjourney's."""
 YELLOW = 16776960
-"""Warnings and notices ("Job queued")."""
+"""Warnings and notices ("Job queued", diagnostics with a warning)."""
 BLURPLE = 0x5865F2
-"""Neutral information (/info)."""
+"""Neutral information (/info, /settings, the analyses)."""
+
+# --- Discord's limits (developer docs: Message resource, "Embed Limits" and "Create Message") -----
 
 MAX_CONTENT = 2000
+"""Characters of a message's content."""
+MAX_EMBEDS = 10
+"""Embeds in one message."""
 EMBED_TITLE = 256
 EMBED_DESCRIPTION = 4096
 EMBED_FIELDS = 25
+"""Fields in one embed."""
 FIELD_NAME = 256
 FIELD_VALUE = 1024
 EMBED_FOOTER = 2048
+EMBED_AUTHOR = 256
+"""Characters of the author's name."""
 EMBED_TOTAL = 6000
+"""Characters of a message's embeds together: titles, descriptions, field names and values,
+footers and author names (``embed_length``)."""
 
 SPEED_WORDS = {"fast": "fast", "relax": "relaxed"}
 
@@ -54,19 +68,44 @@ Embed = dict[str, Any]
 
 # --- text helpers -----------------------------------------------------------------------------
 
-def shorten(text: str, limit: int) -> str:
+def truncate(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, ending in an ellipsis when cut."""
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 1)] + "…"
 
 
-_MARKDOWN = re.compile(r"([\\*_~`|>])")
+LINK = re.compile(r"<https?://[^\s>]+>|https?://[^\s<]+[^<.,:;\"')\]\s]")
+"""A link as Discord's markdown finds one: ``<https://...>`` (shown without a preview), or a bare
+``https://...`` up to a space or ``<``, trailing punctuation left out (Discord's own pattern)."""
+
+_INLINE = re.compile(r"([\\*_~`|<\[])")
+"""What Discord's markdown acts on anywhere in a line: emphasis, strike, code, spoilers, mentions
+``<@id>``, masked links ``[text](url)`` (a ``]`` alone does nothing), the escape character itself."""
+
+_BLOCK = re.compile(r"(?m)^([ \t]*)([-#>]|\d+\.)")
+"""What it acts on at a line's start: lists (``- ``, ``1. ``), headings, subtext (``-#``), quotes."""
 
 
 def escape(text: str) -> str:
-    """Markdown characters escaped, so a prompt cannot break out of its bold."""
-    return _MARKDOWN.sub(r"\\\1", text)
+    """``text`` shown as written in Discord: markdown characters outside links backslash-escaped
+    (so a prompt cannot break out of its bold, mention anyone or mask a link), links kept exactly
+    as written so they stay links. The start of ``text`` counts as a line's start.
+
+    A bare link right before a ``<`` is shown as ``<link>``: the backslash of ``\\<`` would join
+    it. Unless it holds a ``>`` itself (no ``<link>`` can): then, and only then, the link shown
+    ends in that backslash."""
+    out: list[str] = []
+    start = 0
+    for link in LINK.finditer(text):
+        shown = link.group()
+        if text[link.end():link.end() + 1] == "<" and ">" not in shown:
+            shown = f"<{shown}>"  # bare, it would take the backslash of the escaped "<" into the link
+        out += (_INLINE.sub(r"\\\1", text[start:link.start()]), shown)
+        start = link.end()
+    out.append(_INLINE.sub(r"\\\1", text[start:]))
+    # a link never starts a line with these, nor an escape: what this adds is never escaped again
+    return _BLOCK.sub(lambda m: m[1] + (f"\\{m[2]}" if len(m[2]) == 1 else f"{m[2][:-1]}\\."), "".join(out))
 
 
 def duration(seconds: float) -> str:
@@ -108,7 +147,7 @@ def line(job: Job, *statuses: str, tail: str = "") -> str:
     """``**<prompt>** - <who> (status) (status)<tail>``, the prompt cut to fit 2,000 characters."""
     after = f" - {_who(job)}" + "".join(f" ({s})" for s in statuses) + tail
     room = MAX_CONTENT - len(after) - 4  # the four asterisks
-    return f"**{shorten(escape(prompt_text(job.request)), room)}**{after}"
+    return f"**{truncate(escape(prompt_text(job.request)), room)}**{after}"
 
 
 def speed_word(job: Job) -> str:
@@ -142,7 +181,7 @@ def image_line(job: Job, n: int) -> str:
     """U1-U4: ``**<prompt>** - Image #n <@user>``."""
     prompt = escape(prompt_text(job.request))
     tail = f" - Image #{n} <@{job.requester.user_id}>"
-    return f"**{shorten(prompt, MAX_CONTENT - len(tail) - 4)}**{tail}"
+    return f"**{truncate(prompt, MAX_CONTENT - len(tail) - 4)}**{tail}"
 
 
 def confirm_text(jobs: int) -> str:
@@ -180,22 +219,24 @@ def notes_embeds(notes: Sequence[str]) -> list[Embed]:
 
 def clip_embed(embed: Embed) -> Embed:
     """The embed cut to Discord's limits: each part, then 6,000 characters in all
-    (title, footer and description first; fields while they fit)."""
+    (title, author, footer and description first; fields while they fit)."""
     out = dict(embed)
     if "title" in out:
-        out["title"] = shorten(out["title"], EMBED_TITLE)
+        out["title"] = truncate(out["title"], EMBED_TITLE)
+    if "author" in out:
+        out["author"] = {**out["author"], "name": truncate(out["author"]["name"], EMBED_AUTHOR)}
     if "footer" in out:
-        out["footer"] = {**out["footer"], "text": shorten(out["footer"]["text"], EMBED_FOOTER)}
-    budget = EMBED_TOTAL - len(out.get("title", "")) - len(out.get("footer", {}).get("text", ""))
+        out["footer"] = {**out["footer"], "text": truncate(out["footer"]["text"], EMBED_FOOTER)}
+    budget = EMBED_TOTAL - embed_length({k: v for k, v in out.items() if k in ("title", "author", "footer")})
     if "description" in out:
-        out["description"] = shorten(out["description"], min(EMBED_DESCRIPTION, budget))
+        out["description"] = truncate(out["description"], min(EMBED_DESCRIPTION, budget))
         budget -= len(out["description"])
     fields = []
     for f in out.pop("fields", [])[:EMBED_FIELDS]:
-        name, value = shorten(f["name"], FIELD_NAME) or "-", shorten(f["value"], FIELD_VALUE) or "-"
+        name, value = truncate(f["name"], FIELD_NAME) or "-", truncate(f["value"], FIELD_VALUE) or "-"
         if len(name) + 2 > budget:
             break
-        value = shorten(value, budget - len(name))
+        value = truncate(value, budget - len(name))
         budget -= len(name) + len(value)
         fields.append({**f, "name": name, "value": value})
     if fields:
@@ -204,10 +245,11 @@ def clip_embed(embed: Embed) -> Embed:
 
 
 def embed_length(embed: Embed) -> int:
-    """Characters Discord counts toward an embed's 6,000."""
+    """Characters Discord counts toward the 6,000 of a message's embeds: title, description,
+    field names and values, footer, author name."""
     fields = embed.get("fields", [])
     return (len(embed.get("title", "")) + len(embed.get("description", ""))
-            + len(embed.get("footer", {}).get("text", ""))
+            + len(embed.get("footer", {}).get("text", "")) + len(embed.get("author", {}).get("name", ""))
             + sum(len(f["name"]) + len(f["value"]) for f in fields))
 
 
@@ -235,10 +277,10 @@ def _job_item(s: JobSummary) -> str:
     where = f"{s.percent}%" if s.percent is not None else s.status
     if s.position is not None:
         where += f", #{s.position} in line" if s.status == "queued" else f", #{s.position} waiting"
-    return f"`{s.job_id}` {escape(shorten(s.prompt, 60))} ({where})"
+    return f"`{s.job_id}` {escape(truncate(s.prompt, 60))} ({where})"
 
 
-def _lines(items: Sequence[str], limit: int = FIELD_VALUE) -> str:
+def fit_lines(items: Sequence[str], limit: int = FIELD_VALUE) -> str:
     """As many whole lines as fit, then how many more there are."""
     out: list[str] = []
     for i, item in enumerate(items):
@@ -259,9 +301,9 @@ def info_embed(data: InfoData) -> Embed:
         "color": BLURPLE,
         "fields": [
             {"name": "Usage", "value": f"{used}\nGPU time: {gpu / 60:.1f} min", "inline": False},
-            {"name": f"Running jobs ({len(data.running)})", "value": _lines([_job_item(s) for s in data.running]),
+            {"name": f"Running jobs ({len(data.running)})", "value": fit_lines([_job_item(s) for s in data.running]),
              "inline": False},
-            {"name": f"Queued jobs ({len(data.queued)})", "value": _lines([_job_item(s) for s in data.queued]),
+            {"name": f"Queued jobs ({len(data.queued)})", "value": fit_lines([_job_item(s) for s in data.queued]),
              "inline": False},
         ],
     })
@@ -383,21 +425,3 @@ def config_embed(config: GuildConfig, banned_words: int, banned_users: int) -> E
         f"banned words: {banned_words}, banned users: {banned_users}",
     ]
     return clip_embed({"title": "Server settings", "description": "\n".join(lines), "color": YELLOW})
-
-
-def shorten_details_embed(result: ShortenResult) -> Embed:
-    """Show Details under a /shorten: every analyzed word's influence, in prompt order."""
-    marks = {"influential": "**{}**", "removable": "~~{}~~", "neutral": "{}"}
-    words = [f"`{w.influence:.4f}` {marks[w.role].format(escape(w.word))} (#{w.rank}, {w.relative:.0%})"
-             for w in result.words]
-    skipped = result.total_words - len(result.words)
-    if skipped > 0:
-        words.append(f"{skipped} more words were not analyzed.")
-    legend = (f"bold: influential (from {result.influential_from:.0%} of the largest influence), "
-              f"struck: removable (below {result.removable_below:.0%})")
-    return clip_embed({
-        "title": "Shorten: every word's influence",
-        "description": _lines(words, EMBED_DESCRIPTION) if words else "No word to analyze.",
-        "footer": {"text": f"{result.encoder} · 1 - cos of the text vector without the word · {legend}"},
-        "color": BLURPLE,
-    })

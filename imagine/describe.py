@@ -3,8 +3,8 @@
     bot      stores the uploaded image under ``upload_key(job_id)``, submits a DESCRIBE job
     worker   ranks its phrase list against the image (``worker.describe``), stores the image
              as shown (image.png) and ``DescribeResult`` (describe.json, the result's
-             ``diagnostics`` key)
-    bot      shows ``describe_embed``: the image and four numbered prompts, buttons 1-4
+             ``describe`` key)
+    bot      shows the image and four numbered prompts, buttons 1-4 (``bot.render_analysis``)
 
 Every suggestion ends in ``--ar W:H`` matching the image, as Midjourney's do (``aspect_of``).
 """
@@ -21,13 +21,8 @@ from imagine.constants import MAX_ASPECT
 SUGGESTIONS = 4
 """/describe proposes four prompts, as Midjourney's."""
 
-NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
-"""How the embed numbers the suggestions (the buttons say 1-4)."""
-
 SHOWN_SIDE = 1024
 """The result shows the image scaled to at most this many pixels a side."""
-
-BLURPLE = 0x5865F2
 
 _ASPECT_TERMS = 16
 """``--ar`` is the ratio of whole numbers up to this closest to the image's."""
@@ -74,24 +69,4 @@ def aspect_of(width: int, height: int) -> str:
     return f"{w}:{h}"
 
 
-def describe_embed(result: DescribeResult, image_url: str | None = None) -> dict[str, object]:
-    """The result as Midjourney shows it: the image, then 1️⃣-4️⃣ and a prompt each (Discord's JSON)."""
-    lines = [f"{NUMBERS[i]} {_escape(s.text)}" for i, s in enumerate(result.suggestions[:SUGGESTIONS])]
-    note = "" if result.trained else " (untrained: the ranking is arbitrary)"
-    embed: dict[str, object] = {
-        "description": "\n\n".join(lines) or "No prompt could be proposed for this image.",
-        "color": BLURPLE,
-        "footer": {"text": f"Ranked by {result.ranker}{note} over {result.phrases} phrases · "
-                           f"{result.width} x {result.height} px"},
-    }
-    if image_url:
-        embed["image"] = {"url": image_url}
-    return embed
-
-
-def _escape(text: str) -> str:
-    """Markdown characters escaped, so a phrase shows as written."""
-    return "".join(f"\\{c}" if c in "\\*_~`|>" else c for c in text)
-
-
-__all__ = ["SUGGESTIONS", "DescribeResult", "Suggestion", "aspect_of", "describe_embed", "upload_key"]
+__all__ = ["SUGGESTIONS", "DescribeResult", "Suggestion", "aspect_of", "upload_key"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 import uuid
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagine.constants import SCHEMA_VERSION
 from imagine.request import ImagineRequest, Speed
@@ -95,10 +95,27 @@ class JobResult(Contract):
     timings: dict[str, float] = {}  # seconds: queued, load, encode, denoise, decode, store, total
     encoding: dict[str, object] = {}  # token count, chunks, what was cut, how weights were applied
     notes: tuple[str, ...] = ()  # things the user should know (e.g. "negatives ignored: no CFG")
-    diagnostics: str | None = None  # artifact key of diagnostics.json
+    diagnostics: str | None = None  # artifact key of diagnostics.json (an imagine's analysis)
+    shorten: str | None = None  # artifact key of shorten.json (a /shorten's word analysis)
+    describe: str | None = None  # artifact key of describe.json (a /describe's prompts)
     flagged: tuple[bool, ...] = ()  # per image: held to be posted as a spoiler by the output filter
     error: ErrorInfo | None = None
     worker: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _analysis_in_its_own_field(cls, data: Any) -> Any:
+        """Results stored before ``shorten`` and ``describe`` existed carried shorten.json and
+        describe.json under ``diagnostics``: such a key moves to its own field, by its file name."""
+        if isinstance(data, dict) and isinstance(key := data.get("diagnostics"), str):
+            own = _ANALYSIS_FIELDS.get(key.rsplit("/", 1)[-1])
+            if own is not None and data.get(own) is None:
+                return {**data, own: key, "diagnostics": None}
+        return data
+
+
+_ANALYSIS_FIELDS = {"shorten.json": "shorten", "describe.json": "describe"}
+"""File names once stored under ``JobResult.diagnostics``, and the field each belongs in."""
 
 
 def schema() -> dict[str, object]:

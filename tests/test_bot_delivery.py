@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 from typing import Any
@@ -12,11 +13,14 @@ import redis
 from PIL import Image
 
 from bot import store
-from imagine.jobs import JobStatus, Requester
+from imagine.artifacts import artifact_key
+from imagine.describe import DescribeResult, Suggestion
+from imagine.diagnostics import ShortenResult, ShortPrompt, WordInfluence
+from imagine.jobs import JobKind, JobResult, JobStatus, Requester
 from imagine.queue import DELIVERIES
 from imagine.redis_server import RedisServer
 from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
-from tests.discord_stub import CHANNEL_ID, FakeDiscord
+from tests.discord_stub import CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.helpers import make_job
 
 
@@ -207,6 +211,46 @@ async def test_a_grid_over_the_upload_limit_is_sent_smaller(redis_server, redis_
         [upload] = final.files
         assert upload.filename == f"{job_id}_grid.webp" and len(upload.data) <= 50_000
         assert len(noise.getvalue()) > 50_000
+
+
+SHORTENED = ShortenResult(
+    text="a red fox", encoder="all-MiniLM-L6-v2", total_words=3,
+    words=[WordInfluence(word=w, index=i, influence=r / 10, relative=r / 3, rank=4 - r, role=role)
+           for i, (w, r, role) in enumerate([("a", 1, "removable"), ("red", 2, "neutral"), ("fox", 3, "influential")])],
+    proposals=[ShortPrompt(text="red fox", words=2, similarity=0.9)])
+DESCRIBED = DescribeResult(ranker="tiny-clip (untrained)", trained=False, width=96, height=64, aspect="3:2", phrases=9,
+                           suggestions=(Suggestion(text="a red fox --ar 3:2", score=1.0),))
+
+
+async def test_results_stored_before_shorten_and_describe_had_their_own_fields_are_delivered(
+    redis_server, redis_conn: redis.Redis
+) -> None:
+    """A /shorten's or /describe's result written by a worker of the earlier contract (its analysis
+    under ``diagnostics``), delivered by this bot after a restart: shown as any other."""
+    worker = FakeWorker(redis_conn)
+    requester = Requester(user_id="111", guild_id=str(GUILD_ID), channel_id=str(CHANNEL_ID))
+    jobs = {kind: make_job("a red fox", kind=kind).model_copy(update={"requester": requester})
+            for kind in (JobKind.SHORTEN, JobKind.DESCRIBE)}
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a"):
+            pass  # the bot ran (its consumer group exists), then stopped; a worker finished the jobs
+        for kind, analysis in ((JobKind.SHORTEN, SHORTENED), (JobKind.DESCRIBE, DESCRIBED)):
+            job_id = jobs[kind].id
+            worker.queue.submit(jobs[kind])
+            key = worker.artifacts.put(artifact_key(job_id, f"{kind.value}.json"), analysis.model_dump_json().encode())
+            worker.start(job_id)
+            worker.queue.finish(job_id, JobResult(job_id=job_id, status=JobStatus.DONE, timings={"total": 0.1}))
+            earlier = {"schema_version": 1, "job_id": job_id, "status": "done", "diagnostics": key}
+            redis_conn.hset(f"imagine:job:{job_id}", "result", json.dumps(earlier))  # as that worker stored it
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            await wait_until(lambda: bot.delivery.delivered == 2)
+            shorten, describe = (bot.queue.state(jobs[k].id).result for k in (JobKind.SHORTEN, JobKind.DESCRIBE))
+        assert (shorten.shorten, shorten.diagnostics) == (f"{jobs[JobKind.SHORTEN].id}/shorten.json", None)
+        assert (describe.describe, describe.diagnostics) == (f"{jobs[JobKind.DESCRIBE].id}/describe.json", None)
+        posts = {c.json["content"].split(" - ")[1].split()[0]: c.json for c in fake.find("POST", r"/messages$")}
+        assert posts["Shorten"]["embeds"][0]["title"] == "Shorten: which words matter"
+        assert "~~a~~ red **fox**" in posts["Shorten"]["embeds"][0]["description"]
+        assert posts["Describe"]["embeds"][0]["description"] == "1️⃣ a red fox --ar 3:2"
 
 
 def _result_with_grid(job_id: str) -> Any:

@@ -59,7 +59,7 @@ async def described(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
     """/describe to its delivered prompts: the job id, the result message and the result."""
     job_id, message = await run_to_delivery(bot, fake, describe(fake, url), lambda _: run_worker())
     result = bot.queue.state(job_id).result
-    return job_id, message, DescribeResult.model_validate_json(bot.artifacts.get(result.diagnostics))
+    return job_id, message, DescribeResult.model_validate_json(bot.artifacts.get(result.describe))
 
 
 async def test_describe_is_registered_with_a_required_attachment_option(redis_server, redis_conn) -> None:
@@ -109,7 +109,7 @@ async def test_describe_waits_then_shows_four_prompts_with_buttons(redis_server,
         await wait_until(lambda: bot.delivery.delivered == 1)
         state = bot.queue.state(job_id)
         assert state.status is JobStatus.DONE
-        result = DescribeResult.model_validate_json(bot.artifacts.get(state.result.diagnostics))
+        result = DescribeResult.model_validate_json(bot.artifacts.get(state.result.describe))
         assert len(result.suggestions) == 4 and result.aspect == "3:2"
 
         assert final.json["content"] == f"**red.png** - Describe by <@{USER_ID}> (fast)"

@@ -24,7 +24,8 @@ from tests.bot_harness import (
     view_attached,
     wait_until,
 )
-from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
+from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord
+from tests.test_bot_render import discord_reads
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
 
@@ -104,6 +105,21 @@ async def test_imagine_waits_progresses_and_ends_in_one_message_with_buttons(red
         assert [c.method for c in job_calls(fake, start)] == ["POST", "PATCH", "PATCH"]
         message_id = callback.answer["resource"]["message"]["id"]
         assert redis_conn.hget(f"imagine:job:{job_id}", "delivered_message_id") == message_id.encode()
+
+
+async def test_an_image_link_in_the_prompt_is_echoed_as_a_link(redis_server, redis_conn) -> None:
+    """The prompt's markdown is shown as typed; its image link (``_`` and ``*`` in it) stays a link."""
+    url = "https://cdn.discordapp.com/attachments/1/2/a_b*c.png"
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        _job_id, message = await run_to_delivery(bot, fake, fake.slash("imagine", prompt=f"{url} a_cat *in* a hat"),
+                                                 worker.run)
+        [callback] = fake.find("POST", r"/callback$")
+        echoed = f"**<{url}> a\\_cat \\*in\\* a hat** - <@{USER_ID}>"
+        assert callback.json["data"]["content"].startswith(f"{echoed} (Waiting to start)")
+        assert message["content"] == f"{echoed} (fast)"
+        shown, links, _ = discord_reads(message["content"])
+        assert links == [url] and shown.startswith(f"**{url} a_cat *in* a hat**")
 
 
 async def test_progress_edits_are_throttled_and_lossy(redis_server, redis_conn) -> None:

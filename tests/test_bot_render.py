@@ -1,4 +1,4 @@
-"""The bot's Discord-free parts: lines, embeds, buttons, custom_ids, the throttle, upload sizes."""
+"""The bot's Discord-free parts: lines, markdown escaping, embeds, buttons, custom_ids, the throttle, upload sizes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import re
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from PIL import Image
 
 from bot import custom_ids, render
@@ -64,6 +66,72 @@ def test_a_6000_character_prompt_fits_in_2000_and_cannot_break_the_bold() -> Non
                     render.image_line(job, 1), render.ended_line(job, "failed")):
         assert len(content) <= render.MAX_CONTENT
         assert content.startswith("**\\*\\*x\\*\\*") and "…**" in content
+
+
+# --- markdown as Discord reads it -----------------------------------------------------------------
+
+_AUTOLINK = re.compile(r"<([^: >]+:/[^ >]+)>")
+_URL = re.compile(r"https?://[^\s<]+[^<.,:;\"')\]\s]")
+_ESCAPED = re.compile(r"\\([^0-9A-Za-z\s])")
+_BLOCK = re.compile(r"[ \t]*([-#>]|\d+\.)")
+
+
+def discord_reads(markdown: str) -> tuple[str, list[str], list[str]]:
+    """What Discord shows of ``markdown``, the links it makes, and the markdown it would act on.
+
+    A model of Discord's markdown (simple-markdown's rules) for what escaping must handle: a
+    link, ``<link>`` or bare, is taken whole, first; a backslash before any ASCII punctuation shows
+    that character; ``*_~`|<[`` and the escape character act anywhere, ``- # > 1.`` at a line's start."""
+    shown: list[str] = []
+    links: list[str] = []
+    active = [m[1] for line in markdown.split("\n") if (m := _BLOCK.match(line))]
+    i = 0
+    while i < len(markdown):
+        if (m := _AUTOLINK.match(markdown, i)) or (m := _URL.match(markdown, i)):
+            link = m[1] if m.re is _AUTOLINK else m[0]
+            shown.append(link)
+            links.append(link)
+        elif m := _ESCAPED.match(markdown, i):
+            shown.append(m[1])
+        else:
+            m = re.compile(r".", re.S).match(markdown, i)
+            assert m is not None
+            shown.append(m[0])
+            if m[0] in "\\*_~`|<[":
+                active.append(m[0])
+        i = m.end()
+    return "".join(shown), links, active
+
+
+LINKS = st.builds(lambda path, end: f"https://cdn.discordapp.com/attachments/1/2/{path}{end}",
+                  st.text("ab_*~|-#>[]()\\.", min_size=1, max_size=12), st.sampled_from([".png", "", "_", "*"]))
+TEXT = st.text(st.sampled_from("ab 1.\n\t*_~`|<>#-[]()@:\\é✨/"), max_size=20)
+
+
+@given(st.lists(st.one_of(TEXT, LINKS), max_size=8), st.sampled_from(["", " ", "\n"]))
+def test_escaping_keeps_links_and_shows_everything_else_as_written(pieces: list[str], between: str) -> None:
+    text = between.join(pieces)
+    assume("<http" not in text)  # a <link> shows without its brackets: the test below
+    assume(not re.search(r"https?://\S*>\S*<", text))  # the one case escape() leaves alone (its docstring)
+    shown, links, active = discord_reads(render.escape(text))
+    assert shown == text
+    assert links == _URL.findall(text)  # every link Discord finds in the text, exactly as written
+    assert active == []
+
+
+def test_an_echoed_prompt_shows_its_image_link_as_a_link() -> None:
+    url = "https://cdn.discordapp.com/attachments/1/2/a_b*c.png"
+    job = make_job(user="123").model_copy(update={"request": parse(f"{url} a_cat *in* a hat")[0]})
+    assert render.done_line(job) == f"**<{url}> a\\_cat \\*in\\* a hat** - <@123> (fast)"
+    shown, links, active = discord_reads(render.done_line(job))
+    assert links == [url] and shown == f"**{url} a_cat *in* a hat** - <@123> (fast)"
+    assert active == ["*", "*", "*", "*", "<"]  # only the line's own bold and mention
+
+
+def test_a_masked_link_shows_where_it_goes() -> None:
+    shown, links, _ = discord_reads(render.escape("[a cute cat](https://evil.example/x_y) <@1> <#2> @everyone"))
+    assert shown == "[a cute cat](https://evil.example/x_y) <@1> <#2> @everyone"
+    assert links == ["https://evil.example/x_y"]
 
 
 def test_error_and_notice_embeds() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot import render
+from bot import render, render_analysis
 from imagine.constants import KEY_PREFIX
-from imagine.diagnostics import MAX_INFLUENCE_WORDS, ShortenResult, WordInfluence, escape_markdown
+from imagine.diagnostics import MAX_INFLUENCE_WORDS, ShortenResult, WordInfluence
 from imagine.jobs import JobKind, JobStatus
 from imagine.user_settings import UserSettingsStore
 from tests.bot_harness import (
@@ -38,7 +38,7 @@ async def shortened(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
     """/shorten to its delivered analysis: the job id, the result message and the analysis."""
     job_id, message = await run_to_delivery(bot, fake, fake.slash("shorten", prompt=prompt), lambda _: run_worker())
     result = bot.queue.state(job_id).result
-    analysis = ShortenResult.model_validate_json(bot.artifacts.get(result.diagnostics))
+    analysis = ShortenResult.model_validate_json(bot.artifacts.get(result.shorten))
     return job_id, message, analysis
 
 
@@ -80,7 +80,7 @@ async def test_shorten_waits_then_shows_the_analysis_with_five_buttons(redis_ser
         await wait_until(lambda: bot.delivery.delivered == 1)
         state = bot.queue.state(job_id)
         assert state.status is JobStatus.DONE and state.result.images == ()
-        analysis = ShortenResult.model_validate_json(bot.artifacts.get(state.result.diagnostics))
+        analysis = ShortenResult.model_validate_json(bot.artifacts.get(state.result.shorten))
         assert analysis.text == PROMPT and len(analysis.proposals) == 5
 
         assert final.json["content"] == f"**{PROMPT} --ar 16:9** - Shorten by <@{USER_ID}> (fast)"
@@ -88,11 +88,11 @@ async def test_shorten_waits_then_shows_the_analysis_with_five_buttons(redis_ser
         [embed] = final.json["embeds"]
         assert embed["title"] == "Shorten: which words matter"
         marks = {"influential": "**{}**", "removable": "~~{}~~", "neutral": "{}"}  # bold, struck, as is
-        marked = " ".join(marks[w.role].format(escape_markdown(w.word)) for w in analysis.words)
+        marked = " ".join(marks[w.role].format(render.escape(w.word)) for w in analysis.words)
         assert embed["description"].startswith(marked + "\n\n") and "~~a~~" in marked and "**cabin**" in marked
         fields = {f["name"]: f["value"] for f in embed["fields"]}
         assert [line.rsplit(" (", 1)[0] for line in fields["Shorter prompts"].splitlines()] == [
-            f"{n}. {escape_markdown(p.text)}" for n, p in enumerate(analysis.proposals, 1)]
+            f"{n}. {render.escape(p.text)}" for n, p in enumerate(analysis.proposals, 1)]
         assert custom_ids_of(final.json) == [
             *(f"imagine:S:{job_id}:{n}" for n in range(1, 6)), f"imagine:S:{job_id}:details"]
         assert labels_of(final.json) == ["1", "2", "3", "4", "5", "Show Details"]
@@ -182,7 +182,7 @@ async def test_a_press_on_an_expired_job_or_analysis_says_so(redis_server, redis
         assert unknown.json["data"]["flags"] == 64
         assert embed["title"] == "Job not found" and gone in embed["description"]
 
-        key = bot.queue.state(job_id).result.diagnostics
+        key = bot.queue.state(job_id).result.shorten
         assert redis_conn.delete(f"{KEY_PREFIX}:artifact:{key}") == 1  # the analysis expired before the job
         feed(bot, fake.press(f"imagine:S:{job_id}:3", message))
         [*_, expired] = await fake.wait_for("POST", r"/callback$", count=3)
@@ -197,7 +197,7 @@ def test_show_details_fits_discord_for_the_longest_analysis() -> None:
                            role="influential") for i in range(MAX_INFLUENCE_WORDS)]
     analysis = ShortenResult(text=" ".join(w.word for w in words), encoder="all-MiniLM-L6-v2",
                              total_words=MAX_INFLUENCE_WORDS + 5, words=words, proposals=[])
-    embed = render.shorten_details_embed(analysis)
+    embed = render_analysis.shorten_details_embed(analysis)
     assert len(embed["description"]) <= render.EMBED_DESCRIPTION and render.embed_length(embed) <= render.EMBED_TOTAL
     assert embed["description"].startswith("`0.5000` **0\\*\\*") and "more" in embed["description"].splitlines()[-1]
     assert render.shorten_buttons("0" * 32, 0) == [render.ButtonSpec(f"imagine:S:{'0' * 32}:details", "Show Details",

@@ -16,8 +16,9 @@ import redis
 import torch
 from PIL import Image
 
+from bot.render_analysis import describe_embed
 from imagine.artifacts import RedisArtifacts
-from imagine.describe import SHOWN_SIDE, DescribeResult, aspect_of, describe_embed, upload_key
+from imagine.describe import SHOWN_SIDE, DescribeResult, aspect_of, upload_key
 from imagine.errors import InvalidImage
 from imagine.jobs import JobKind, JobStatus
 from imagine.prompt import parse
@@ -180,7 +181,7 @@ def test_a_describe_job_reads_its_upload_and_stores_prompts_and_the_image_as_sho
     state = jq.state(good.id)
     assert state.status is JobStatus.DONE and state.result.images == ()
     assert (state.result.width, state.result.height) == (1200, 600)
-    result = DescribeResult.model_validate_json(store.get(state.result.diagnostics))
+    result = DescribeResult.model_validate_json(store.get(state.result.describe))
     assert [s.text.endswith(" --ar 2:1") for s in result.suggestions] == [True] * 4
     assert Image.open(io.BytesIO(store.get(result.image))).size == (SHOWN_SIDE, SHOWN_SIDE // 2)
     assert json.loads(store.get(f"{good.id}/describe.json"))["ranker"] == "tiny-clip (untrained)"

@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from bot.render_analysis import diagnostics_embed
 from cli.main import main
 from imagine.chart import render_chart
-from imagine.diagnostics import MAX_INFLUENCE_WORDS, Diagnostics, summary_embed
+from imagine.diagnostics import MAX_INFLUENCE_WORDS, Diagnostics
 from imagine.prompt import parse
 from tests.test_diagnostics_render import assert_fits_discord, longest_prompt
 from tests.worker_fixtures import make_job
@@ -138,7 +139,7 @@ def test_analyze_a_job(diagnostician: Diagnostician, tiny: LoadedModel, forward_
     assert Diagnostics.model_validate_json(diag.model_dump_json()) == diag
     assert json.loads(diag.model_dump_json())["version"] == 1
     assert Image.open(io.BytesIO(render_chart(diag))).format == "PNG"
-    assert_fits_discord(summary_embed(diag))
+    assert_fits_discord(diagnostics_embed(diag))
 
 
 def test_a_plain_encoder_cut_is_quoted_from_the_prompt(diagnostician: Diagnostician, tiny: LoadedModel) -> None:
@@ -163,7 +164,7 @@ def test_the_longest_prompt(diagnostician: Diagnostician, tiny: LoadedModel) -> 
     in_window = diagnostician.semantic.words_in_window(words)
     assert len(diag.influence.words) == min(MAX_INFLUENCE_WORDS, in_window) > 0
     assert len(diagnostician.semantic.tokenizer(" ".join(words[: in_window + 1])).input_ids) > 256
-    assert_fits_discord(summary_embed(diag))
+    assert_fits_discord(diagnostics_embed(diag))
 
 
 # 5. CLIP score --------------------------------------------------------------------------------------------

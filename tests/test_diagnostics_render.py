@@ -1,19 +1,23 @@
-"""Diagnostics rendering without models: the Discord embed's limits, markdown escaping, the chart, the leak rule."""
+"""Diagnostics rendering without models: the Discord embeds' limits (``bot.render_analysis``), the chart's
+labels, the leak rule."""
 
 from __future__ import annotations
 
 import io
 import random
-import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
-from imagine.chart import render_chart
+from bot import render
+from bot.render_analysis import diagnostics_embed, notes, shorten_embed
+from imagine.chart import chart_figure, render_chart
 from imagine.diagnostics import (
-    EMBED_LIMITS,
     POOLINGS,
     Alignment,
     Diagnostics,
@@ -23,11 +27,6 @@ from imagine.diagnostics import (
     TextScores,
     TokenDrift,
     TokenReport,
-    embed_size,
-    escape_markdown,
-    shorten_embed,
-    summary_embed,
-    warnings,
 )
 from imagine.prompt import parse
 from imagine.request import ImagineRequest, SubPrompt
@@ -64,7 +63,7 @@ def fake_diagnostics(request: ImagineRequest, seed: int = 0, *, trained: bool = 
         ),
         pooling=PoolingComparison(encoder="all-MiniLM-L6-v2", vectors={k: [0.1] * 384 for k in POOLINGS},
                                   cosine=[[1.0] * 4] * 4, tokens=[TokenDrift(token="[CLS]", cosine=0.3)]),
-        alignment=Alignment(clip_model="openai/clip-vit-large-patch14", trained=trained, clip_scores=clip,
+        alignment=Alignment(scorer="openai/clip-vit-large-patch14", trained=trained, clip_scores=clip,
                             ranking=sorted(range(1, 5), key=lambda j: -clip[j - 1]), texts=rows,
                             negative_leaks=negative_leaks(rows, scores[0])),
         timings_ms={"total": 1.0},
@@ -72,15 +71,15 @@ def fake_diagnostics(request: ImagineRequest, seed: int = 0, *, trained: bool = 
 
 
 def assert_fits_discord(embed: dict) -> None:
-    assert len(embed["title"]) <= EMBED_LIMITS["title"]
-    assert len(embed["description"]) <= EMBED_LIMITS["description"]
-    assert len(embed["fields"]) <= EMBED_LIMITS["fields"]
+    assert len(embed["title"]) <= render.EMBED_TITLE
+    assert len(embed["description"]) <= render.EMBED_DESCRIPTION
+    assert len(embed["fields"]) <= render.EMBED_FIELDS
     for field in embed["fields"]:
-        assert 0 < len(field["name"]) <= EMBED_LIMITS["field_name"]
-        assert 0 < len(field["value"]) <= EMBED_LIMITS["field_value"]
-    assert len(embed["footer"]["text"]) <= EMBED_LIMITS["footer"]
-    assert embed_size(embed) <= EMBED_LIMITS["total"]
-    assert isinstance(embed["color"], int)
+        assert 0 < len(field["name"]) <= render.FIELD_NAME
+        assert 0 < len(field["value"]) <= render.FIELD_VALUE
+    assert len(embed["footer"]["text"]) <= render.EMBED_FOOTER
+    assert render.embed_length(embed) <= render.EMBED_TOTAL
+    assert embed["color"] in (render.BLURPLE, render.YELLOW)
 
 
 def longest_prompt() -> str:
@@ -99,8 +98,8 @@ def test_embed_of_the_longest_prompt_fits_discord() -> None:
     request = parse(text)[0]
     assert len(request.parts) > 100 and len(request.negatives) > 50
     diag = fake_diagnostics(request)
-    assert warnings(diag)
-    assert_fits_discord(summary_embed(diag))
+    assert notes(diag)
+    assert_fits_discord(diagnostics_embed(diag))
     assert_fits_discord(shorten_embed(diag.influence))
 
 
@@ -116,26 +115,19 @@ def test_embed_fits_discord_for_any_prompt(words: list[str], n_negatives: int, s
     parts += [SubPrompt(text=w[:200], weight=-0.5) for w in words[:n_negatives]]
     request = ImagineRequest(text=text, parts=tuple(parts))
     diag = fake_diagnostics(request, seed)
-    assert_fits_discord(summary_embed(diag))
+    assert_fits_discord(diagnostics_embed(diag))
     assert_fits_discord(shorten_embed(diag.influence))
 
 
 def test_embed_marks_influential_bold_and_removable_struck() -> None:
     request = parse("a photo of a red fox")[0]
     diag = fake_diagnostics(request)
-    description = summary_embed(diag)["description"]
+    description = diagnostics_embed(diag)["description"]
     for w in diag.influence.words:
         if w.role == "influential":
             assert f"**{w.word}**" in description
         if w.role == "removable":
             assert f"~~{w.word}~~" in description
-
-
-@given(st.text(max_size=300))
-def test_escaped_text_shows_literally(text: str) -> None:
-    escaped = escape_markdown(text)
-    assert re.sub(r"\\(.)", r"\1", escaped) == " ".join(text.split())
-    assert not re.search(r"(?<!\\)[*_~`|]", escaped.replace("\\\\", ""))
 
 
 def test_untrained_alignment_raises_no_alignment_warning() -> None:
@@ -144,9 +136,9 @@ def test_untrained_alignment_raises_no_alignment_warning() -> None:
     rows = [r.model_copy(update={"scores": [99.0] * 4}) if r.role == "negative" else r for r in trained.alignment.texts]
     leaking = trained.model_copy(update={"alignment": trained.alignment.model_copy(
         update={"texts": rows, "negative_leaks": negative_leaks(rows, rows[0].scores)})})
-    assert any("shows up in image" in w for w in warnings(leaking))
+    assert any("shows up in image" in w for w in notes(leaking))
     untrained = leaking.model_copy(update={"alignment": leaking.alignment.model_copy(update={"trained": False})})
-    assert not any("shows up in image" in w for w in warnings(untrained))
+    assert not any("shows up in image" in w for w in notes(untrained))
 
 
 # The leak rule -------------------------------------------------------------------------------------
@@ -179,3 +171,53 @@ def test_chart_without_images_has_the_bars_only() -> None:
     result = fake_diagnostics(parse("a red fox")[0]).influence
     image = Image.open(io.BytesIO(render_chart(result)))
     assert image.width <= 1200 and image.height < 800
+
+
+def drawn_texts(figure: Figure) -> list[Text]:
+    """Every piece of text the chart shows, after drawing it (the colour scale's numbers included)."""
+    FigureCanvasAgg(figure).draw()
+    undrawn = set()  # labels of ticks outside their axis's range: matplotlib leaves them out
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            undrawn |= {id(label) for tick in axis.get_major_ticks() if not low <= tick.get_loc() <= high
+                        for label in (tick.label1, tick.label2)}
+    return [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+
+
+def test_the_heatmap_names_its_scorer_and_shows_its_colour_scale() -> None:
+    diag = fake_diagnostics(parse("a red circle at the top left of a blue square --no green")[0])
+    shapes = diag.model_copy(update={"alignment": diag.alignment.model_copy(
+        update={"scorer": "the shapes model's aligner"})})
+    figure = chart_figure(shapes)
+    shown = [" ".join(t.get_text().split()) for t in drawn_texts(figure)]
+    assert any("scored by the shapes model's aligner" in t for t in shown), shown
+    assert not any("CLIP" in t for t in shown)  # the shapes model's aligner is not a CLIP
+    [scale] = [ax for ax in figure.axes if ax.get_ylabel() == "100·cos"]
+    numbers = [float(t.get_text().replace("\u2212", "-")) for t in scale.get_yticklabels() if t.get_text()]
+    low = min(min(r.scores) for r in diag.alignment.texts)
+    high = max(max(r.scores) for r in diag.alignment.texts)
+    assert len(numbers) >= 3 and low - 10 <= min(numbers) and max(numbers) <= high + 10  # the scores' range
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red circle at the top left of a blue square --no green",
+    "WWWWWWWWWWWWWWWWWWWWWWWWWWWWWW mmmmmmmmmmmm::2 costs $5 and 100% --no ＷＩＤＥ ｇｌｙｐｈｓ",
+])
+def test_chart_labels_are_whole_and_inside_the_picture(prompt: str) -> None:
+    request = parse(prompt)[0]
+    diag = fake_diagnostics(request)
+    figure = chart_figure(diag)
+    texts = drawn_texts(figure)
+    shown = {"".join(t.get_text().split()) for t in texts}  # as read, whatever the line breaks
+
+    def whole(label: str) -> bool:
+        return "".join(label.split()) in shown
+
+    assert whole(f"whole prompt: {request.positive_text}"), shown  # wrapped (long words broken), not cut
+    assert all(whole(f"--no {negative.text}") for negative in request.negatives)
+    assert all(whole(word.word) for word in diag.influence.words)
+    width, height = figure.bbox.width, figure.bbox.height
+    for text in texts:
+        box = text.get_window_extent()
+        assert box.x0 >= -1 and box.x1 <= width + 1 and box.y0 >= -1 and box.y1 <= height + 1, text.get_text()

@@ -150,5 +150,5 @@ def test_its_diagnostics_are_scored_by_its_own_aligner(shapes: LoadedModel, mode
     wrong = Image.fromarray(render(Scene("green", "square", 0, "large", "white"), rng=rng))
     diag = diagnostician.analyze(request_job, [right, wrong], shapes.text_encoder)
     assert diag.alignment is not None and diag.alignment.trained
-    assert diag.alignment.clip_model == "the shapes model's aligner"
+    assert diag.alignment.scorer == "the shapes model's aligner"
     assert diag.alignment.ranking == [1, 2] and diag.alignment.clip_scores[0] > diag.alignment.clip_scores[1]

@@ -277,5 +277,5 @@ def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, 
     work(redis_conn, tiny, settings, diagnosticians={"tiny": diagnostician})
     result = jq.state(job.id).result
     assert result.status is JobStatus.DONE and result.images == ()
-    shortened = json.loads(RedisArtifacts(redis_conn).get(result.diagnostics))
+    shortened = json.loads(RedisArtifacts(redis_conn).get(result.shorten))
     assert 1 <= len(shortened["proposals"]) <= 5 and shortened["text"] == job.request.positive_text

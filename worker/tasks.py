@@ -193,13 +193,13 @@ def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     result = diagnostician.shorten(job.request.positive_text)
     key = redis_calls.must("storing its analysis", rt.artifacts.put,
                            artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
-    return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, worker=rt.name,
+    return JobResult(job_id=job.id, status=JobStatus.DONE, shorten=key, worker=rt.name,
                      timings={"total": time.perf_counter() - t0})
 
 
 def _describe(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     """/describe: four prompts for the uploaded image (``worker.describe``); no generation. Stored
-    as describe.json (the result's diagnostics key) beside the image as the result shows it (image.png)."""
+    as describe.json (the result's describe key) beside the image as the result shows it (image.png)."""
     t0 = time.perf_counter()
     describer = rt.describers.get(job.model)
     if describer is None:
@@ -211,7 +211,7 @@ def _describe(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     result = result.model_copy(update={"image": shown})
     key = redis_calls.must("storing its prompts", rt.artifacts.put,
                            artifact_key(job.id, "describe.json"), result.model_dump_json().encode())
-    return JobResult(job_id=job.id, status=JobStatus.DONE, diagnostics=key, width=result.width, height=result.height,
+    return JobResult(job_id=job.id, status=JobStatus.DONE, describe=key, width=result.width, height=result.height,
                      worker=rt.name, timings={"total": time.perf_counter() - t0})
 
 

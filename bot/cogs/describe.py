@@ -65,10 +65,10 @@ def describe_job(filename: str, settings: UserSettings, *, models: list[str], de
 async def result_of(bot: ImagineBot, state: JobState) -> DescribeResult:
     """The suggestions of a finished /describe (describe.json), or JobNotFound saying why not."""
     job, result = state.job, state.result
-    if job.kind is not JobKind.DESCRIBE or state.status is not JobStatus.DONE or not (result and result.diagnostics):
+    if job.kind is not JobKind.DESCRIBE or state.status is not JobStatus.DONE or not (result and result.describe):
         raise JobNotFound(f"The prompts of job {quote(job.id)} are not available ({state.status.value}).")
     try:
-        raw = await bot.run_sync(bot.artifacts.get, result.diagnostics)
+        raw = await bot.run_sync(bot.artifacts.get, result.describe)
     except KeyError:
         raise JobNotFound(f"The prompts of job {quote(job.id)} are no longer stored; run /describe again.") from None
     return DescribeResult.model_validate_json(raw)

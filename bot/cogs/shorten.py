@@ -1,7 +1,7 @@
 """/shorten prompt: which words of a prompt matter, and up to 5 shorter prompts to imagine.
 
 As Midjourney's /shorten: the job's one message shows "Waiting to start", then the word
-analysis (``imagine.diagnostics.shorten_embed``: influential words bold, removable ones
+analysis (``bot.render_analysis.shorten_embed``: influential words bold, removable ones
 struck, the shorter prompts listed) with buttons 1-5 and Show Details. A worker computes the
 analysis (a SHORTEN job: MiniLM, no images, ``worker.tasks``) and stores it as shorten.json;
 ``bot.delivery`` turns it into the message.
@@ -30,7 +30,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import custom_ids, render, replies, store
+from bot import custom_ids, render_analysis, replies, store
 from bot.attachments import check_links
 from bot.cogs.buttons import Button, JobButton
 from bot.launch import answering_failures, launch, requester_for
@@ -97,10 +97,10 @@ def proposal_job(parent: Job, text: str, interaction: discord.Interaction) -> Jo
 async def analysis_of(bot: ImagineBot, state: JobState) -> ShortenResult:
     """The word analysis of a finished /shorten (shorten.json), or JobNotFound saying why not."""
     job, result = state.job, state.result
-    if job.kind is not JobKind.SHORTEN or state.status is not JobStatus.DONE or not (result and result.diagnostics):
+    if job.kind is not JobKind.SHORTEN or state.status is not JobStatus.DONE or not (result and result.shorten):
         raise JobNotFound(f"The analysis of job {quote(job.id)} is not available ({state.status.value}).")
     try:
-        raw = await bot.run_sync(bot.artifacts.get, result.diagnostics)
+        raw = await bot.run_sync(bot.artifacts.get, result.shorten)
     except KeyError:
         raise JobNotFound(f"The analysis of job {quote(job.id)} is no longer stored; run /shorten again.") from None
     return ShortenResult.model_validate_json(raw)
@@ -163,7 +163,7 @@ class ShortenDetails(JobButton, discord.ui.DynamicItem[Button], template=custom_
         return cls(match["job"])
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
-        await replies.notice(interaction, render.shorten_details_embed(await analysis_of(bot, self.state)))
+        await replies.notice(interaction, render_analysis.shorten_details_embed(await analysis_of(bot, self.state)))
 
 
 DYNAMIC_ITEMS = (ShorterPrompt, ShortenDetails)

@@ -42,7 +42,7 @@ def alignment(scorer: Scorer, request: ImagineRequest, images: list[Image.Image]
     prompt_scores = rows[0].scores
     clip_scores = [max(s, 0.0) for s in prompt_scores]
     return Alignment(
-        clip_model=scorer.name,
+        scorer=scorer.name,
         trained=scorer.trained,
         clip_scores=clip_scores,
         ranking=sorted(range(1, len(images) + 1), key=lambda j: -clip_scores[j - 1]),
