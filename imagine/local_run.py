@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import threading
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from imagine.artifacts import artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
 from imagine.embedded import EmbeddedRedis
+from imagine.job_factory import JobFactory
 from imagine.jobs import Job, JobStatus, Requester
 from imagine.prompt import parse
 from imagine.queue import JobQueue
@@ -34,19 +34,8 @@ console = Console(stderr=True)
 
 
 def jobs_for(requests: list[ImagineRequest], *, default_model: str, user: str) -> list[Job]:
-    """One job per expanded request and --repeat; a missing --seed is drawn here, once."""
-    rng = random.SystemRandom()
-    return [
-        Job(
-            request=r,
-            model=r.params.model or default_model,
-            speed=r.params.speed or "fast",
-            seed=r.params.seed if r.params.seed is not None else rng.randrange(2**32),
-            requester=Requester(user_id=user),
-        )
-        for r in requests
-        for _ in range(r.params.repeat)
-    ]
+    """One job per expanded request and --repeat (``imagine.job_factory``: no /settings, no guild)."""
+    return JobFactory(default_model).imagine(requests, requester=Requester(user_id=user))
 
 
 def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local") -> int:
