@@ -79,7 +79,7 @@ def admit(queue: JobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -
     admission = queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit)
     store.count_submission(queue.redis, job)
     position = admission.position if admission.status is JobStatus.QUEUED else None
-    wait_s = waits.wait_s(job.model, position) if position is not None else None
+    wait_s = waits.wait_s(job.model, position) if position else None
     return Admitted(job, admission.status, position, wait_s)
 
 

@@ -147,6 +147,9 @@ class Guilds:
     def unban_user(self, guild_id: str, user_id: str) -> None:
         self.redis.srem(_key(guild_id, "banned_users"), user_id)
 
+    def banned_user_count(self, guild_id: str) -> int:
+        return int(self.redis.scard(banned_users_key(guild_id)))
+
     def is_banned(self, guild_id: str, user_id: str) -> bool:
         return bool(self.redis.sismember(_key(guild_id, "banned_users"), user_id))
 

@@ -9,6 +9,8 @@ import asyncio
 import re
 from typing import Any
 
+import redis
+
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import DELIVERIES
@@ -411,3 +413,16 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
         assert "**fox**" in embed["description"] and embed["image"]["url"] == "attachment://chart.png"
         assert custom_ids_of(edit.json) == custom_ids_of(first.json)  # the buttons stay
         await wait_until(lambda: redis_conn.xpending(DELIVERIES, "bot")["pending"] == 0)  # acknowledged
+
+
+async def test_a_job_an_idle_worker_takes_at_once_says_starting_not_a_place_0(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        idle = redis.Redis.from_url(redis_server.url)  # an idle worker: blocked on its queue, as RQ's is
+        taken = asyncio.ensure_future(asyncio.to_thread(idle.blpop, ["rq:queue:imagine:fast:tiny"], 10))
+        await wait_until(lambda: any(c.get("cmd") == "blpop" for c in redis_conn.client_list()))
+        feed(bot, fake.slash("imagine", prompt="a fox"))
+        [callback] = await fake.wait_for("POST", r"/callback$")
+        assert await taken  # Redis handed the job to the blocked worker within the enqueue itself
+        content = callback.json["data"]["content"]
+        assert content.endswith("(Starting)") and "in line" not in content
+        idle.close()
