@@ -193,16 +193,17 @@ _POSITION = """
 -- KEYS: job hash ; ARGV: id, key prefix, RQ's queue key prefix
 -- Returns the 1-based place in line: queued (fast jobs of the same model go first) or held (among
 -- the user's held jobs); 0 once it left the line (a worker took it, or it ended); -1 if unknown.
+-- (LPOS with RANK -1 searches from the tail but counts from the head.)
 local v = redis.call('HMGET', KEYS[1], 'status', 'queue', 'scope')
 local status, qname, scope = v[1], v[2], v[3]
 if not status then return -1 end
 if status == 'held' then
-  local idx = redis.call('LPOS', ARGV[2] .. ':user:' .. scope .. ':held', ARGV[1])
+  local idx = redis.call('LPOS', ARGV[2] .. ':user:' .. scope .. ':held', ARGV[1], 'RANK', -1)
   if idx then return idx + 1 end
   return 0
 end
 if status ~= 'queued' then return 0 end
-local idx = redis.call('LPOS', ARGV[3] .. qname, ARGV[1])
+local idx = redis.call('LPOS', ARGV[3] .. qname, ARGV[1], 'RANK', -1)  -- from the tail: a new job is there
 if not idx then return 0 end
 local speed, model = string.match(qname, '^[^:]+:([^:]+):(.*)$')
 local ahead = 0
