@@ -85,14 +85,15 @@ def median_s(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 def time_model(model, conn, settings, steps: int, guidance: float, size: int, jobs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Median seconds per 4-image job: a bare diffusers call, then through Redis + an RQ worker."""
-    from imagine.job_factory import jobs_for
+    from imagine.job_factory import JobFactory
+    from imagine.jobs import Requester
     from imagine.prompt import parse
     from imagine.queue import JobQueue
     from worker import worker as worker_mod
 
     name = model.spec.name
     request = parse(f"a lighthouse on a cliff at dusk --seed 1 --model {name}", models=[name])
-    job = jobs_for(request, default_model=name, user="bench")[0]
+    job = JobFactory(name).imagine(request, requester=Requester(user_id="bench"))[0]
     cond = model.text_encoder.encode_request(job.request, cfg=model.spec.supports_cfg)
 
     def bare() -> None:
@@ -106,7 +107,7 @@ def time_model(model, conn, settings, steps: int, guidance: float, size: int, jo
     jq = JobQueue(conn, running_limit=1000, waiting_limit=1000)
 
     def through_worker() -> None:
-        j = jobs_for(request, default_model=name, user="bench")[0]
+        j = JobFactory(name).imagine(request, requester=Requester(user_id="bench"))[0]
         jq.submit(j)
         rq_worker, heartbeat = worker_mod.build(conn, {name: model}, ["fast"], settings)
         rq_worker.work(burst=True, logging_level="ERROR")

@@ -27,8 +27,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from imagine.job_factory import jobs_for
-from imagine.jobs import JobStatus
+from imagine.job_factory import JobFactory
+from imagine.jobs import JobStatus, Requester
 from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.redis_server import RedisServer
@@ -61,7 +61,7 @@ def main() -> None:
     with RedisServer() as server:
         conn = redis.Redis.from_url(server.url)
         jq = JobQueue(conn, running_limit=1000, waiting_limit=1000)
-        first = jobs_for(requests, default_model=args.model, user="bench")[0]
+        first = JobFactory(args.model).imagine(requests, requester=Requester(user_id="bench"))[0]
         jq.submit(first)
         env = dict(os.environ, REDIS_URL=server.url, IMAGINE_TORCH_THREADS=str(args.threads),
                    HF_HUB_OFFLINE="1", IMAGINE_DIAGNOSTICS="false")
@@ -77,7 +77,7 @@ def main() -> None:
             with console.status(f"{args.jobs} jobs through Redis + worker…"):
                 queued: list[float] = []
                 for _ in range(args.jobs + 2):
-                    job = jobs_for(requests, default_model=args.model, user="bench")[0]
+                    job = JobFactory(args.model).imagine(requests, requester=Requester(user_id="bench"))[0]
                     t0 = time.perf_counter()
                     jq.submit(job)
                     wait_done(jq, job.id)
@@ -90,7 +90,7 @@ def main() -> None:
 
     with console.status(f"{args.jobs} direct generate() calls…"):
         model = load_models([args.model], settings)[args.model]
-        job = jobs_for(requests, default_model=args.model, user="bench")[0]
+        job = JobFactory(args.model).imagine(requests, requester=Requester(user_id="bench"))[0]
         direct: list[float] = []
         for _ in range(args.jobs + 2):
             t0 = time.perf_counter()

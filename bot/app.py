@@ -32,6 +32,7 @@ from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
 from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.guilds import Guilds
+from imagine.job_factory import JobFactory
 from imagine.model_specs import load_model_specs
 from imagine.monitor import serve_metrics
 from imagine.queue import JobQueue
@@ -101,6 +102,11 @@ class ImagineBot(commands.Bot):
     def models(self) -> list[str]:
         """The configured model names (``--v``, /settings), read once from ``models_config``."""
         return sorted(load_model_specs(self.settings.models_config))
+
+    @cached_property
+    def jobs(self) -> JobFactory:
+        """Where every job the bot starts is made (``imagine.job_factory``)."""
+        return JobFactory(self.settings.default_model, self.models)
 
     async def login(self, token: str) -> None:
         if self.http.connector is discord.utils.MISSING:  # created here: it needs the running loop

@@ -15,24 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import statistics
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import discord
 
 from bot import render, replies, store
 from bot.messages import Post
 from imagine.errors import ImagineError
-from imagine.guilds import Guilds
-from imagine.job_factory import jobs_for
-from imagine.jobs import Job, JobKind, JobStatus, Requester
+from imagine.guilds import GuildConfig
+from imagine.jobs import Job, JobStatus, Requester
 from imagine.queue import JobQueue, runtimes_key
-from imagine.request import ImagineRequest
-from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -77,21 +73,13 @@ class WaitEstimates:
         return None if per_place is None else position * per_place
 
 
-def admit(queue: JobQueue, guilds: Guilds, waits: WaitEstimates, job: Job) -> Admitted:
-    """Apply the guild's policy, submit the job within the guild's limits and count it in its
+def admit(queue: JobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
+    """Submit a job (made by ``imagine.job_factory``) within its guild's limits and count it in its
     user's usage (blocking: run it in a thread). Raises the UserError that refuses it."""
-    r = job.requester
-    config = guilds.admit(r.guild_id, r.channel_id, r.user_id, job.request.text, job.request.params.speed)
-    job = job.model_copy(update={
-        "model": job.request.params.model or config.default_model or job.model,
-        "speed": "relax" if config.speed_policy == "relax-only" else job.speed,
-        "diagnostics": config.diagnostics and job.diagnostics,  # the user's /settings may turn them off
-        "output_filter": config.output_filter,
-    })
-    admission = queue.submit(job, running_limit=config.running_limit, waiting_limit=config.waiting_limit)
+    admission = queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit)
     store.count_submission(queue.redis, job)
     position = admission.position if admission.status is JobStatus.QUEUED else None
-    wait_s = waits.wait_s(job.model, position) if position is not None else None
+    wait_s = waits.wait_s(job.model, position) if position else None
     return Admitted(job, admission.status, position, wait_s)
 
 
@@ -104,48 +92,9 @@ def requester_for(interaction: discord.Interaction) -> Requester:
     )
 
 
-def jobs_for_interaction(
-    requests: list[ImagineRequest],
-    *,
-    default_model: str,
-    interaction: discord.Interaction,
-    settings: UserSettings | None = None,
-    models: Collection[str] | None = None,
-) -> list[Job]:
-    """``imagine.job_factory.jobs_for``, answering in the interaction's channel, with the user's
-    /settings (``imagine.user_settings``) filling what the prompt did not say."""
-    settings = settings or UserSettings()
-    requester = requester_for(interaction)
-    requests = [settings.apply(r, models=models) for r in requests]
-    jobs = jobs_for(requests, default_model=default_model, user=requester.user_id)
-    return [job.model_copy(update={"requester": requester, **settings.job_fields(job.request)}) for job in jobs]
-
-
-def follow_up_job(
-    parent: Job,
-    kind: JobKind,
-    interaction: discord.Interaction,
-    *,
-    index: int | None = None,
-    strength: Literal["subtle", "strong"] | None = None,
-) -> Job:
-    """A job made from one of ``parent``'s images (or its request, for 🔄), with a new seed."""
-    return Job(
-        kind=kind,
-        request=parent.request,
-        model=parent.model,
-        speed=parent.speed,
-        seed=random.SystemRandom().randrange(2**32),
-        requester=requester_for(interaction),
-        parent_id=parent.id,
-        index=index,
-        strength=strength,
-        diagnostics=parent.diagnostics,  # off when its user turned them off
-    )
-
-
-async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job]) -> None:
-    """Admit the jobs in order; each admitted job gets its message and is followed.
+async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
+    """Admit the jobs in order, within ``guild``'s limits; each admitted job gets its message and
+    is followed.
 
     A refusal (Queue full, Redis down) comes back ephemeral and stops the rest.
     """
@@ -155,7 +104,7 @@ async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[J
     for i, job in enumerate(jobs):
         message = bot.messages.expect(job.id, channel_id, interaction)
         try:
-            admitted = await _admit_in_time(bot, interaction, job)
+            admitted = await _admit_in_time(bot, interaction, job, guild)
         except ImagineError as exc:
             bot.messages.forget(job.id)
             if i:
@@ -199,8 +148,8 @@ async def answering_failures(interaction: discord.Interaction, command: str) -> 
         await replies.notice(interaction, replies.something_went_wrong(command))
 
 
-async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job) -> Admitted:
-    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, bot.guild_policy, bot.waits, job))
+async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job, guild: GuildConfig) -> Admitted:
+    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, bot.waits, job, guild))
     if not interaction.response.is_done():
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
         if not done:

@@ -155,13 +155,15 @@ def speed_word(job: Job) -> str:
 
 
 def waiting_line(job: Job, position: int | None = None, wait_s: float | None = None) -> str:
-    """The job's message before it starts, with its place in line and wait when known."""
+    """The job's message before it starts, with its place in line and wait when known; "Starting"
+    when a worker took it at once (``position`` 0)."""
     known = []
-    if position is not None:
+    if position:
         known.append(f"#{position} in line")
     if wait_s is not None:
         known.append(duration(wait_s))
-    return line(job, "Waiting to start", tail=(" - " + ", ".join(known)) if known else "")
+    return line(job, "Starting" if position == 0 else "Waiting to start",
+                tail=(" - " + ", ".join(known)) if known else "")
 
 
 def progress_line(job: Job, percent: int) -> str:

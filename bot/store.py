@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from imagine.constants import KEY_PREFIX
 from imagine.errors import RedisUnavailable
-from imagine.jobs import Job
+from imagine.guilds import GuildPolicy, policy_from, queue_policy
+from imagine.jobs import Job, Requester
 from imagine.queue import DELIVERIES, job_key
 from imagine.user_settings import UserSettings, load, settings_key
 
@@ -39,15 +40,19 @@ def read_usage(conn: redis.Redis, user_id: str) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in conn.hgetall(usage_key(user_id)).items()}
 
 
-async def user_settings(conn: aioredis.Redis, user_id: str) -> UserSettings:
-    """A user's /settings (``imagine.user_settings``) in one GET on the event loop: the hot path
-    of /imagine reads them for every command."""
+async def policies(conn: aioredis.Redis, requester: Requester) -> tuple[UserSettings, GuildPolicy]:
+    """The user's /settings (``imagine.user_settings``) and their guild's policy (``imagine.guilds``)
+    in one round trip on the event loop: the hot path of every command that makes a job."""
+    pipe = conn.pipeline(transaction=False)
+    pipe.get(settings_key(requester.user_id))
+    if requester.guild_id is not None:
+        queue_policy(pipe, requester.guild_id, requester.user_id)
     try:
-        raw = await conn.get(settings_key(user_id))
+        raw, *guild = await pipe.execute()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise RedisUnavailable(
             "Your settings cannot be read right now (Redis is down); try again in a minute.") from exc
-    return load(raw, user_id)
+    return load(raw, requester.user_id), policy_from(guild) if guild else GuildPolicy()
 
 
 async def remember_message(conn: aioredis.Redis, job_id: str, channel_id: int, message_id: int) -> None:

@@ -29,8 +29,8 @@ from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
 from imagine.errors import InvalidParameter, quote
-from imagine.job_factory import jobs_for
-from imagine.jobs import Job, JobStatus
+from imagine.job_factory import JobFactory
+from imagine.jobs import Job, JobStatus, Requester
 from imagine.model_specs import model_names
 from imagine.prompt import parse
 from imagine.queue import JobQueue
@@ -54,7 +54,7 @@ JOB_FOLDER = re.compile(r"\d{2}-[0-9a-f]{8}")
 def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local") -> int:
     settings = get_settings()
     requests = parse(prompt, models=model_names(settings.models_config))
-    jobs = jobs_for(requests, default_model=model or settings.default_model, user=user)
+    jobs = JobFactory(model or settings.default_model).imagine(requests, requester=Requester(user_id=user))
     replaced = clear_earlier_run(Path(out))
     with contextlib.ExitStack() as stack:
         if settings.redis_url:

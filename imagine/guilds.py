@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagine import constants as c
 from imagine.errors import BannedPrompt, NotAllowedHere, quote
+from imagine.jobs import Requester
 
 
 class GuildConfig(BaseModel):
@@ -37,6 +39,60 @@ def _key(guild_id: str, what: str) -> str:
     return f"{c.KEY_PREFIX}:guild:{guild_id}:{what}"
 
 
+def config_key(guild_id: str) -> str:
+    return _key(guild_id, "config")
+
+
+def banned_words_key(guild_id: str) -> str:
+    return _key(guild_id, "banned_words")
+
+
+def banned_users_key(guild_id: str) -> str:
+    return _key(guild_id, "banned_users")
+
+
+def read_config(raw: bytes | str | None) -> GuildConfig:
+    """A stored config (None: never set) to GuildConfig."""
+    return GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+
+
+@dataclass(frozen=True)
+class GuildPolicy:
+    """What admission needs of a guild for one user, read in one round trip (``queue_policy``):
+    its config, its banned words, and whether that user is banned. The default: no guild."""
+
+    config: GuildConfig = GuildConfig()
+    banned_words: tuple[str, ...] = ()
+    user_banned: bool = False
+
+    def check(self, requester: Requester, prompt: str, speed: str | None) -> None:
+        """Refuse a prompt this guild does not allow (``requester``: the user this was read for)."""
+        if self.user_banned:
+            raise NotAllowedHere("You are not allowed to use this bot on this server; ask its admins.")
+        allowed = self.config.allowed_channels
+        if allowed and requester.channel_id not in allowed:
+            channels = ", ".join(f"<#{ch}>" for ch in allowed)
+            raise NotAllowedHere(f"Images can only be made in {channels} on this server.")
+        hit = find_banned(prompt, list(self.banned_words))
+        if hit:
+            raise BannedPrompt(f"The word {quote(hit)} is banned on this server; rephrase your prompt without it.")
+        if speed == "fast" and self.config.speed_policy == "relax-only":
+            raise NotAllowedHere("This server allows relax mode only; remove `--fast` and submit again.")
+
+
+def queue_policy(pipe: Any, guild_id: str, user_id: str) -> None:
+    """Queue the reads of ``policy_from`` on a pipeline (sync or asyncio: the same commands)."""
+    pipe.get(config_key(guild_id))
+    pipe.sismember(banned_users_key(guild_id), user_id)
+    pipe.smembers(banned_words_key(guild_id))
+
+
+def policy_from(replies: list[Any]) -> GuildPolicy:
+    """The GuildPolicy from the replies to ``queue_policy``'s three reads."""
+    raw, banned_user, words = replies
+    return GuildPolicy(read_config(raw), tuple(sorted(w.decode() for w in words)), bool(banned_user))
+
+
 def fold(text: str) -> str:
     """Lower-case without accents, for matching banned words ("Café" ~ "cafe")."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
@@ -52,8 +108,7 @@ class Guilds:
     def config(self, guild_id: str | None) -> GuildConfig:
         if guild_id is None:  # a DM: the defaults
             return GuildConfig()
-        raw = self.redis.get(_key(guild_id, "config"))
-        return GuildConfig.model_validate_json(raw) if raw else GuildConfig()
+        return read_config(self.redis.get(config_key(guild_id)))
 
     def set_config(self, guild_id: str, **changes: object) -> GuildConfig:
         """Change some fields (validated: a bad value raises pydantic's ValidationError)."""
@@ -84,33 +139,28 @@ class Guilds:
     def unban_user(self, guild_id: str, user_id: str) -> None:
         self.redis.srem(_key(guild_id, "banned_users"), user_id)
 
+    def banned_user_count(self, guild_id: str) -> int:
+        return int(self.redis.scard(banned_users_key(guild_id)))
+
     def is_banned(self, guild_id: str, user_id: str) -> bool:
         return bool(self.redis.sismember(_key(guild_id, "banned_users"), user_id))
 
     # the check before anything is queued ----------------------------------------------------
 
+    def policy(self, guild_id: str | None, user_id: str) -> GuildPolicy:
+        """The guild's policy for one user, in one round trip (a DM: no guild, no policy)."""
+        if guild_id is None:
+            return GuildPolicy()
+        pipe = self.redis.pipeline(transaction=False)
+        queue_policy(pipe, guild_id, user_id)
+        return policy_from(pipe.execute())
+
     def admit(self, guild_id: str | None, channel_id: str | None, user_id: str, prompt: str,
               speed: str | None) -> GuildConfig:
         """Refuse a prompt this guild does not allow; return its config for the rest of admission."""
-        if guild_id is None:
-            return GuildConfig()
-        pipe = self.redis.pipeline(transaction=False)  # one round trip on the /imagine hot path
-        pipe.get(_key(guild_id, "config"))
-        pipe.sismember(_key(guild_id, "banned_users"), user_id)
-        pipe.smembers(_key(guild_id, "banned_words"))
-        raw, banned_user, words = pipe.execute()
-        config = GuildConfig.model_validate_json(raw) if raw else GuildConfig()
-        if banned_user:
-            raise NotAllowedHere("You are not allowed to use this bot on this server; ask its admins.")
-        if config.allowed_channels and channel_id not in config.allowed_channels:
-            channels = ", ".join(f"<#{ch}>" for ch in config.allowed_channels)
-            raise NotAllowedHere(f"Images can only be made in {channels} on this server.")
-        hit = find_banned(prompt, sorted(w.decode() for w in words))
-        if hit:
-            raise BannedPrompt(f"The word {quote(hit)} is banned on this server; rephrase your prompt without it.")
-        if speed == "fast" and config.speed_policy == "relax-only":
-            raise NotAllowedHere("This server allows relax mode only; remove `--fast` and submit again.")
-        return config
+        policy = self.policy(guild_id, user_id)
+        policy.check(Requester(user_id=user_id, guild_id=guild_id, channel_id=channel_id), prompt, speed)
+        return policy.config
 
 
 def find_banned(prompt: str, banned: list[str]) -> str | None:

@@ -71,7 +71,12 @@ def events_key(job_id: str) -> str:
 
 def user_scope(job: Job) -> str:
     """Limits are per user per guild (a DM counts as its own place)."""
-    return f"{job.requester.guild_id or 'dm'}:{job.requester.user_id}"
+    return scope_of(job.requester.guild_id, job.requester.user_id)
+
+
+def scope_of(guild_id: str | int | None, user_id: str) -> str:
+    """``user_scope`` of a user's jobs in a guild (None: in DMs)."""
+    return f"{guild_id or 'dm'}:{user_id}"
 
 
 def active_key(scope: str) -> str:
@@ -187,13 +192,37 @@ return 'cancelling'
 """
 
 
+_POSITION = """
+-- KEYS: job hash ; ARGV: id, key prefix, RQ's queue key prefix
+-- Returns the 1-based place in line: queued (fast jobs of the same model go first) or held (among
+-- the user's held jobs); 0 once it left the line (a worker took it, or it ended); -1 if unknown.
+-- (LPOS with RANK -1 searches from the tail but counts from the head.)
+local v = redis.call('HMGET', KEYS[1], 'status', 'queue', 'scope')
+local status, qname, scope = v[1], v[2], v[3]
+if not status then return -1 end
+if status == 'held' then
+  local idx = redis.call('LPOS', ARGV[2] .. ':user:' .. scope .. ':held', ARGV[1], 'RANK', -1)
+  if idx then return idx + 1 end
+  return 0
+end
+if status ~= 'queued' then return 0 end
+local idx = redis.call('LPOS', ARGV[3] .. qname, ARGV[1], 'RANK', -1)  -- from the tail: a new job is there
+if not idx then return 0 end
+local speed, model = string.match(qname, '^[^:]+:([^:]+):(.*)$')
+local ahead = 0
+if speed == 'relax' then ahead = redis.call('LLEN', ARGV[3] .. ARGV[2] .. ':fast:' .. model) end
+return ahead + idx + 1
+"""
+
+
 @dataclass(frozen=True)
 class Admission:
     """The answer to a submission: which job, and whether it went straight to the queue."""
 
     job: Job
     status: JobStatus  # QUEUED or HELD ("Job queued": it starts when one of yours finishes)
-    position: int  # 1-based place in line at submission (among the user's held jobs when HELD)
+    position: int  # 1-based place in line at submission (among the user's held jobs when HELD);
+    # 0: a worker took it at once ("starting")
 
 
 @dataclass(frozen=True)
@@ -242,6 +271,7 @@ class JobQueue:
         self._release = connection.register_script(_RELEASE)
         self._start = connection.register_script(_START)
         self._cancel = connection.register_script(_CANCEL)
+        self._position = connection.register_script(_POSITION)
         self._queues: dict[str, Queue] = {}
 
     @classmethod
@@ -287,19 +317,14 @@ class JobQueue:
             )
         if outcome == "queued":
             self._enqueue(job.id, qname)
-            place = self._line_length(qname)  # just pushed: it is last in line
+            place = self._place(job.id)  # 0 when an idle worker took it already
         metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
         log.info("job %s submitted by %s: %s on %s", job.id, scope, outcome, qname)
         return Admission(job=job, status=JobStatus(outcome), position=int(place))
 
-    def _line_length(self, qname: str) -> int:
-        """Jobs in line for a queue: its own, plus the same model's fast queue for a relax queue."""
-        _prefix, speed, model = qname.split(":", 2)
-        names = [qname] if speed == "fast" else [queue_name("fast", model), qname]
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.llen(self.rq_queue(name).key)
-        return sum(pipe.execute())
+    def _place(self, job_id: str) -> int:
+        """``_POSITION``'s answer: the place in line, 0 out of line, -1 unknown."""
+        return int(self._position(keys=[job_key(job_id)], args=[job_id, P, Queue.redis_queue_namespace_prefix]))
 
     def _enqueue(self, job_id: str, qname: str) -> None:
         self.rq_queue(qname).enqueue_call(
@@ -337,21 +362,10 @@ class JobQueue:
     def position(self, job_id: str) -> int | None:
         """1-based place in line for a queued job (fast jobs of the same model go first),
         place among the user's held jobs for a held one, None once it runs or ended."""
-        status, qname, scope = self.redis.hmget(job_key(job_id), "status", "queue", "scope")
-        if status is None:
+        place = self._place(job_id)
+        if place < 0:
             raise JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
-        if status == b"held":
-            idx = self.redis.lpos(held_key(scope.decode()), job_id)
-            return None if idx is None else idx + 1
-        if status != b"queued":
-            return None
-        name = qname.decode()
-        ahead = 0
-        speed, model = name.split(":")[1], name.split(":", 2)[2]
-        if speed == "relax":
-            ahead = self.redis.llen(self.rq_queue(queue_name("fast", model)).key)
-        idx = self.redis.lpos(self.rq_queue(name).key, job_id)
-        return None if idx is None else ahead + idx + 1
+        return place or None
 
     @_redis_errors
     def estimated_wait_s(self, job_id: str) -> float | None:

@@ -4,7 +4,7 @@ Every field is optional; None means "use the deployment's (or the server's) defa
 user's settings only fill what a prompt did not say: a parameter typed in the prompt always
 wins, even when it equals the default (``--ar 1:1`` keeps 1:1). Which parameters were typed
 is ``Params.given``, so settings are applied to freshly parsed requests, before the jobs
-are built (``bot.launch.jobs_for_interaction``).
+are built (``imagine.job_factory``, which also decides speed and diagnostics from them).
 
     imagine:user:{uid}:settings   string   the user's UserSettings as JSON (no expiry)
 
@@ -95,16 +95,6 @@ class _UserSettings(BaseModel):
         if not changes:
             return request
         return request.model_copy(update={"params": params.model_copy(update=changes)})
-
-    def job_fields(self, request: ImagineRequest) -> dict[str, Any]:
-        """The ``Job`` fields these settings decide for ``request``: speed unless the prompt
-        said ``--fast``/``--relax``, and diagnostics."""
-        fields: dict[str, Any] = {}
-        if self.speed is not None and request.params.speed is None:
-            fields["speed"] = self.speed
-        if self.diagnostics is not None:
-            fields["diagnostics"] = self.diagnostics
-        return fields
 
 
 PROMPT_SETTINGS = tuple(field for field in field_definitions(settable_only=True) if field != "speed")

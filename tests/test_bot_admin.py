@@ -103,3 +103,24 @@ async def test_queue_shows_a_running_job_an_idle_worker_and_a_failure(redis_serv
         assert "30%" in fields["Running"] and "a running fox" in fields["Running"]
         assert "`gpu-b`" in fields["Workers"] and "idle" in fields["Workers"]
         assert "Out of GPU memory" in fields["Failed in the last hour"]
+
+
+async def test_an_option_the_bot_cannot_use_is_answered_privately_in_one_line(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        payload = admin_command(fake, ["admin", "config"])
+        payload["data"]["options"][0]["options"] = [{"name": "allow_channel", "type": 7, "value": "424242"}]
+        feed(bot, payload)  # a channel Discord did not resolve for the bot (no "resolved" data)
+        data = await reply(fake, 1)
+        [embed] = data["embeds"]
+        assert data["flags"] == 64 and embed["title"] == "Invalid parameter"
+        assert "`424242`" in embed["description"] and "\n" not in embed["description"]
+    assert Guilds(redis_conn).config(str(GUILD_ID)).allowed_channels == ()
+
+
+async def test_a_failure_that_is_no_refusal_is_still_answered(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        redis_conn.set(f"imagine:guild:{GUILD_ID}:banned_words", "not a set")  # WRONGTYPE: a bug, not the user's
+        feed(bot, admin_command(fake, ["admin", "banned-words", "list"]))
+        data = await reply(fake, 1)
+        assert data["flags"] == 64 and data["embeds"][0]["title"] == "Something went wrong"
+        assert "/admin banned-words list" in data["embeds"][0]["description"]

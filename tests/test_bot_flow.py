@@ -9,6 +9,8 @@ import asyncio
 import re
 from typing import Any
 
+import redis
+
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
 from imagine.queue import DELIVERIES
@@ -438,3 +440,16 @@ async def test_the_result_says_under_the_grid_what_was_rounded_or_ignored(redis_
         assert (notes["title"], notes["color"]) == ("Notes", 16776960)
         assert notes["description"] == ("- --quality .1 was rounded to 0.25, the nearest we offer.\n"
                                         "- --weird 250 was ignored: tiny does not use it yet.")
+
+
+async def test_a_job_an_idle_worker_takes_at_once_says_starting_not_a_place_0(redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        idle = redis.Redis.from_url(redis_server.url)  # an idle worker: blocked on its queue, as RQ's is
+        taken = asyncio.ensure_future(asyncio.to_thread(idle.blpop, ["rq:queue:imagine:fast:tiny"], 10))
+        await wait_until(lambda: any(c.get("cmd") == "blpop" for c in redis_conn.client_list()))
+        feed(bot, fake.slash("imagine", prompt="a fox"))
+        [callback] = await fake.wait_for("POST", r"/callback$")
+        assert await taken  # Redis handed the job to the blocked worker within the enqueue itself
+        content = callback.json["data"]["content"]
+        assert content.endswith("(Starting)") and "in line" not in content
+        idle.close()

@@ -9,7 +9,8 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from imagine.job_factory import jobs_for
+from imagine.job_factory import JobFactory
+from imagine.jobs import Requester
 from imagine.prompt import parse
 from imagine.request import AspectRatio, ImagineRequest
 from imagine.user_settings import UserSettings, UserSettingsStore, load, settings_key
@@ -49,9 +50,9 @@ def test_defaults_fill_what_the_prompt_did_not_say() -> None:
     assert (params.model, params.aspect, params.stylize, params.chaos) == ("sd15", AspectRatio(width=16, height=9),
                                                                            250, 10)
     assert params.speed is None  # speed is the job's, not the prompt's: no "--relax" in the prompt line
-    assert EVERYTHING.job_fields(request) == {"speed": "relax", "diagnostics": False}
-    [job] = jobs_for([request], default_model="tiny", user="u1")
-    job = job.model_copy(update=EVERYTHING.job_fields(job.request))
+    [job] = JobFactory("tiny", MODELS).imagine([one("a cat --chaos 10")], requester=Requester(user_id="u1"),
+                                               settings=EVERYTHING)
+    assert job.request == request
     assert (job.model, job.speed, job.diagnostics) == ("sd15", "relax", False)
 
 
@@ -59,13 +60,13 @@ def test_the_prompt_beats_the_defaults() -> None:
     typed = one("a cat --ar 1:1 --s 100 --v tiny --fast")
     request = EVERYTHING.apply(typed, models=MODELS)
     assert request == typed
-    assert EVERYTHING.job_fields(request) == {"diagnostics": False}  # no prompt parameter for diagnostics
+    [job] = JobFactory("tiny", MODELS).imagine([typed], requester=Requester(user_id="u1"), settings=EVERYTHING)
+    assert (job.model, job.speed, job.diagnostics) == ("tiny", "fast", False)  # no prompt parameter for diagnostics
 
 
 def test_nothing_set_changes_nothing() -> None:
     request = one("a cat")
     assert UserSettings().apply(request, models=MODELS) is request
-    assert UserSettings().job_fields(request) == {}
 
 
 def test_a_model_no_longer_configured_is_skipped_with_a_log(caplog: pytest.LogCaptureFixture) -> None:

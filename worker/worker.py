@@ -27,7 +27,7 @@ from rq.worker import SimpleWorker
 
 from imagine import metrics
 from imagine.artifacts import artifact_store
-from imagine.jobs import Job, Requester
+from imagine.job_factory import JobFactory
 from imagine.monitor import serve_metrics
 from imagine.queue import JobQueue, queue_name
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
@@ -116,8 +116,7 @@ def warm_up(model: LoadedModel, aspects: list[str]) -> None:
         request = ImagineRequest(text="warm up", parts=(SubPrompt(text="warm up", weight=1.0),),
                                  params=Params(aspect=AspectRatio(width=w, height=h)))
         t0 = time.perf_counter()
-        generate(model, Job(request=request, model=model.spec.name, seed=0,
-                            requester=Requester(user_id="warm-up")))
+        generate(model, JobFactory.exact(request, model=model.spec.name, seed=0, user="warm-up"))
         log.info("warmed %s at %s in %.1f s", model.spec.name, aspect, time.perf_counter() - t0)
 
 

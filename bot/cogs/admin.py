@@ -8,7 +8,7 @@ Everything is kept in Redis through ``imagine.guilds`` and ``imagine.queue``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from bot import render, replies
 from bot.cogs.buttons import may_act_for_others
-from imagine.errors import AdminOnly, ImagineError
+from imagine.errors import AdminOnly, ImagineError, InvalidParameter, quote
 from imagine.guilds import Guilds
 from imagine.jobs import JobStatus
 from imagine.monitor import overview
@@ -37,6 +37,24 @@ def check_admin(interaction: discord.Interaction) -> str:
     return str(interaction.guild_id)
 
 
+async def answer_failure(interaction: discord.Interaction, error: Exception) -> None:
+    """The one-line private answer to a failed admin command or button: the bot's own refusal as it
+    is; an option Discord sent that the bot cannot use (a channel it cannot see) named; anything
+    else logged with its traceback and answered "Something went wrong"."""
+    original = getattr(error, "original", error)
+    command = f"/{interaction.command.qualified_name}" if interaction.command else "This button"
+    if isinstance(original, ImagineError):
+        await replies.error(interaction, original)
+    elif isinstance(error, app_commands.TransformerError):
+        log.info("interaction %s: %s got an option it cannot use: %s", interaction.id, command, error)
+        await replies.error(interaction, InvalidParameter(
+            f"{command} cannot use {quote(str(getattr(error.value, 'id', error.value)))} for this option: pick a "
+            f"{error.type.name.lower()} this bot can see on this server."))
+    else:
+        log.error("interaction %s: %s crashed", interaction.id, command, exc_info=original)
+        await replies.notice(interaction, replies.something_went_wrong(command))
+
+
 class ConfirmPurge(discord.ui.View):
     """Yes / No before cancelling every waiting job of the server."""
 
@@ -46,6 +64,9 @@ class ConfirmPurge(discord.ui.View):
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         return may_act_for_others(interaction)
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[Any]) -> None:
+        await answer_failure(interaction, error)
 
     @discord.ui.button(label="Yes, cancel them", style=discord.ButtonStyle.danger)
     async def yes(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmPurge]) -> None:
@@ -70,11 +91,8 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
         BannedWords(self)  # a subgroup registers itself with its parent
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        original = getattr(error, "original", error)
-        if isinstance(original, ImagineError):
-            await replies.error(interaction, original)
-        else:
-            raise error
+        """Every failure is answered, privately, in one line (never "The application did not respond")."""
+        await answer_failure(interaction, error)
 
     @app_commands.command(name="config")
     @app_commands.describe(
@@ -108,7 +126,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
         except ValidationError as exc:
             raise AdminOnly(f"That setting is not valid: {exc.errors()[0]['msg']}.") from None
         words = await self.bot.run_sync(self.guilds.banned_words, guild_id)
-        users = await self.bot.run_sync(self.bot.queue.redis.scard, f"imagine:guild:{guild_id}:banned_users")
+        users = await self.bot.run_sync(self.guilds.banned_user_count, guild_id)
         if changes:
             log.info("guild %s: %s changed %s", guild_id, interaction.user.id, sorted(changes))
         await replies.notice(interaction, render.config_embed(config, len(words), int(users)))
@@ -188,13 +206,13 @@ class AdminCog(commands.Cog):
     @app_commands.default_permissions(manage_guild=True)
     async def queue(self, interaction: discord.Interaction) -> None:
         """The queue, running jobs, workers and recent failures (admins)."""
-        try:
-            check_admin(interaction)
-            ov = await self.bot.run_sync(overview, self.bot.queue)
-        except ImagineError as exc:
-            await replies.error(interaction, exc)
-            return
+        check_admin(interaction)
+        ov = await self.bot.run_sync(overview, self.bot.queue)
         await replies.notice(interaction, render.queue_embed(ov))
+
+    async def cog_app_command_error(self, interaction: discord.Interaction,
+                                    error: app_commands.AppCommandError) -> None:
+        await answer_failure(interaction, error)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import discord
 
-from bot import custom_ids, render, replies
+from bot import custom_ids, render, replies, store
 from bot.images import fit_upload
-from bot.launch import follow_up_job, launch
+from bot.launch import launch, requester_for
 from bot.messages import Post
 from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
 from imagine.jobs import JobKind, JobStatus
@@ -84,6 +84,15 @@ class JobButton:
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
         raise NotImplementedError
 
+    async def follow_up(self, bot: ImagineBot, interaction: discord.Interaction, kind: JobKind, *,
+                        index: int | None = None, strength: Literal["subtle", "strong"] | None = None) -> None:
+        """Launch a VARIATION, UPSCALE or REROLL job of this button's job for the presser."""
+        requester = requester_for(interaction)
+        _settings, guild = await store.policies(bot.redis, requester)
+        job = bot.jobs.follow_up(self.state.job, kind, requester=requester, guild=guild,
+                                 index=index, strength=strength)
+        await launch(bot, interaction, [job], guild.config)
+
 
 def _button(custom_id: str, label: str | None = None, emoji: str | None = None) -> Button:
     return discord.ui.Button(custom_id=custom_id, label=label, emoji=emoji)
@@ -127,8 +136,7 @@ class Variation(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.V
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
         image_of(self.state, self.n)
-        job = follow_up_job(self.state.job, JobKind.VARIATION, interaction, index=self.n, strength="strong")
-        await launch(bot, interaction, [job])
+        await self.follow_up(bot, interaction, JobKind.VARIATION, index=self.n, strength="strong")
 
 
 class Vary(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.VARY.template):
@@ -144,8 +152,7 @@ class Vary(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.VARY.t
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
         image_of(self.state, self.n)
-        job = follow_up_job(self.state.job, JobKind.VARIATION, interaction, index=self.n, strength=self.strength)
-        await launch(bot, interaction, [job])
+        await self.follow_up(bot, interaction, JobKind.VARIATION, index=self.n, strength=self.strength)
 
 
 class Upscale(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.UPSCALE.template):
@@ -161,7 +168,7 @@ class Upscale(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.UPS
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
         image_of(self.state, self.n)
-        await launch(bot, interaction, [follow_up_job(self.state.job, JobKind.UPSCALE, interaction, index=self.n)])
+        await self.follow_up(bot, interaction, JobKind.UPSCALE, index=self.n)
 
 
 class Reroll(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.REROLL.template):
@@ -176,7 +183,7 @@ class Reroll(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.RERO
         return cls(match["job"])
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
-        await launch(bot, interaction, [follow_up_job(self.state.job, JobKind.REROLL, interaction)])
+        await self.follow_up(bot, interaction, JobKind.REROLL)
 
 
 class Cancel(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.CANCEL.template):

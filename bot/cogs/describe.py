@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,14 +32,13 @@ from discord.ext import commands
 from bot import custom_ids, replies, store
 from bot.attachments import check_size, fetch_image
 from bot.cogs.buttons import Button, JobButton
-from bot.launch import DEFER_AFTER_S, answering_failures, jobs_for_interaction, launch, requester_for
+from bot.launch import DEFER_AFTER_S, answering_failures, launch, requester_for
 from imagine.describe import DescribeResult, upload_key
 from imagine.errors import ImagineError, JobNotFound, quote
+from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobKind, JobStatus
 from imagine.prompt import parse
 from imagine.queue import JobState
-from imagine.request import ImagineRequest, Params
-from imagine.user_settings import UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -51,16 +49,6 @@ _T = TypeVar("_T")
 
 
 # --- the job ------------------------------------------------------------------------------------
-
-def describe_job(filename: str, settings: UserSettings, *, models: list[str], default_model: str,
-                 interaction: discord.Interaction) -> Job:
-    """The DESCRIBE job of an uploaded image: its file name is the job's text (what the message
-    shows); the user's /settings give its model (as ``--v``, when still configured) and speed."""
-    model = settings.apply(ImagineRequest(text="", parts=()), models=models).params.model
-    request = ImagineRequest(text=filename, parts=(), params=Params(model=model) if model else Params())
-    return Job(kind=JobKind.DESCRIBE, request=request, model=model or default_model, speed=settings.speed or "fast",
-               seed=random.SystemRandom().randrange(2**32), requester=requester_for(interaction), diagnostics=False)
-
 
 async def result_of(bot: ImagineBot, state: JobState) -> DescribeResult:
     """The suggestions of a finished /describe (describe.json), or JobNotFound saying why not."""
@@ -86,23 +74,24 @@ class DescribeCog(commands.Cog):
         """Write four prompts that match an image."""
         async with answering_failures(interaction, "/describe"):
             try:
-                job = await self._job(interaction, image)
+                job, guild = await self._job(interaction, image)
             except ImagineError as exc:
                 log.info("interaction %s: /describe of %s refused: %s", interaction.id, image.filename, exc.title)
                 await replies.error(interaction, exc)
                 return
-            await launch(self.bot, interaction, [job])
+            await launch(self.bot, interaction, [job], guild)
 
-    async def _job(self, interaction: discord.Interaction, image: discord.Attachment) -> Job:
-        """The DESCRIBE job, the image checked, downloaded and stored for the worker first."""
+    async def _job(self, interaction: discord.Interaction, image: discord.Attachment) -> tuple[Job, GuildConfig]:
+        """The DESCRIBE job (and its guild's config), the image checked, downloaded and stored for
+        the worker first."""
         check_size(image.size, image.filename)  # as Discord declares it; the download checks again
         fetched = await _in_time(interaction, fetch_image(  # checks the link first: Discord's attachments only
             image.url, name=image.filename, extra_origins=self.bot.settings.attachment_origins))
-        settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
-        job = describe_job(image.filename, settings, models=self.bot.models,
-                           default_model=self.bot.settings.default_model, interaction=interaction)
+        requester = requester_for(interaction)
+        settings, guild = await store.policies(self.bot.redis, requester)
+        job = self.bot.jobs.describe(image.filename, requester=requester, settings=settings, guild=guild)
         await self.bot.run_sync(self.bot.artifacts.put, upload_key(job.id), fetched.data)
-        return job
+        return job, guild.config
 
 
 async def _in_time(interaction: discord.Interaction, work: Awaitable[_T]) -> _T:
@@ -138,10 +127,11 @@ class Suggested(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.D
         if self.n > len(suggestions):
             raise JobNotFound(f"Job {quote(self.job_id)} suggested {len(suggestions)} prompts, not {self.n}.")
         requests = parse(suggestions[self.n - 1].text, models=bot.models)
-        settings = await store.user_settings(bot.redis, str(interaction.user.id))
-        jobs = jobs_for_interaction(requests, default_model=self.state.job.model, interaction=interaction,
-                                    settings=settings, models=bot.models)
-        await launch(bot, interaction, jobs)
+        requester = requester_for(interaction)
+        settings, guild = await store.policies(bot.redis, requester)
+        jobs = bot.jobs.imagine(requests, requester=requester, settings=settings, guild=guild,
+                                fallback_model=self.state.job.model)
+        await launch(bot, interaction, jobs, guild.config)
 
 
 DYNAMIC_ITEMS = (Suggested,)

@@ -17,9 +17,10 @@ from discord.ext import commands
 
 from bot import render, replies, store
 from bot.attachments import check_links
-from bot.launch import answering_failures, jobs_for_interaction, launch
+from bot.launch import answering_failures, launch, requester_for
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
 from imagine.errors import ImagineError
+from imagine.guilds import GuildConfig
 from imagine.jobs import Job
 from imagine.prompt import parse
 
@@ -32,16 +33,17 @@ CONFIRM_TIMEOUT_S = 300.0
 class ConfirmJobs(discord.ui.View):
     """Yes / No before submitting many jobs. Lives in memory only, like Midjourney's."""
 
-    def __init__(self, bot: ImagineBot, jobs: list[Job]) -> None:
+    def __init__(self, bot: ImagineBot, jobs: list[Job], guild: GuildConfig) -> None:
         super().__init__(timeout=CONFIRM_TIMEOUT_S)
         self.bot = bot
         self.jobs = jobs
+        self.guild = guild
 
     @discord.ui.button(label="Yes", style=discord.ButtonStyle.success)
     async def yes(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmJobs]) -> None:
         self.stop()
         await interaction.response.edit_message(content=f"Submitting {len(self.jobs)} jobs…", view=None)
-        await _launch(self.bot, interaction, self.jobs)
+        await _launch(self.bot, interaction, self.jobs, self.guild)
 
     @discord.ui.button(label="No", style=discord.ButtonStyle.danger)
     async def no(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmJobs]) -> None:
@@ -62,23 +64,23 @@ class ImagineCog(commands.Cog):
         try:
             requests = parse(prompt, models=self.bot.models)
             check_links(requests, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
-            settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
+            requester = requester_for(interaction)
+            settings, guild = await store.policies(self.bot.redis, requester)
+            jobs = self.bot.jobs.imagine(requests, requester=requester, settings=settings, guild=guild)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
-        jobs = jobs_for_interaction(requests, default_model=self.bot.settings.default_model, interaction=interaction,
-                                    settings=settings, models=self.bot.models)
         if len(jobs) > CONFIRM_JOBS_ABOVE:
             await interaction.response.send_message(
-                render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs), ephemeral=True
+                render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs, guild.config), ephemeral=True
             )
             return
-        await _launch(self.bot, interaction, jobs)
+        await _launch(self.bot, interaction, jobs, guild.config)
 
 
-async def _launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job]) -> None:
+async def _launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
     async with answering_failures(interaction, "/imagine"):
-        await launch(bot, interaction, jobs)
+        await launch(bot, interaction, jobs, guild)
 
 
 async def setup(bot: ImagineBot) -> None:

@@ -14,7 +14,7 @@ from bot import render, replies, store
 from bot.cogs.buttons import may_act_for_others
 from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
 from imagine.jobs import JobStatus
-from imagine.queue import JobQueue, active_key, held_key
+from imagine.queue import JobQueue, active_key, held_key, scope_of
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -27,7 +27,7 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 def gather_info(queue: JobQueue, guild_id: int | None, user_id: str) -> render.InfoData:
     """The user's running, queued and held jobs in this guild (limits are per user per guild)
     and usage counters (blocking: run in a thread)."""
-    scope = f"{guild_id or 'dm'}:{user_id}"  # as imagine.queue.user_scope(job) makes it
+    scope = scope_of(guild_id, user_id)
     running: list[render.JobSummary] = []
     queued: list[render.JobSummary] = []
     for raw in sorted(queue.redis.smembers(active_key(scope))):

@@ -22,7 +22,6 @@ refused. One press makes one job (``--repeat`` is for /imagine).
 
 from __future__ import annotations
 
-import random
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +36,16 @@ from bot.launch import answering_failures, launch, requester_for
 from imagine.constants import MAX_PROMPT_CHARS
 from imagine.diagnostics import ShortenResult
 from imagine.errors import ImagineError, InvalidPrompt, JobNotFound, quote
-from imagine.jobs import Job, JobKind, JobStatus
+from imagine.jobs import JobKind, JobStatus
 from imagine.prompt import parse
 from imagine.queue import JobState
-from imagine.request import ImagineRequest, Params, SubPrompt
-from imagine.user_settings import UserSettings
+from imagine.request import ImagineRequest
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 
-# --- the jobs -----------------------------------------------------------------------------------
+# --- the prompt and its analysis ---------------------------------------------------------------
 
 def one_prompt(requests: list[ImagineRequest]) -> ImagineRequest:
     """The single prompt /shorten analyzes; permutations and multi-prompts are refused."""
@@ -63,35 +61,6 @@ def one_prompt(requests: list[ImagineRequest]) -> ImagineRequest:
             "Shorten each part on its own."
         )
     return request
-
-
-def _seed(params: Params) -> int:
-    """``--seed``, or one drawn now (as ``imagine.job_factory.jobs_for`` draws it)."""
-    return params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
-
-
-def shorten_job(request: ImagineRequest, *, default_model: str, interaction: discord.Interaction,
-                settings: UserSettings | None = None, models: list[str] | None = None) -> Job:
-    """The SHORTEN job of a prompt, answering in the interaction's channel. The user's /settings
-    fill what the prompt did not say, as for /imagine: the shorter prompts imagined from its
-    buttons inherit them (model, --ar, --stylize, speed, diagnostics)."""
-    settings = settings or UserSettings()
-    request = settings.apply(request, models=models)
-    params = request.params
-    job = Job(kind=JobKind.SHORTEN, request=request, model=params.model or default_model,
-              speed=params.speed or "fast", seed=_seed(params), requester=requester_for(interaction))
-    return job.model_copy(update=settings.job_fields(request))
-
-
-def proposal_job(parent: Job, text: str, interaction: discord.Interaction) -> Job:
-    """An IMAGINE job of the shorter prompt ``text`` for the presser: ``parent``'s request with
-    ``text`` for its words, its image links, ``--no`` items and parameters kept."""
-    request = parent.request
-    negatives = tuple(p for p in request.parts if p.weight < 0)
-    shorter = ImagineRequest(text=text, image_urls=request.image_urls,
-                             parts=(SubPrompt(text=text, weight=1.0), *negatives), params=request.params)
-    return Job(request=shorter, model=parent.model, speed=parent.speed, seed=_seed(request.params),
-               requester=requester_for(interaction), diagnostics=parent.diagnostics)
 
 
 async def analysis_of(bot: ImagineBot, state: JobState) -> ShortenResult:
@@ -121,14 +90,14 @@ class ShortenCog(commands.Cog):
         try:
             request = one_prompt(parse(prompt, models=self.bot.models))
             check_links([request], self.bot.settings.attachment_origins)  # its shorter prompts keep them
-            settings = await store.user_settings(self.bot.redis, str(interaction.user.id))
+            requester = requester_for(interaction)
+            settings, guild = await store.policies(self.bot.redis, requester)
+            job = self.bot.jobs.shorten(request, requester=requester, settings=settings, guild=guild)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
-        job = shorten_job(request, default_model=self.bot.settings.default_model, interaction=interaction,
-                          settings=settings, models=self.bot.models)
         async with answering_failures(interaction, "/shorten"):
-            await launch(self.bot, interaction, [job])
+            await launch(self.bot, interaction, [job], guild.config)
 
 
 # --- the buttons under its result ---------------------------------------------------------------
@@ -148,7 +117,10 @@ class ShorterPrompt(JobButton, discord.ui.DynamicItem[Button], template=custom_i
         proposals = (await analysis_of(bot, self.state)).proposals
         if self.n > len(proposals):
             raise JobNotFound(f"Job {quote(self.job_id)} proposed {len(proposals)} shorter prompts, not {self.n}.")
-        await launch(bot, interaction, [proposal_job(self.state.job, proposals[self.n - 1].text, interaction)])
+        requester = requester_for(interaction)
+        _settings, guild = await store.policies(bot.redis, requester)
+        job = bot.jobs.shorter_prompt(self.state.job, proposals[self.n - 1].text, requester=requester, guild=guild)
+        await launch(bot, interaction, [job], guild.config)
 
 
 class ShortenDetails(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.SHORTEN_DETAILS.template):

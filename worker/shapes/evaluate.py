@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import random
 
-from imagine.jobs import Job, Requester
+from imagine.job_factory import JobFactory
+from imagine.jobs import Job
 from imagine.prompt import parse
 from worker.shapes.world import COLOURS, HELD_OUT, SHAPES, SIZES, Scene, caption
 
@@ -53,4 +54,4 @@ def distractors(scene: Scene, rng: random.Random, n: int = 10) -> list[str]:
 def job(prompt: str, seed: int, model: str = "shapes") -> Job:
     """An /imagine job for ``prompt`` (parsed as the bot parses it) on ``model``."""
     request = parse(prompt)[0]
-    return Job(request=request, model=model, seed=seed, requester=Requester(user_id="bench"))
+    return JobFactory.exact(request, model=model, seed=seed, user="bench")
