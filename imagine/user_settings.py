@@ -154,7 +154,7 @@ class UserSettingsStore:
 
     @_redis_errors
     def get(self, user_id: str) -> UserSettings:
-        return load(self.redis.get(settings_key(user_id)), user_id)  # type: ignore[arg-type]
+        return load(self.redis.get(settings_key(user_id)), user_id)
 
     @_redis_errors
     def set(self, user_id: str, **changes: Any) -> UserSettings:
