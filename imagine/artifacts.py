@@ -44,7 +44,9 @@ class RedisArtifacts:
         data = self.redis.get(f"{KEY_PREFIX}:artifact:{key}")
         if data is None:
             raise KeyError(f"artifact {key} is missing or expired")
-        return bytes(data)
+        if not isinstance(data, bytes):  # a connection that decodes replies would mangle images
+            raise TypeError("artifacts need a Redis connection with decode_responses=False")
+        return data
 
 
 class DirArtifacts:

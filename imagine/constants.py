@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 MAX_PROMPT_CHARS = 6000
 """Hard limit on a prompt's length, as Midjourney's."""
 
@@ -35,7 +37,7 @@ RESULT_TTL_S = 7 * 24 * 3600
 KEY_PREFIX = "imagine"
 """Prefix of every Redis key the product writes (RQ's own keys start with rq:)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1  # Final: type checkers read it as Literal[1], the field type of the contract
 """Version of the job/result JSON contract; bump on incompatible change."""
 
 WORKER_HEARTBEAT_S = 5

@@ -88,6 +88,10 @@ class TokenReport(Frozen):
 # 3. Word influence (/shorten) -----------------------------------------------------------------
 
 
+WordRole = Literal["influential", "neutral", "removable"]
+"""What leaving a word out does to the text vector: a lot, something, next to nothing."""
+
+
 class WordInfluence(Frozen):
     """How far the text vector moves when one word is left out: ``1 - cos(t, t_without_word)``."""
 
@@ -96,7 +100,7 @@ class WordInfluence(Frozen):
     influence: float
     relative: float  # influence / the largest influence (0..1)
     rank: int  # 1: the most influential
-    role: Literal["influential", "neutral", "removable"]
+    role: WordRole
 
 
 class ShortPrompt(Frozen):
@@ -159,6 +163,10 @@ class TextScores(Frozen):
     scores: list[float]
 
 
+LeakReason = Literal["above_prompt", "above_threshold"]
+"""Why a ``--no`` concept counts as shown: it scores above the prompt, or above the threshold."""
+
+
 class NegativeLeak(Frozen):
     """A ``--no`` concept that shows up in an image."""
 
@@ -166,7 +174,7 @@ class NegativeLeak(Frozen):
     image: int  # 1-based
     score: float  # 100 * cos(negative, image)
     prompt_score: float  # 100 * cos(prompt, image)
-    reason: Literal["above_prompt", "above_threshold"]
+    reason: LeakReason
 
 
 class Alignment(Frozen):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from imagine import constants as c
 from imagine.errors import BannedPrompt, NotAllowedHere, quote
 from imagine.jobs import Requester
+from imagine.redis_replies import members
 
 
 class GuildConfig(BaseModel):
@@ -129,7 +130,7 @@ class Guilds:
         return int(self.redis.srem(_key(guild_id, "banned_words"), *folded)) if folded else 0
 
     def banned_words(self, guild_id: str) -> list[str]:
-        return sorted(w.decode() for w in self.redis.smembers(_key(guild_id, "banned_words")))
+        return sorted(members(self.redis.smembers(_key(guild_id, "banned_words"))))
 
     # banned users ---------------------------------------------------------------------------
 

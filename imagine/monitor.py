@@ -23,6 +23,7 @@ from rich.console import Group
 from rich.table import Table
 
 from imagine.queue import FINISHED_JOBS, OPEN_JOBS, REDIS_DOWN, JobQueue, P, job_key, redis_errors
+from imagine.redis_replies import members, optional_text
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ def overview(jq: JobQueue, now: float | None = None) -> Overview:
     now = time.time() if now is None else now
     r = jq.redis
     queue_names = sorted(
-        k.decode().removeprefix("rq:queue:") for k in r.smembers("rq:queues")
-        if k.decode().startswith(f"rq:queue:{P}:")
+        k.removeprefix("rq:queue:") for k in members(r.smembers("rq:queues"))
+        if k.startswith(f"rq:queue:{P}:")
     )
     pipe = r.pipeline(transaction=False)
     for name in queue_names:
@@ -95,12 +96,14 @@ def overview(jq: JobQueue, now: float | None = None) -> Overview:
     depths = dict(zip(queue_names, pipe.execute(), strict=True)) if queue_names else {}
 
     fields = ("status", "job", "worker", "progress", "created_at", "started_at", "finished_at", "result")
-    open_ids = [x.decode() for x in r.zrange(OPEN_JOBS, 0, -1)]
-    done_ids = [x.decode() for x in r.zrangebyscore(FINISHED_JOBS, now - WINDOW_S, "+inf")]
+    open_ids = members(r.zrange(OPEN_JOBS, 0, -1))
+    done_ids = members(r.zrangebyscore(FINISHED_JOBS, now - WINDOW_S, "+inf"))
     pipe = r.pipeline(transaction=False)
     for job_id in open_ids + done_ids:
         pipe.hmget(job_key(job_id), *fields)
-    rows = [dict(zip(fields, (v.decode() if v else None for v in row), strict=True)) for row in pipe.execute()]
+    # Any: which fields are there follows the job's status (created_at always, finished_at once finished)
+    rows: list[dict[str, Any]] = [dict(zip(fields, (optional_text(v) or None for v in row), strict=True))
+                                  for row in pipe.execute()]
 
     held, running, waits = 0, [], []
     for job_id, row in zip(open_ids, rows[: len(open_ids)], strict=True):
@@ -117,7 +120,7 @@ def overview(jq: JobQueue, now: float | None = None) -> Overview:
                 elapsed_s=now - float(row["started_at"] or now), worker=row["worker"] or "?",
             ))
 
-    failed, runs, finished = [], [], {}
+    failed, runs, finished = [], [], dict[str, int]()
     for job_id, row in zip(done_ids, rows[len(open_ids):], strict=True):
         if row["status"] is None:
             continue

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import redis
+from redis.typing import EncodableT, FieldT
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -47,6 +48,7 @@ from imagine.errors import (
     quote,
 )
 from imagine.jobs import ErrorInfo, Job, JobResult, JobStatus
+from imagine.redis_replies import members, required_text, stream_entries, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +347,7 @@ class JobQueue:
         raw = self.redis.hgetall(job_key(job_id))
         if not raw or b"job" not in raw:
             raise JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
-        h = {k.decode(): v.decode() for k, v in raw.items()}
+        h = text_hash(raw)
         return JobState(
             job=Job.model_validate_json(h["job"]),
             status=JobStatus(h["status"]),
@@ -385,11 +387,10 @@ class JobQueue:
         """Events of a job after the given stream id (blocking up to block_ms when none yet)."""
         reply = self.redis.xread({events_key(job_id): after}, block=block_ms)
         out: list[Event] = []
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                preview = fields.pop(b"preview", None)
-                data = json.loads(fields[b"data"])
-                out.append(Event(entry_id.decode(), fields[b"type"].decode(), data, preview))
+        for entry_id, fields in stream_entries(reply):
+            preview = fields.pop(b"preview", None)
+            data = json.loads(fields[b"data"])
+            out.append(Event(entry_id, fields[b"type"].decode(), data, preview))
         return out
 
     def follow(self, job_id: str, poll_ms: int = 1000) -> Iterator[Event]:
@@ -436,7 +437,7 @@ class JobQueue:
     def purge(self, guild_id: str) -> list[str]:
         """Cancel every job of a guild that has not started (held or queued); running ones finish.
         Returns the ids cancelled (for /admin purge-queue)."""
-        ids = [raw.decode() for raw in self.redis.zrange(OPEN_JOBS, 0, -1)]
+        ids = members(self.redis.zrange(OPEN_JOBS, 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "job")
@@ -463,7 +464,7 @@ class JobQueue:
             metrics.JOB_WAIT.labels(job.model).observe(max(0.0, time.time() - job.created_at))
             return job
         if status == "cancel":
-            job = Job.model_validate_json(self.redis.hget(job_key(job_id), "job"))
+            job = Job.model_validate_json(required_text(self.redis.hget(job_key(job_id), "job"), f"job {job_id}"))
             self.finish(job_id, JobResult(job_id=job_id, status=JobStatus.CANCELLED), job=job)
         log.info("job %s not started by %s: it is %s", job_id, worker, status)
         return None
@@ -474,7 +475,7 @@ class JobQueue:
     ) -> None:
         """Append a progress event (with an optional small PNG) and keep the latest in the hash."""
         data = json.dumps({"step": step, "steps": steps, "percent": round(100 * step / steps)})
-        fields: dict[str, Any] = {"type": "progress", "data": data}
+        fields: dict[FieldT, EncodableT] = {"type": "progress", "data": data}
         if preview_png is not None:
             fields["preview"] = preview_png
         pipe = self.redis.pipeline(transaction=False)
@@ -555,7 +556,7 @@ class JobQueue:
         )
         if nxt:
             nxt = nxt.decode()
-            qname = self.redis.hget(job_key(nxt), "queue").decode()
+            qname = required_text(self.redis.hget(job_key(nxt), "queue"), f"job {nxt}'s queue")
             self._enqueue(nxt, qname)
             log.info("job %s promoted from held to %s", nxt, qname)
 
@@ -564,7 +565,7 @@ class JobQueue:
     @_redis_errors
     def workers(self) -> list[dict[str, Any]]:
         """Announcements of the workers alive now (their heartbeat key has not expired)."""
-        names = sorted(n.decode() for n in self.redis.smembers(WORKERS))
+        names = sorted(members(self.redis.smembers(WORKERS)))
         announcements = self.redis.mget([worker_key(n) for n in names]) if names else []
         dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
         if dead:
@@ -590,7 +591,7 @@ class JobQueue:
         - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again.
         """
         touched = []
-        ids = [raw.decode() for raw in self.redis.zrange(OPEN_JOBS, 0, -1)]
+        ids = members(self.redis.zrange(OPEN_JOBS, 0, -1))
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "worker", "queue")

@@ -7,7 +7,7 @@ builds one per expanded permutation; the worker turns it into images.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -46,13 +46,29 @@ class _Params(Frozen):
         """
         return frozenset(self.model_fields_set)
 
-    if TYPE_CHECKING:  # the fields come from the table: type checkers see them as Any
-
-        def __getattr__(self, name: str) -> Any: ...
-
 
 if TYPE_CHECKING:
-    Params = _Params
+
+    class Params(_Params):
+        """The fields as type checkers see them (the model below is built from the table at run
+        time, out of their sight); tests/test_params.py checks they are the table's."""
+
+        aspect: AspectRatio = AspectRatio(width=1, height=1)
+        chaos: int = 0
+        quality: float = 1.0  # Literal[0.25, 0.5, 1.0, 2.0]: typing has no float literals
+        stylize: int = 100
+        stop: int = 100
+        weird: int = 0
+        iw: float = 1.0
+        seed: int | None = None
+        style: Literal["raw"] | None = None
+        model: str | None = None
+        no: tuple[str, ...] = ()
+        tile: bool = False
+        draft: bool = False
+        repeat: int = 1
+        speed: Speed | None = None
+
 else:
     Params = create_model("Params", __base__=_Params, __module__=__name__, **field_definitions())
     Params.__doc__ = _Params.__doc__

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 from imagine.constants import KEY_PREFIX, MAX_ASPECT
 from imagine.params import AspectRatio, field_definitions
 from imagine.queue import redis_errors
-from imagine.request import ImagineRequest
+from imagine.request import ImagineRequest, Speed
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,6 @@ class _UserSettings(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")  # a field dropped later: ignored
-
-    if TYPE_CHECKING:  # the fields come from the table: type checkers see them as Any
-
-        def __getattr__(self, name: str) -> Any: ...
 
     @field_validator("aspect", mode="before", check_fields=False)
     @classmethod
@@ -102,7 +98,17 @@ PROMPT_SETTINGS = tuple(field for field in field_definitions(settable_only=True)
 it decides the job's queue (``job_fields``) and is not shown in the prompt line."""
 
 if TYPE_CHECKING:
-    UserSettings = _UserSettings
+
+    class UserSettings(_UserSettings):
+        """The fields as type checkers see them (the model below is built from the table at run
+        time, out of their sight); tests/test_params.py checks they are the table's."""
+
+        aspect: AspectRatio | None = None
+        stylize: int | None = None
+        model: str | None = None
+        speed: Speed | None = None
+        diagnostics: bool | None = None
+
 else:
     UserSettings = create_model("UserSettings", __base__=_UserSettings, __module__=__name__,
                                 **field_definitions(optional=True, settable_only=True),
@@ -148,7 +154,7 @@ class UserSettingsStore:
 
     @_redis_errors
     def get(self, user_id: str) -> UserSettings:
-        return load(self.redis.get(settings_key(user_id)), user_id)  # type: ignore[arg-type]
+        return load(self.redis.get(settings_key(user_id)), user_id)
 
     @_redis_errors
     def set(self, user_id: str, **changes: Any) -> UserSettings:

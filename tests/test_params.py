@@ -3,9 +3,16 @@ parser, the Params model, the prompt line in Discord, /settings and the worker's
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+import ast
+import inspect
+from types import ModuleType
+from typing import Any, Literal, get_args, get_origin
 
+import pytest
+from pydantic import BaseModel, ValidationError
+
+import imagine.request
+import imagine.user_settings
 from imagine.jobs import Job
 from imagine.model_specs import BUILTIN_SPECS
 from imagine.params import PARAMETERS, ignored_notes, params_text
@@ -41,6 +48,35 @@ def test_the_prompt_line_prints_set_parameters_back_in_table_order() -> None:
     assert params_text(request.params) == "--ar 16:9 --q 0.5 --s 250 --seed 7 --no people, cars --tile --draft --relax"
     assert params_text(Params()) == ""
     assert params_text(parse("a fox --fast --ar 1:1 --r 3")[0].params) == ""  # defaults, the mode, --repeat
+
+
+def _declared_fields(module: ModuleType, name: str) -> dict[str, tuple[Any, Any]]:
+    """The ``field: type = default`` lines of the class ``name`` in ``module``'s source (the
+    declaration for type checkers, under TYPE_CHECKING), evaluated in the module."""
+    [cls] = [node for node in ast.walk(ast.parse(inspect.getsource(module)))
+             if isinstance(node, ast.ClassDef) and node.name == name]
+    namespace = vars(module)
+    return {
+        line.target.id: (eval(ast.unparse(line.annotation), namespace), eval(ast.unparse(line.value), namespace))
+        for line in cls.body
+        if isinstance(line, ast.AnnAssign) and isinstance(line.target, ast.Name) and line.value is not None
+    }
+
+
+def _built_fields(model: type[BaseModel]) -> dict[str, tuple[Any, Any]]:
+    """The fields the table built: (type, default); a Literal of floats reads as float (typing
+    has no float literals, so the declaration says float)."""
+    def typed(annotation: Any) -> Any:
+        if get_origin(annotation) is Literal and all(isinstance(a, float) for a in get_args(annotation)):
+            return float
+        return annotation
+    return {name: (typed(field.annotation), field.default) for name, field in model.model_fields.items()}
+
+
+@pytest.mark.parametrize(("module", "model"), [(imagine.request, Params), (imagine.user_settings, UserSettings)],
+                         ids=["Params", "UserSettings"])
+def test_the_fields_type_checkers_see_are_the_table_s(module: ModuleType, model: type[BaseModel]) -> None:
+    assert _declared_fields(module, model.__name__) == _built_fields(model)
 
 
 def test_settings_fields_are_the_settable_rows() -> None:

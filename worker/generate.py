@@ -251,7 +251,7 @@ def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> 
         if job.kind == JobKind.UPSCALE:
             n_images, strength, stop = 1, UPSCALE_STRENGTH, 100
             size = (parent_image.width * UPSCALE_FACTOR, parent_image.height * UPSCALE_FACTOR)
-            init_image = parent_image.convert("RGB").resize(size, Image.LANCZOS)
+            init_image = parent_image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
         else:
             strength = VARIATION_STRENGTH[job.strength or "strong"]
             init_image = parent_image.convert("RGB")
@@ -319,7 +319,8 @@ class _Denoising:
         """Count progress afresh over ``passes`` sequential batches."""
         self.passes, self.done = passes, 0
 
-    def __call__(self, pipe: object, i: int, t: object, callback_kwargs: dict[str, torch.Tensor]) -> dict:
+    def __call__(self, pipe: object, i: int, t: object,
+                 callback_kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self.done += 1
         if self.should_cancel():
             self.cancelled = True

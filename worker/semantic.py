@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
@@ -133,6 +134,6 @@ class SemanticEncoder:
         return self.tokenizer.convert_ids_to_tokens(ids.tolist())
 
 
-def _read_json(path: Path) -> dict | list:  # type: ignore[type-arg]
+def _read_json(path: Path) -> Any:  # JSON of any shape
     with open(path, encoding="utf-8") as f:
         return json.load(f)

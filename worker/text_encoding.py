@@ -47,7 +47,9 @@ Every distinct text is encoded once per request; E("") once per model (cached he
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Literal
 
 import torch
@@ -183,7 +185,7 @@ class TextEncoder:
         def padded(text: str) -> torch.Tensor:
             return self._pad(encodings[text][0], n_chunks).float()
 
-        cond = sum(p.weight * padded(p.text) for p in positives)
+        cond: torch.Tensor = reduce(operator.add, (p.weight * padded(p.text) for p in positives))
         negative_cond, alpha = None, 0.0
         if cfg:
             negative_cond = self._pad(self.empty_embeddings(), n_chunks).float()

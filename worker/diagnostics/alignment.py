@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from imagine.diagnostics import NEGATIVE_LEAK_SCORE, Alignment, NegativeLeak, TextScores
+from imagine.diagnostics import NEGATIVE_LEAK_SCORE, Alignment, LeakReason, NegativeLeak, TextScores
 from imagine.request import ImagineRequest
 
 
@@ -60,7 +60,7 @@ def negative_leaks(rows: list[TextScores], prompt_scores: list[float],
             continue
         for j, (score, prompt_score) in enumerate(zip(row.scores, prompt_scores, strict=True), 1):
             if score > prompt_score or score >= threshold:
-                reason = "above_prompt" if score > prompt_score else "above_threshold"
+                reason: LeakReason = "above_prompt" if score > prompt_score else "above_threshold"
                 leaks.append(NegativeLeak(text=row.text, image=j, score=score, prompt_score=prompt_score,
                                           reason=reason))
     return leaks

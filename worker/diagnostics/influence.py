@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-from imagine.diagnostics import INFLUENTIAL_FROM, MAX_PROPOSALS, REMOVABLE_BELOW, WordInfluence
+from imagine.diagnostics import INFLUENTIAL_FROM, MAX_PROPOSALS, REMOVABLE_BELOW, WordInfluence, WordRole
 
 
 def split_words(text: str) -> list[str]:
@@ -51,7 +51,7 @@ def word_influence(words: Sequence[str], values: Sequence[float]) -> list[WordIn
     out = []
     for i, value in enumerate(values):
         relative = value / top if top > 0 else 0.0
-        role = ("removable" if relative < REMOVABLE_BELOW
+        role: WordRole = ("removable" if relative < REMOVABLE_BELOW
                 else "influential" if relative >= INFLUENTIAL_FROM else "neutral")
         out.append(WordInfluence(word=words[i], index=i, influence=value, relative=relative, rank=rank[i], role=role))
     if top == 0:  # nothing moves the vector: no word stands out either way

@@ -85,7 +85,7 @@ def to_pixels(images: list[Image.Image] | list[np.ndarray]) -> torch.Tensor:
     for image in images:
         image = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
         if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.float32))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
 
@@ -128,7 +128,7 @@ class ShapesAligner:
         hidden = encoder.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state.float().cpu()
         chunks = [t.n_chunks for t in tokens]
         return torch.stack([pool(h.flatten(0, 1), m.flatten(), "mean")
-                            for h, m in zip(hidden.split(chunks), mask.split(chunks), strict=True)])
+                            for h, m in zip(torch.split(hidden, chunks), torch.split(mask, chunks), strict=True)])
 
     @torch.inference_mode()
     def score(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:

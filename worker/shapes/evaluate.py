@@ -33,7 +33,7 @@ def held_out_prompts(per_triple: int, seed: int = 0) -> list[tuple[Scene, str]]:
 def distractors(scene: Scene, rng: random.Random, n: int = 10) -> list[str]:
     """``n`` captions of scenes one attribute away from ``scene`` (all different scenes)."""
     seen: set[Scene] = {scene}
-    out = []
+    out: list[str] = []
     while len(out) < n:
         attribute = rng.choice(("colour", "shape", "position", "background"))
         if attribute == "colour":
