@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import redis
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from imagine.artifacts import ArtifactStore, artifact_store
@@ -178,7 +179,8 @@ def _write_outputs(jq: JobQueue, store: ArtifactStore, jobs: list[Job], out: Pat
         if result is None or state.status is not JobStatus.DONE:
             failures += 1
             error = result.error if result else None
-            console.print(f"[red]{job.id}: {state.status.value}[/] {error.message if error else ''}", highlight=False)
+            console.print(f"[red]{job.id}: {state.status.value}[/] {escape(error.message) if error else ''}",
+                          highlight=False)
         else:
             keys = result.images + tuple(k for k in (result.grid, result.diagnostics) if k)
             for key in keys:
@@ -190,5 +192,7 @@ def _write_outputs(jq: JobQueue, store: ArtifactStore, jobs: list[Job], out: Pat
                    "result": result.model_dump(mode="json") if result else None}
         (target / "result.json").write_text(json.dumps(payload, indent=2))
         console.print(f"[green]{job.id}[/] -> {target}/", highlight=False)
+        for note in result.notes if result else ():  # what was rounded, ignored or made differently
+            console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
     return 1 if failures else 0
 

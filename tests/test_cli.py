@@ -142,11 +142,12 @@ def test_run_replaces_an_earlier_runs_files_and_says_so(tmp_path: Path, model_ca
         (earlier / name).write_text("earlier")
     (out / "01-4567cdef").mkdir()
     (out / "01-4567cdef" / "result.json").write_text("earlier")
-    done = imagine("run", "a red circle --seed 3", "--model", "tiny", "--out", "out", cwd=tmp_path, timeout=300,
-                   IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false",
+    done = imagine("run", "a red circle --seed 3 --weird 5", "--model", "tiny", "--out", "out", cwd=tmp_path,
+                   timeout=300, IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false",
                    IMAGINE_TORCH_THREADS="1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Replaced the files of an earlier run in out/." in done.stderr.splitlines()
+    assert "Note: --weird 5 was ignored: tiny does not use it yet." in done.stderr.splitlines()  # as under a grid
     assert sorted(p.name for p in out.iterdir()) == [
         "grid.png", "image_1.png", "image_2.png", "image_3.png", "image_4.png", "result.json"]
     assert json.loads((out / "result.json").read_text())["job"]["seed"] == 3
