@@ -1,0 +1,202 @@
+"""The queue for asyncio callers (the bot): ``JobQueue``'s producer side on ``redis.asyncio``.
+
+The same keys, Lua scripts, admission rules, RQ enqueue and parsing of a job's stored state as
+the sync ``imagine.queue.JobQueue`` (which workers and the CLI use): both call what
+``imagine.queue`` shares, and only the round trips differ. Submitting is two round trips: the
+admission script, then one transaction with RQ's writes and the place in line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, cast
+
+import redis
+import redis.asyncio as aioredis
+
+from imagine import constants as c
+from imagine.errors import RedisUnavailable
+from imagine.jobs import Job, JobResult, JobStatus
+from imagine.queue import (
+    _ADMIT,
+    _CANCEL,
+    _POSITION,
+    _RELEASE,
+    OPEN_JOBS,
+    REDIS_DOWN,
+    WORKERS,
+    Admission,
+    Event,
+    JobState,
+    QueueRules,
+    active_key,
+    alive_workers,
+    events_key,
+    held_key,
+    job_key,
+    not_found,
+    parse_events,
+    parse_state,
+    runtimes_key,
+    waiting_in_guild,
+    worker_key,
+)
+
+log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def async_redis_errors(
+    message: str,
+) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Coroutine[Any, Any, _R]]]:
+    """``imagine.queue.redis_errors`` for coroutines: a Redis that is down becomes a clear
+    RedisUnavailable(``message``), never the URL (it may hold a password)."""
+
+    def decorate(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Coroutine[Any, Any, _R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return await fn(*args, **kwargs)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                raise RedisUnavailable(message) from exc
+
+        return wrapper
+
+    return decorate
+
+
+_redis_errors = async_redis_errors(REDIS_DOWN)
+
+
+def as_bytes(value: object) -> bytes:
+    """A reply redis-py types as ``bytes | str`` (the bot's clients never decode: bytes)."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+class AsyncJobQueue(QueueRules):
+    """Submit, read, follow and cancel jobs, and read workers, on an asyncio Redis client."""
+
+    def __init__(
+        self,
+        connection: aioredis.Redis,
+        *,
+        running_limit: int = c.DEFAULT_RUNNING_LIMIT,
+        waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
+        job_timeout_s: int = c.JOB_TIMEOUT_S,
+        result_ttl_s: int = c.RESULT_TTL_S,
+    ) -> None:
+        super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
+                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s)
+        self.redis = connection
+        self._admit = connection.register_script(_ADMIT)
+        self._release = connection.register_script(_RELEASE)
+        self._cancel = connection.register_script(_CANCEL)
+        self._position = connection.register_script(_POSITION)
+
+    # --- producer side -------------------------------------------------------------------------
+
+    @_redis_errors
+    async def submit(self, job: Job, *, running_limit: int | None = None,
+                     waiting_limit: int | None = None) -> Admission:
+        """``JobQueue.submit``: admit (atomically) and, when a running slot is free, enqueue."""
+        call = self.admission_call(job, running_limit, waiting_limit)
+        outcome, place = call.outcome(await self._admit(keys=call.keys, args=call.args))
+        if outcome == "queued":
+            pipe = self.redis.pipeline(transaction=True)
+            self.enqueue_into(pipe, job.id, call.qname)
+            await self._position(**self.position_call(job.id), client=pipe)
+            place = int((await pipe.execute())[-1])  # 0 when an idle worker took it already
+        return self.submitted(job, outcome, call.qname, place)
+
+    # --- reading state -------------------------------------------------------------------------
+
+    @_redis_errors
+    async def state(self, job_id: str) -> JobState:
+        """The job's stored state; JobNotFound when the id is unknown or expired."""
+        raw = await self.redis.hgetall(job_key(job_id))
+        return parse_state(job_id, cast(dict[bytes, bytes], raw))
+
+    @_redis_errors
+    async def position(self, job_id: str) -> int | None:
+        """``JobQueue.position``: the place in line, None once it runs or ended."""
+        place = int(await self._position(**self.position_call(job_id)))
+        if place < 0:
+            raise not_found(job_id)
+        return place or None
+
+    @_redis_errors
+    async def events(self, streams: dict[str, bytes | str], block_ms: int) -> dict[str, list[Event]]:
+        """New events of several jobs at once (job id -> events after the id given for it)."""
+        reply = await self.redis.xread({events_key(j): after for j, after in streams.items()},  # type: ignore[misc]
+                                       count=100, block=block_ms)
+        out: dict[str, list[Event]] = {}
+        for stream, entries in cast(list[tuple[bytes, Any]], reply or []):
+            out[stream.decode().split(":")[2]] = parse_events([(stream, entries)])
+        return out
+
+    @_redis_errors
+    async def recent_runtimes(self, model: str) -> list[bytes]:
+        """The model's last 50 run times (seconds, newest first)."""
+        return cast(list[bytes], await self.redis.lrange(runtimes_key(model), 0, 49))
+
+    @_redis_errors
+    async def active_and_held(self, scope: str) -> tuple[list[str], list[str]]:
+        """A user's jobs in RQ or running (sorted ids), and their held jobs in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smembers(active_key(scope))
+        pipe.lrange(held_key(scope), 0, -1)
+        active, held = await pipe.execute()
+        return sorted(x.decode() for x in active), [x.decode() for x in held]
+
+    # --- cancel --------------------------------------------------------------------------------
+
+    @_redis_errors
+    async def cancel(self, job_id: str, user_id: str, *, admin: bool = False) -> JobStatus:
+        """``JobQueue.cancel``: CANCELLED when it is gone at once, RUNNING when its worker was
+        told to stop, or the final status it already had."""
+        st = await self.state(job_id)
+        outcome = as_bytes(await self._cancel(**self.cancel_call(st, user_id, admin))).decode()
+        if outcome == "cancelled":
+            await self._finish(job_id, st.job, self.cancelled(job_id))
+        return self.cancel_status(outcome)
+
+    @_redis_errors
+    async def purge(self, guild_id: str) -> list[str]:
+        """``JobQueue.purge``: cancel every job of a guild that has not started; the ids cancelled."""
+        ids = [raw.decode() for raw in await self.redis.zrange(OPEN_JOBS, 0, -1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(job_key(job_id), "status", "job")
+        waiting = waiting_in_guild(ids, await pipe.execute() if ids else [], guild_id)
+        cancelled = [job_id for job_id in waiting if await self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED]
+        log.info("guild %s: purged %d waiting jobs", guild_id, len(cancelled))
+        return cancelled
+
+    async def _finish(self, job_id: str, job: Job, result: JobResult) -> None:
+        """``JobQueue.finish`` of a job cancelled before it started (no worker will finish it)."""
+        pipe = self.redis.pipeline(transaction=True)
+        self.fill_finish(pipe, job_id, job, result)
+        await pipe.execute()
+        self.finished(job_id, job, result)
+        promoted = await self._release(**self.release_call(job, job_id))
+        if promoted:
+            nxt, qname = (as_bytes(x).decode() for x in promoted)
+            pipe = self.redis.pipeline(transaction=True)
+            self.enqueue_into(pipe, nxt, qname)
+            await pipe.execute()
+            log.info("job %s promoted from held to %s", nxt, qname)
+
+    # --- workers -------------------------------------------------------------------------------
+
+    @_redis_errors
+    async def workers(self) -> list[dict[str, Any]]:
+        """Announcements of the workers alive now (their heartbeat key has not expired)."""
+        names = sorted(n.decode() for n in await self.redis.smembers(WORKERS))  # type: ignore[misc]
+        alive, dead = alive_workers(names, await self.redis.mget([worker_key(n) for n in names]) if names else [])
+        if dead:
+            await self.redis.srem(WORKERS, *dead)  # type: ignore[misc]
+        return alive
