@@ -6,8 +6,11 @@ scaled down until it fits. Nothing here imports discord.
 
 from __future__ import annotations
 
+import asyncio
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from PIL import Image
 
@@ -15,6 +18,9 @@ DEFAULT_LIMIT = 10 * 1024 * 1024
 """Discord's upload limit for bots outside boosted guilds (10 MiB)."""
 
 _QUALITIES = (92, 85, 75, 60)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,14 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, quality=quality)
     return buf.getvalue()
+
+
+async def run_cpu_bound(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """CPU work (re-encoding an image, drawing a chart, decoding an upload) in a thread, off the
+    event loop. Never Redis: the bot's Redis client is asyncio (``imagine.aqueue``)."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def fit_upload_off_loop(png: bytes, stem: str, limit: int = DEFAULT_LIMIT) -> Upload:
+    """``fit_upload`` in a thread: a large image's re-encoding takes what the event loop cannot spare."""
+    return await run_cpu_bound(fit_upload, png, stem, limit)

@@ -105,8 +105,8 @@ class AsyncJobQueue(QueueRules):
         """``JobQueue.submit``: admit (atomically) and, when a running slot is free, enqueue."""
         call = self.admission_call(job, running_limit, waiting_limit)
         outcome, place = call.outcome(await self._admit(keys=call.keys, args=call.args))
-        if outcome == "queued":
-            pipe = self.redis.pipeline(transaction=True)
+        if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
+            pipe = self.redis.pipeline(transaction=False)
             self.enqueue_into(pipe, job.id, call.qname)
             await self._position(**self.position_call(job.id), client=pipe)
             place = int((await pipe.execute())[-1])  # 0 when an idle worker took it already

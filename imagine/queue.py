@@ -302,7 +302,9 @@ def parse_events(reply: Any) -> list[Event]:
     return out
 
 
-def alive_workers(names: Sequence[str], announcements: Sequence[bytes | None]) -> tuple[list[dict[str, Any]], list[str]]:
+def alive_workers(
+    names: Sequence[str], announcements: Sequence[bytes | None]
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The announcements of live workers, and the names whose heartbeat expired (MGET's None)."""
     dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
     return [json.loads(raw) for raw in announcements if raw is not None], dead
@@ -513,8 +515,8 @@ class JobQueue(QueueRules):
         The limits default to the queue's; a guild's own limits are passed by the bot."""
         call = self.admission_call(job, running_limit, waiting_limit)
         outcome, place = call.outcome(self._admit(keys=call.keys, args=call.args))
-        if outcome == "queued":
-            pipe = self.redis.pipeline(transaction=True)
+        if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
+            pipe = self.redis.pipeline(transaction=False)
             self.enqueue_into(pipe, job.id, call.qname)
             self._position(**self.position_call(job.id), client=pipe)
             place = pipe.execute()[-1]  # 0 when an idle worker took it already
