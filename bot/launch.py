@@ -85,8 +85,8 @@ class Launcher(Protocol):
 async def admit(queue: AsyncJobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
     """Submit a job (made by ``imagine.job_factory``) within its guild's limits and count it in its
     user's usage. Raises the UserError that refuses it."""
-    admission = await queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit)
-    await store.count_submission(queue.redis, job)
+    admission = await queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit,
+                                   also=lambda pipe: store.count_submission(pipe, job))
     position = admission.position if admission.status is JobStatus.QUEUED else None
     wait_s = await waits.wait_s(job.model, position) if position else None
     return Admitted(job, admission.status, position, wait_s)

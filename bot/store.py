@@ -41,8 +41,9 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 """One stream entry as the bot's client returns it: (id, fields)."""
 
 
-async def count_submission(conn: aioredis.Redis, job: Job) -> None:
-    await conn.hincrby(usage_key(job.requester.user_id), job.kind.value, 1)  # type: ignore[misc]
+def count_submission(pipe: Any, job: Job) -> None:
+    """Queue one more job of its kind in its user's usage (on the admission's pipeline)."""
+    pipe.hincrby(usage_key(job.requester.user_id), job.kind.value, 1)
 
 
 async def read_usage(conn: aioredis.Redis, user_id: str) -> dict[str, float]:

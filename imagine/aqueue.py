@@ -100,16 +100,22 @@ class AsyncJobQueue(QueueRules):
     # --- producer side -------------------------------------------------------------------------
 
     @_redis_errors
-    async def submit(self, job: Job, *, running_limit: int | None = None,
-                     waiting_limit: int | None = None) -> Admission:
-        """``JobQueue.submit``: admit (atomically) and, when a running slot is free, enqueue."""
+    async def submit(self, job: Job, *, running_limit: int | None = None, waiting_limit: int | None = None,
+                     also: Callable[[Any], object] | None = None) -> Admission:
+        """``JobQueue.submit``: admit (atomically) and, when a running slot is free, enqueue.
+        ``also`` queues the caller's own writes on the pipeline that follows an admission (the
+        bot counts the user's usage there): no round trip of their own."""
         call = self.admission_call(job, running_limit, waiting_limit)
         outcome, place = call.outcome(await self._admit(keys=call.keys, args=call.args))
-        if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
-            pipe = self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)  # no MULTI: an idle worker's BLPOP must be served
+        if also is not None:                           # before the place is read
+            also(pipe)
+        if outcome == "queued":
             self.enqueue_into(pipe, job.id, call.qname)
-            await self._position(**self.position_call(job.id), client=pipe)
-            place = int((await pipe.execute())[-1])  # 0 when an idle worker took it already
+            self.position_into(pipe, job.id)
+        replies = await pipe.execute()
+        if outcome == "queued":
+            place = int(replies[-1])  # 0 when an idle worker took it already
         return self.submitted(job, outcome, call.qname, place)
 
     # --- reading state -------------------------------------------------------------------------

@@ -404,6 +404,12 @@ class QueueRules:
         return {"keys": [job_key(job_id)], "args": [job_id, P, Queue.redis_queue_namespace_prefix]}
 
     @staticmethod
+    def position_into(pipe: Any, job_id: str) -> None:
+        """Queue ``_POSITION`` on a pipeline by its text (EVAL): a script object on a pipeline
+        would first ask Redis whether it knows it, one more round trip per submission."""
+        pipe.eval(_POSITION, 1, job_key(job_id), job_id, P, Queue.redis_queue_namespace_prefix)
+
+    @staticmethod
     def cancel_call(st: JobState, user_id: str, admin: bool) -> dict[str, list[Any]]:
         """``_CANCEL``'s keys and args, for the job's owner or an admin (NotJobOwner otherwise)."""
         if st.job.requester.user_id != user_id and not admin:
@@ -518,7 +524,7 @@ class JobQueue(QueueRules):
         if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
             pipe = self.redis.pipeline(transaction=False)
             self.enqueue_into(pipe, job.id, call.qname)
-            self._position(**self.position_call(job.id), client=pipe)
+            self.position_into(pipe, job.id)
             place = pipe.execute()[-1]  # 0 when an idle worker took it already
         return self.submitted(job, outcome, call.qname, place)
 
