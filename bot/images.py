@@ -33,7 +33,7 @@ def fit_upload(png: bytes, stem: str, limit: int = DEFAULT_LIMIT) -> Upload:
     """``png`` as ``{stem}.png`` if it fits in ``limit`` bytes, else the best smaller encoding."""
     if len(png) <= limit:
         return Upload(f"{stem}.png", png)
-    image = Image.open(io.BytesIO(png))
+    image: Image.Image = Image.open(io.BytesIO(png))
     image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
     while True:
         for fmt, ext in (("WEBP", "webp"), ("JPEG", "jpg")):
@@ -43,7 +43,7 @@ def fit_upload(png: bytes, stem: str, limit: int = DEFAULT_LIMIT) -> Upload:
                     return Upload(f"{stem}.{ext}", data)
         if max(image.size) <= 16:
             raise ValueError(f"cannot fit an image in {limit} bytes")
-        image = image.resize((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)), Image.LANCZOS)
+        image = image.resize((max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)), Image.Resampling.LANCZOS)
 
 
 def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:

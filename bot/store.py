@@ -14,7 +14,7 @@ Every function takes the bot's asyncio client; nothing here blocks the event loo
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -47,8 +47,8 @@ def count_submission(pipe: Any, job: Job) -> None:
 
 
 async def read_usage(conn: aioredis.Redis, user_id: str) -> dict[str, float]:
-    raw = cast(dict[bytes, bytes], await conn.hgetall(usage_key(user_id)))  # type: ignore[misc]
-    return {k.decode(): float(v) for k, v in raw.items()}
+    raw = await conn.hgetall(usage_key(user_id))
+    return {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
 
 
 async def policies(conn: aioredis.Redis, requester: Requester) -> tuple[UserSettings, GuildPolicy]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from redis.typing import KeyT, StreamIdT
 
 from imagine import constants as c
 from imagine.errors import RedisUnavailable
@@ -31,6 +32,7 @@ from imagine.queue import (
     Event,
     JobState,
     QueueRules,
+    _text,
     active_key,
     alive_workers,
     events_key,
@@ -70,11 +72,6 @@ def async_redis_errors(
 
 
 _redis_errors = async_redis_errors(REDIS_DOWN)
-
-
-def as_bytes(value: object) -> bytes:
-    """A reply redis-py types as ``bytes | str`` (the bot's clients never decode: bytes)."""
-    return value if isinstance(value, bytes) else str(value).encode()
 
 
 class AsyncJobQueue(QueueRules):
@@ -123,13 +120,12 @@ class AsyncJobQueue(QueueRules):
     @_redis_errors
     async def state(self, job_id: str) -> JobState:
         """The job's stored state; JobNotFound when the id is unknown or expired."""
-        raw = await self.redis.hgetall(job_key(job_id))
-        return parse_state(job_id, cast(dict[bytes, bytes], raw))
+        return parse_state(job_id, await self.redis.hgetall(job_key(job_id)))
 
     @_redis_errors
     async def position(self, job_id: str) -> int | None:
         """``JobQueue.position``: the place in line, None once it runs or ended."""
-        place = int(await self._position(**self.position_call(job_id)))
+        place = int(await self._position(*self.position_call(job_id)))
         if place < 0:
             raise not_found(job_id)
         return place or None
@@ -137,17 +133,14 @@ class AsyncJobQueue(QueueRules):
     @_redis_errors
     async def events(self, streams: dict[str, bytes | str], block_ms: int) -> dict[str, list[Event]]:
         """New events of several jobs at once (job id -> events after the id given for it)."""
-        reply = await self.redis.xread({events_key(j): after for j, after in streams.items()},  # type: ignore[misc]
-                                       count=100, block=block_ms)
-        out: dict[str, list[Event]] = {}
-        for stream, entries in cast(list[tuple[bytes, Any]], reply or []):
-            out[stream.decode().split(":")[2]] = parse_events([(stream, entries)])
-        return out
+        keys: dict[KeyT, StreamIdT] = {events_key(j): after for j, after in streams.items()}
+        reply: Any = await self.redis.xread(keys, count=100, block=block_ms)  # RESP2: [(stream, entries)]
+        return {_text(stream).split(":")[2]: parse_events([(stream, entries)]) for stream, entries in reply or []}
 
     @_redis_errors
-    async def recent_runtimes(self, model: str) -> list[bytes]:
+    async def recent_runtimes(self, model: str) -> list[bytes | str]:
         """The model's last 50 run times (seconds, newest first)."""
-        return cast(list[bytes], await self.redis.lrange(runtimes_key(model), 0, 49))
+        return list(await self.redis.lrange(runtimes_key(model), 0, 49))
 
     @_redis_errors
     async def active_and_held(self, scope: str) -> tuple[list[str], list[str]]:
@@ -156,7 +149,7 @@ class AsyncJobQueue(QueueRules):
         pipe.smembers(active_key(scope))
         pipe.lrange(held_key(scope), 0, -1)
         active, held = await pipe.execute()
-        return sorted(x.decode() for x in active), [x.decode() for x in held]
+        return sorted(_text(x) for x in active), [_text(x) for x in held]
 
     # --- cancel --------------------------------------------------------------------------------
 
@@ -165,7 +158,7 @@ class AsyncJobQueue(QueueRules):
         """``JobQueue.cancel``: CANCELLED when it is gone at once, RUNNING when its worker was
         told to stop, or the final status it already had."""
         st = await self.state(job_id)
-        outcome = as_bytes(await self._cancel(**self.cancel_call(st, user_id, admin))).decode()
+        outcome = _text(await self._cancel(*self.cancel_call(st, user_id, admin)))
         if outcome == "cancelled":
             await self._finish(job_id, st.job, self.cancelled(job_id))
         return self.cancel_status(outcome)
@@ -173,7 +166,8 @@ class AsyncJobQueue(QueueRules):
     @_redis_errors
     async def purge(self, guild_id: str) -> list[str]:
         """``JobQueue.purge``: cancel every job of a guild that has not started; the ids cancelled."""
-        ids = [raw.decode() for raw in await self.redis.zrange(OPEN_JOBS, 0, -1)]
+        open_ids: Any = await self.redis.zrange(OPEN_JOBS, 0, -1)  # without scores: members only
+        ids = [_text(raw) for raw in open_ids]
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "job")
@@ -188,9 +182,9 @@ class AsyncJobQueue(QueueRules):
         self.fill_finish(pipe, job_id, job, result)
         await pipe.execute()
         self.finished(job_id, job, result)
-        promoted = await self._release(**self.release_call(job, job_id))
+        promoted = await self._release(*self.release_call(job, job_id))
         if promoted:
-            nxt, qname = (as_bytes(x).decode() for x in promoted)
+            nxt, qname = (_text(x) for x in promoted)
             pipe = self.redis.pipeline(transaction=True)
             self.enqueue_into(pipe, nxt, qname)
             await pipe.execute()
@@ -201,8 +195,8 @@ class AsyncJobQueue(QueueRules):
     @_redis_errors
     async def workers(self) -> list[dict[str, Any]]:
         """Announcements of the workers alive now (their heartbeat key has not expired)."""
-        names = sorted(n.decode() for n in await self.redis.smembers(WORKERS))  # type: ignore[misc]
+        names = sorted(_text(n) for n in await self.redis.smembers(WORKERS))
         alive, dead = alive_workers(names, await self.redis.mget([worker_key(n) for n in names]) if names else [])
         if dead:
-            await self.redis.srem(WORKERS, *dead)  # type: ignore[misc]
+            await self.redis.srem(WORKERS, *dead)
         return alive

@@ -80,7 +80,7 @@ class AsyncRedisArtifacts:
         data = await self.redis.get(redis_key(key))
         if data is None:
             raise missing(key)
-        return bytes(data)
+        return data if isinstance(data, bytes) else data.encode()
 
 
 class DirArtifacts:

@@ -194,24 +194,25 @@ class AsyncGuilds:
     async def ban_words(self, guild_id: str, *words: str) -> list[str]:
         folded = folded_words(words)
         if folded:
-            await self.redis.sadd(banned_words_key(guild_id), *folded)  # type: ignore[misc]
+            await self.redis.sadd(banned_words_key(guild_id), *folded)
         return folded
 
     async def unban_words(self, guild_id: str, *words: str) -> int:
         folded = folded_words(words)
-        return int(await self.redis.srem(banned_words_key(guild_id), *folded)) if folded else 0  # type: ignore[misc]
+        return int(await self.redis.srem(banned_words_key(guild_id), *folded)) if folded else 0
 
     async def banned_words(self, guild_id: str) -> list[str]:
-        return sorted(w.decode() for w in await self.redis.smembers(banned_words_key(guild_id)))  # type: ignore[misc]
+        words = await self.redis.smembers(banned_words_key(guild_id))
+        return sorted(w.decode() if isinstance(w, bytes) else w for w in words)
 
     async def ban_user(self, guild_id: str, user_id: str) -> None:
-        await self.redis.sadd(banned_users_key(guild_id), user_id)  # type: ignore[misc]
+        await self.redis.sadd(banned_users_key(guild_id), user_id)
 
     async def unban_user(self, guild_id: str, user_id: str) -> None:
-        await self.redis.srem(banned_users_key(guild_id), user_id)  # type: ignore[misc]
+        await self.redis.srem(banned_users_key(guild_id), user_id)
 
     async def banned_user_count(self, guild_id: str) -> int:
-        return int(await self.redis.scard(banned_users_key(guild_id)))  # type: ignore[misc]
+        return int(await self.redis.scard(banned_users_key(guild_id)))
 
 
 def find_banned(prompt: str, banned: list[str]) -> str | None:

@@ -116,8 +116,9 @@ class OverviewReads:
         """The Overview from ``second``'s replies and the live workers."""
         now, n_queues, n_open = self.now, len(self.queue_names), len(self.open_ids)
         depths = dict(zip(self.queue_names, replies[:n_queues], strict=True))
-        rows = [dict(zip(self.FIELDS, (v.decode() if v else None for v in row), strict=True))
-                for row in replies[n_queues:]]
+        # Any: which fields are there follows the job's status (created_at always, finished_at once finished)
+        rows: list[dict[str, Any]] = [dict(zip(self.FIELDS, (v.decode() if v else None for v in row), strict=True))
+                                      for row in replies[n_queues:]]
         held, running, waits = 0, [], []
         for job_id, row in zip(self.open_ids, rows[:n_open], strict=True):
             if row["started_at"] and float(row["started_at"]) >= now - WINDOW_S:
@@ -133,7 +134,7 @@ class OverviewReads:
                     elapsed_s=now - float(row["started_at"] or now), worker=row["worker"] or "?",
                 ))
 
-        failed, runs, finished = [], [], {}
+        failed, runs, finished = [], [], dict[str, int]()
         for job_id, row in zip(self.done_ids, rows[n_open:], strict=True):
             if row["status"] is None:
                 continue

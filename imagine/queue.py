@@ -269,15 +269,24 @@ class Event:
 
 # --- what JobQueue and the bot's AsyncJobQueue (``imagine.aqueue``) share: no I/O here ------------
 
+ScriptCall = tuple[list[str], list[Any]]
+"""A Lua script's keys and args, as its Script object takes them."""
+
+
+def _text(value: bytes | str) -> str:
+    """A reply as text: redis-py types replies ``bytes | str``; our clients never decode (bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
 
 
-def parse_state(job_id: str, raw: Mapping[bytes, bytes]) -> JobState:
+def parse_state(job_id: str, raw: Mapping[bytes | str, bytes | str]) -> JobState:
     """A job's hash, as HGETALL returns it, to its JobState; JobNotFound when it holds no job."""
     if not raw or b"job" not in raw:
         raise not_found(job_id)
-    h = {k.decode(): v.decode() for k, v in raw.items()}
+    h = {_text(k): _text(v) for k, v in raw.items()}
     return JobState(
         job=Job.model_validate_json(h["job"]),
         status=JobStatus(h["status"]),
@@ -303,14 +312,14 @@ def parse_events(reply: Any) -> list[Event]:
 
 
 def alive_workers(
-    names: Sequence[str], announcements: Sequence[bytes | None]
+    names: Sequence[str], announcements: Sequence[bytes | str | None]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The announcements of live workers, and the names whose heartbeat expired (MGET's None)."""
     dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
     return [json.loads(raw) for raw in announcements if raw is not None], dead
 
 
-def waiting_in_guild(ids: Sequence[str], rows: Sequence[Sequence[bytes | None]], guild_id: str) -> list[str]:
+def waiting_in_guild(ids: Sequence[str], rows: Sequence[Sequence[bytes | str | None]], guild_id: str) -> list[str]:
     """Of open jobs and their (status, job) rows, the ids of a guild's jobs not started yet."""
     waiting = []
     for job_id, (status, job_json) in zip(ids, rows, strict=True):
@@ -399,9 +408,9 @@ class QueueRules:
         fill_enqueue(pipe, job_id, qname, timeout_s=self.job_timeout_s, ttl_s=self.result_ttl_s)
 
     @staticmethod
-    def position_call(job_id: str) -> dict[str, list[str]]:
+    def position_call(job_id: str) -> ScriptCall:
         """``_POSITION``'s keys and args: its answer is the place in line, 0 out of line, -1 unknown."""
-        return {"keys": [job_key(job_id)], "args": [job_id, P, Queue.redis_queue_namespace_prefix]}
+        return [job_key(job_id)], [job_id, P, Queue.redis_queue_namespace_prefix]
 
     @staticmethod
     def position_into(pipe: Any, job_id: str) -> None:
@@ -410,14 +419,14 @@ class QueueRules:
         pipe.eval(_POSITION, 1, job_key(job_id), job_id, P, Queue.redis_queue_namespace_prefix)
 
     @staticmethod
-    def cancel_call(st: JobState, user_id: str, admin: bool) -> dict[str, list[Any]]:
+    def cancel_call(st: JobState, user_id: str, admin: bool) -> ScriptCall:
         """``_CANCEL``'s keys and args, for the job's owner or an admin (NotJobOwner otherwise)."""
         if st.job.requester.user_id != user_id and not admin:
             raise NotJobOwner("Only the person who started this job (or an admin) can cancel it.")
         job_id = st.job.id
         qname = queue_name(st.job.speed, st.job.model)
-        return {"keys": [job_key(job_id), held_key(user_scope(st.job)), rq_queue_key(qname), rq_job_key(job_id)],
-                "args": [job_id, time.time()]}
+        return [job_key(job_id), held_key(user_scope(st.job)), rq_queue_key(qname), rq_job_key(job_id)], [
+            job_id, time.time()]
 
     @staticmethod
     def cancelled(job_id: str) -> JobResult:
@@ -428,10 +437,9 @@ class QueueRules:
         """``_CANCEL``'s answer once the job is settled: RUNNING while its worker stops it."""
         return JobStatus.RUNNING if outcome == "cancelling" else JobStatus(outcome)
 
-    def release_call(self, job: Job, finished_job_id: str) -> dict[str, list[Any]]:
+    def release_call(self, job: Job, finished_job_id: str) -> ScriptCall:
         scope = user_scope(job)
-        return {"keys": [active_key(scope), held_key(scope), job_key(finished_job_id)],
-                "args": [finished_job_id, self.running_limit, P]}
+        return [active_key(scope), held_key(scope), job_key(finished_job_id)], [finished_job_id, self.running_limit, P]
 
     def fill_finish(self, pipe: Any, job_id: str, job: Job, result: JobResult) -> None:
         """Queue on a transaction the writes of a job's end (``JobQueue.finish``)."""
@@ -462,7 +470,7 @@ class QueueRules:
         log.info("job %s %s", job_id, result.status.value)
 
 
-def wait_per_place(recent: Sequence[bytes], workers: Sequence[dict[str, Any]], model: str) -> float | None:
+def wait_per_place(recent: Sequence[bytes | str], workers: Sequence[dict[str, Any]], model: str) -> float | None:
     """Seconds per place in line: the median of the model's recent run times over its live workers."""
     if not recent:
         return None
@@ -530,7 +538,7 @@ class JobQueue(QueueRules):
 
     def _place(self, job_id: str) -> int:
         """``_POSITION``'s answer: the place in line, 0 out of line, -1 unknown."""
-        return int(self._position(**self.position_call(job_id)))
+        return int(self._position(*self.position_call(job_id)))
 
     def _enqueue(self, job_id: str, qname: str) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -588,7 +596,7 @@ class JobQueue(QueueRules):
         RUNNING when its worker was told to stop (it stops within one step), or the final
         status it already had."""
         st = self.state(job_id)
-        outcome = self._cancel(**self.cancel_call(st, user_id, admin)).decode()
+        outcome = _text(self._cancel(*self.cancel_call(st, user_id, admin)))
         if outcome == "cancelled":
             self.finish(job_id, self.cancelled(job_id), job=st.job)
         return self.cancel_status(outcome)
@@ -688,9 +696,9 @@ class JobQueue(QueueRules):
         return False
 
     def _promote(self, job: Job, finished_job_id: str) -> None:
-        promoted = self._release(**self.release_call(job, finished_job_id))
+        promoted = self._release(*self.release_call(job, finished_job_id))
         if promoted:
-            nxt, qname = (x.decode() for x in promoted)
+            nxt, qname = (_text(x) for x in promoted)
             self._enqueue(nxt, qname)
             log.info("job %s promoted from held to %s", nxt, qname)
 
@@ -699,7 +707,7 @@ class JobQueue(QueueRules):
     @_redis_errors
     def workers(self) -> list[dict[str, Any]]:
         """Announcements of the workers alive now (their heartbeat key has not expired)."""
-        names = sorted(n.decode() for n in self.redis.smembers(WORKERS))
+        names = sorted(_text(n) for n in self.redis.smembers(WORKERS))
         alive, dead = alive_workers(names, self.redis.mget([worker_key(n) for n in names]) if names else [])
         if dead:
             self.redis.srem(WORKERS, *dead)

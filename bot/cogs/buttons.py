@@ -115,6 +115,7 @@ class Pick(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.PICK.t
             png = await bot.artifacts.get(key)
         except KeyError:
             raise JobNotFound(f"The images of job {quote(self.job_id)} are no longer stored.") from None
+        assert self.state.result is not None  # image_of found the image in it
         stem = render.upload_stem(self.job_id, self.state.result, key)
         upload = await fit_upload_off_loop(png, stem, interaction.filesize_limit)
         job = self.state.job

@@ -122,7 +122,8 @@ class _Toggle(discord.ui.Button["SettingsPanel"]):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         assert self.view is not None
-        await self.view.save(interaction, **{self.field: self.value})
+        change: dict[str, Any] = {self.field: self.value}
+        await self.view.save(interaction, **change)
 
 
 class _Reset(discord.ui.Button["SettingsPanel"]):
