@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 import redis
 import redis.asyncio as aioredis
 from redis.typing import KeyT, StreamIdT
 
-from imagine import constants as c
 from imagine.errors import RedisUnavailable
 from imagine.jobs import Job, JobResult, JobStatus
 from imagine.queue import (
@@ -31,6 +30,7 @@ from imagine.queue import (
     Admission,
     Event,
     JobState,
+    QueueLimits,
     QueueRules,
     _text,
     active_key,
@@ -77,17 +77,8 @@ _redis_errors = async_redis_errors(REDIS_DOWN)
 class AsyncJobQueue(QueueRules):
     """Submit, read, follow and cancel jobs, and read workers, on an asyncio Redis client."""
 
-    def __init__(
-        self,
-        connection: aioredis.Redis,
-        *,
-        running_limit: int = c.DEFAULT_RUNNING_LIMIT,
-        waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
-        job_timeout_s: int = c.JOB_TIMEOUT_S,
-        result_ttl_s: int = c.RESULT_TTL_S,
-    ) -> None:
-        super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
-                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s)
+    def __init__(self, connection: aioredis.Redis, **limits: Unpack[QueueLimits]) -> None:
+        super().__init__(**limits)
         self.redis = connection
         self._admit = connection.register_script(_ADMIT)
         self._release = connection.register_script(_RELEASE)

@@ -30,7 +30,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 import redis
 from rq import Queue
@@ -367,6 +367,15 @@ class AdmissionCall:
                 "waiting; wait for one to finish or cancel one, then submit again."
             )
         return outcome, place
+
+
+class QueueLimits(TypedDict, total=False):
+    """``QueueRules``' keyword arguments, for a queue class that only passes them on."""
+
+    running_limit: int
+    waiting_limit: int
+    job_timeout_s: int
+    result_ttl_s: int
 
 
 class QueueRules:
