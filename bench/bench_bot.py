@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import discord  # noqa: E402
 
 from bot.app import ImagineBot, async_redis  # noqa: E402
-from imagine.artifacts import RedisArtifacts  # noqa: E402
+from imagine.aqueue import AsyncJobQueue  # noqa: E402
+from imagine.artifacts import AsyncRedisArtifacts  # noqa: E402
 from imagine.jobs import Job, Requester  # noqa: E402
 from imagine.prompt import parse  # noqa: E402
 from imagine.queue import OPEN_JOBS, JobQueue  # noqa: E402
@@ -82,11 +83,11 @@ def bench_submit(conn: redis.Redis, n: int) -> float:
 
 async def make_bot(url: str, api_base: str, interval: float) -> ImagineBot:
     discord.http.Route.BASE = api_base
-    conn = redis.Redis.from_url(url)
+    conn = async_redis(url)
     settings = Settings(_env_file=None, redis_url=url, progress_interval_s=interval,  # type: ignore[call-arg]
                         dev_guild_id=None, models_config=None)
-    bot = ImagineBot(settings=settings, queue=JobQueue(conn), redis=async_redis(url),
-                     artifacts=RedisArtifacts(conn), consumer="bench", delivery_block_ms=20)
+    bot = ImagineBot(settings=settings, queue=AsyncJobQueue(conn), artifacts=AsyncRedisArtifacts(conn),
+                     consumer="bench", delivery_block_ms=20)
     await bot.login(TOKEN)
     return bot
 
@@ -95,7 +96,7 @@ async def bench_bot(url: str, api_base: str, n: int) -> tuple[float, float]:
     """Interactions per second, payload -> queued job and payload -> response posted."""
     fake = FakeDiscord()  # only its payload builders: the server runs in the other process
     bot = await make_bot(url, api_base, interval=2.0)
-    conn = bot.queue.redis
+    conn = redis.Redis.from_url(url)  # the benchmark's own reads
     conn.set("imagine:guild:1:config", '{"running_limit": 12, "waiting_limit": 40}')
     payloads = [fake.slash("imagine", user_id=10**17 + i % USERS, prompt=PROMPTS[i % len(PROMPTS)])
                 for i in range(n)]
@@ -119,14 +120,14 @@ async def requests_per_job(url: str, api_base: str, answered: Any, jobs: int) ->
     fake = FakeDiscord()
     interval, step_s, steps = 0.2, 0.05, 12
     bot = await make_bot(url, api_base, interval=interval)
-    worker = FakeWorker(bot.queue.redis)
+    worker = FakeWorker(redis.Redis.from_url(url))
     before = await _answered(answered)
     for i in range(jobs):
         bot._connection.parse_interaction_create(  # type: ignore[arg-type]
             fake.slash("imagine", user_id=10**17 + i, prompt=PROMPTS[i % len(PROMPTS)]))
     while len(bot.progress._followed) < jobs:
         await asyncio.sleep(0.005)
-    ids = [x.decode() for x in bot.queue.redis.zrange(OPEN_JOBS, 0, -1)]
+    ids = [x.decode() for x in worker.queue.redis.zrange(OPEN_JOBS, 0, -1)]
     for job_id in ids:
         worker.start(job_id)
     for step in range(1, steps + 1):

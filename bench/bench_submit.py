@@ -2,10 +2,11 @@
 
 Compares, in the same run and against the same private redis-server:
   baseline  bare RQ enqueue of the same task by dotted path (JSON serializer)
-  submit    what the bot does per /imagine: parse the prompt, build the Job, admit it
-            atomically for its user, enqueue it in RQ
+  submit    what a submission costs: parse the prompt, build the Job, admit it atomically
+            for its user, enqueue it in RQ; with the sync JobQueue (workers, CLI) and with the
+            bot's AsyncJobQueue (one asyncio client, submissions awaited one after another)
 
-    .venv/bin/python bench/bench_submit.py [--n 3000]
+    .venv/bin/python bench/bench_submit.py [--n 3000] [--rounds 3]
 
 Prints a table; the target is >= 1,000 submissions per second.
 """
@@ -13,14 +14,18 @@ Prints a table; the target is >= 1,000 submissions per second.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import statistics
 import time
 
 import redis
+import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 from rq.serializers import JSONSerializer
 
+from imagine.aqueue import AsyncJobQueue
 from imagine.jobs import Job, Requester
 from imagine.prompt import parse
 from imagine.queue import TASK, JobQueue
@@ -54,9 +59,26 @@ def bench_submit(conn: redis.Redis, n: int, users: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def bench_async_submit(url: str, n: int, users: int) -> float:
+    async def run() -> float:
+        conn = aioredis.Redis.from_url(url)
+        aq = AsyncJobQueue(conn, running_limit=n, waiting_limit=0)
+        t0 = time.perf_counter()
+        for i in range(n):
+            request = parse(PROMPTS[i % len(PROMPTS)])[0]
+            job = Job(request=request, model="tiny", seed=i, requester=Requester(user_id=str(i % users)))
+            await aq.submit(job)
+        rate = n / (time.perf_counter() - t0)
+        await conn.aclose()
+        return rate
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of each measure; the median is shown")
     args = ap.parse_args()
     os.sched_setaffinity(0, {0})  # this process on one core; redis-server gets the other
     assert JSONSerializer  # the queue always uses it
@@ -64,20 +86,28 @@ def main() -> None:
         conn = redis.Redis.from_url(server.url)
         if len(os.sched_getaffinity(server.proc.pid)) > 1:
             os.sched_setaffinity(server.proc.pid, set(range(1, os.cpu_count() or 2)))
-        for _ in range(2):  # warm up both paths, then measure
+        for _ in range(2):  # warm up every path, then measure
             bench_baseline(conn, 200)
             bench_submit(conn, 200, users=50)
+            bench_async_submit(server.url, 200, users=50)
             conn.flushall()
-        base = bench_baseline(conn, args.n)
-        conn.flushall()
-        sub = bench_submit(conn, args.n, users=50)
-    table = Table(title=f"/imagine submissions, {args.n} each, one core, local redis-server")
+        bases, subs, asubs = [], [], []
+        for _ in range(args.rounds):
+            for rates, measure in ((bases, lambda: bench_baseline(conn, args.n)),
+                                   (subs, lambda: bench_submit(conn, args.n, users=50)),
+                                   (asubs, lambda: bench_async_submit(server.url, args.n, users=50))):
+                rates.append(measure())
+                conn.flushall()
+        base, sub, asub = (statistics.median(r) for r in (bases, subs, asubs))
+    table = Table(title=f"/imagine submissions, {args.n} each, one core, local redis-server, "
+                        f"median of {args.rounds} rounds")
     table.add_column("path")
     table.add_column("per second", justify="right")
     table.add_column("ms each", justify="right")
     table.add_column("vs baseline", justify="right")
     table.add_row("RQ enqueue alone (baseline)", f"{base:,.0f}", f"{1000 / base:.3f}", "1.00")
     table.add_row("parse + validate + admit + enqueue", f"{sub:,.0f}", f"{1000 / sub:.3f}", f"{sub / base:.2f}")
+    table.add_row("the same on AsyncJobQueue (the bot)", f"{asub:,.0f}", f"{1000 / asub:.3f}", f"{asub / base:.2f}")
     Console().print(table)
     verdict = "meets" if sub >= 1000 else "MISSES"
     Console().print(f"{verdict} the target of >= 1,000 submissions/s ({sub:,.0f}/s)")

@@ -8,6 +8,9 @@
     messages.py     where a job's message lives; edits via the interaction or the channel
     render.py       every line, embed and button as plain data (no discord import)
     custom_ids.py   the buttons' custom_id formats and templates
-    images.py       uploads kept under Discord's size limit
-    store.py        the bot's own Redis fields and keys
+    images.py       uploads kept under Discord's size limit; CPU work off the event loop
+    store.py        the bot's own Redis fields and keys, and the deliveries stream's reads
+
+All Redis access is on one asyncio client (``imagine.aqueue`` and the core's async classes).
+Modules below app.py are handed the parts they use (or ``launch.Launcher``), never ``bot.app``.
 """

@@ -1,11 +1,13 @@
 """The Discord bot: a ``commands.Bot`` given its dependencies, and ``imagine bot``'s launcher.
 
 The bot is a thin adapter over the core (``imagine``): it parses, submits and cancels jobs
-through ``JobQueue``, reads progress and results from Redis streams, and talks to Discord.
+through ``AsyncJobQueue``, reads progress and results from Redis streams, and talks to Discord.
+All its Redis access is on one asyncio client, through the core's async classes (queue, guilds,
+user settings, artifacts) and ``bot.store``: no blocking call on the event loop, no thread.
 It never imports torch, and the Discord token never leaves this process (workers hand
 their results over through Redis; see ``bot.delivery``).
 
-    ImagineBot(settings=, queue=, redis=, artifacts=)   dependencies injected
+    ImagineBot(settings=, queue=, artifacts=)   dependencies injected (the queue holds the client)
       setup_hook: one extension per feature (the buttons' adds the DynamicItems), command sync,
                   then the progress follower and the delivery reader as background tasks
 """
@@ -18,7 +20,6 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import ParamSpec, TypeVar
 
 import aiohttp
 import discord
@@ -30,13 +31,14 @@ from bot.delivery import Delivery, default_consumer
 from bot.launch import WaitEstimates
 from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
-from imagine.artifacts import ArtifactStore, artifact_store
-from imagine.guilds import Guilds
+from imagine.aqueue import AsyncJobQueue
+from imagine.artifacts import AsyncArtifactStore, async_artifact_store
+from imagine.errors import RedisUnavailable
+from imagine.guilds import AsyncGuilds
 from imagine.job_factory import JobFactory
 from imagine.model_specs import load_model_specs
-from imagine.monitor import serve_metrics
-from imagine.queue import JobQueue
 from imagine.settings import Settings
+from imagine.user_settings import AsyncUserSettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,6 @@ SHUTDOWN_GRACE_S = 10.0
 """At shutdown, the loops and the deliveries in progress get this long to finish (undelivered
 results stay pending and are delivered at the next start)."""
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
 
 class ImagineBot(commands.Bot):
     """The bot, with everything it uses passed in (tests give it a private Redis and a fake Discord)."""
@@ -74,9 +73,8 @@ class ImagineBot(commands.Bot):
         self,
         *,
         settings: Settings,
-        queue: JobQueue,
-        redis: aioredis.Redis,
-        artifacts: ArtifactStore,
+        queue: AsyncJobQueue,
+        artifacts: AsyncArtifactStore,
         consumer: str | None = None,
         delivery_block_ms: int = 1000,
     ) -> None:
@@ -88,13 +86,15 @@ class ImagineBot(commands.Bot):
         )
         self.settings = settings
         self.queue = queue
-        self.guild_policy = Guilds(queue.redis)
+        self.redis = queue.redis
+        self.guild_policy = AsyncGuilds(queue.redis)
+        self.user_settings = AsyncUserSettingsStore(queue.redis)
         self.waits = WaitEstimates(queue)
-        self.redis = redis
         self.artifacts = artifacts
         self.messages = JobMessages()
-        self.progress = ProgressFollower(self, redis, Throttle(settings.progress_interval_s))
-        self.delivery = Delivery(self, redis, consumer or default_consumer(), block_ms=delivery_block_ms)
+        self.progress = ProgressFollower(self, queue, Throttle(settings.progress_interval_s))
+        self.delivery = Delivery(self, queue, artifacts, self.messages, self.progress,
+                                 consumer or default_consumer(), block_ms=delivery_block_ms)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -158,10 +158,6 @@ class ImagineBot(commands.Bot):
         await self.delivery.drain(timeout=SHUTDOWN_GRACE_S)
         await super().close()
 
-    async def run_sync(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        """A blocking call (the core's Redis API, Pillow) in a thread, off the event loop."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
 
 def async_redis(url: str, max_connections: int = 64) -> aioredis.Redis:
     """The bot's asyncio Redis client: a burst of interactions waits for a free connection
@@ -186,18 +182,19 @@ def main(settings: Settings, *, sync_global: bool = False) -> int:
         return 2
     if sync_global:
         settings = settings.model_copy(update={"sync_global": True})
+    if not settings.redis_url:
+        raise RedisUnavailable("No Redis configured: set REDIS_URL (see .env.example).")
     use_endpoints(settings)
-    queue = JobQueue.from_settings(settings)
-    serve_metrics(settings.metrics_port, queue)  # submissions, queue depth, workers (0: off)
-    asyncio.run(_serve(settings, queue, token))
+    asyncio.run(_serve(settings, settings.redis_url, token))
     return 0
 
 
-async def _serve(settings: Settings, queue: JobQueue, token: str) -> None:
-    assert settings.redis_url  # JobQueue.from_settings checked it
-    redis = async_redis(settings.redis_url)
-    artifacts = artifact_store(queue.redis, settings.artifact_dir, settings.result_ttl_s)
-    bot = ImagineBot(settings=settings, queue=queue, redis=redis, artifacts=artifacts)
+async def _serve(settings: Settings, redis_url: str, token: str) -> None:
+    redis = async_redis(redis_url)
+    queue = AsyncJobQueue(redis, running_limit=settings.running_limit, waiting_limit=settings.waiting_limit,
+                          job_timeout_s=settings.job_timeout_s, result_ttl_s=settings.result_ttl_s)
+    artifacts = async_artifact_store(redis, settings.artifact_dir, settings.result_ttl_s)
+    bot = ImagineBot(settings=settings, queue=queue, artifacts=artifacts)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _stop, bot)

@@ -18,7 +18,6 @@ other refusal is a ``UserError`` that quotes the file and says what is allowed.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import warnings
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from PIL import Image
 
+from bot.images import run_cpu_bound
 from imagine.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from imagine.errors import InvalidImage, InvalidLink, RetryableError, quote
 from imagine.request import ImagineRequest
@@ -158,7 +158,7 @@ async def fetch_image(
         raise RetryableError(
             f"{quote(name)} could not be downloaded from Discord ({type(exc).__name__}); try again in a minute."
         ) from None
-    return await asyncio.to_thread(check_image, bytes(data), name, max_pixels=max_pixels)
+    return await run_cpu_bound(check_image, bytes(data), name, max_pixels=max_pixels)  # decoding: CPU
 
 
 def _refuse_status(name: str, status: int) -> None:

@@ -27,25 +27,23 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
 import redis
-import redis.asyncio as aioredis
 
 from bot import render, render_analysis, store
-from bot.images import Upload, fit_upload
-from bot.messages import JobMessage, Post, send_to_channel
+from bot.images import Upload, fit_upload_off_loop, run_cpu_bound
+from bot.messages import JobMessage, JobMessages, Post, send_to_channel
+from bot.progress import ProgressFollower
+from imagine.aqueue import AsyncJobQueue
+from imagine.artifacts import AsyncArtifactStore
 from imagine.chart import render_chart
 from imagine.describe import DescribeResult
 from imagine.diagnostics import Diagnostics, ShortenResult
 from imagine.errors import JobNotFound, ResultExpired, RetryableError
 from imagine.jobs import Job, JobKind, JobResult, JobStatus
-from imagine.queue import DELIVERIES, JobState
-
-if TYPE_CHECKING:
-    from bot.app import ImagineBot
+from imagine.queue import JobState
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +63,16 @@ class Delivery:
     """Reads ``imagine:deliveries`` as a member of the group ``bot`` and posts each result."""
 
     def __init__(
-        self, bot: ImagineBot, redis: aioredis.Redis, consumer: str, *,
-        block_ms: int = 1000, concurrency: int = 8, retry_s: float = 30.0,
+        self, client: discord.Client, queue: AsyncJobQueue, artifacts: AsyncArtifactStore, messages: JobMessages,
+        progress: ProgressFollower, consumer: str, *, block_ms: int = 1000, concurrency: int = 8,
+        retry_s: float = 30.0,
     ) -> None:
-        self.bot = bot
-        self.redis = redis
+        self.client = client  # posts and edits with the bot's token
+        self.queue = queue
+        self.redis = queue.redis
+        self.artifacts = artifacts
+        self.messages = messages  # the messages this process posted
+        self.progress = progress
         self.consumer = consumer
         self.block_ms = block_ms
         self.retry_s = retry_s
@@ -85,12 +88,9 @@ class Delivery:
         await self._deliver_pending()
         last_retry = time.monotonic()
         while self._running:
-            reply = await self.redis.xreadgroup(
-                store.GROUP, self.consumer, {DELIVERIES: ">"}, count=32, block=self.block_ms
-            )
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    await self._start(entry_id, fields)
+            for entry_id, fields in await store.read_deliveries(
+                    self.redis, self.consumer, ">", count=32, block_ms=self.block_ms):
+                await self._start(entry_id, fields)
             if time.monotonic() - last_retry >= self.retry_s:
                 await self._deliver_pending()
                 last_retry = time.monotonic()
@@ -102,30 +102,18 @@ class Delivery:
     async def create_group(self) -> None:
         """The group starts at the stream's end: every job the bot starts is submitted after it
         exists (``setup_hook`` creates it before the bot can receive a command)."""
-        try:
-            await self.redis.xgroup_create(DELIVERIES, store.GROUP, id="$", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await store.create_group(self.redis)
 
     async def _claim_pending(self) -> None:
         """Take over what earlier runs of the bot read but never acknowledged."""
-        start: bytes | str = "0-0"
-        while True:
-            start, claimed, *_ = await self.redis.xautoclaim(
-                DELIVERIES, store.GROUP, self.consumer, min_idle_time=0, start_id=start, count=100
-            )
-            if claimed:
-                log.info("claimed %d undelivered results of an earlier run", len(claimed))
-            if start in (b"0-0", "0-0"):
-                return
+        if claimed := await store.claim_pending(self.redis, self.consumer):
+            log.info("claimed %d undelivered results of an earlier run", claimed)
 
     async def _deliver_pending(self) -> None:
         """Deliver this consumer's pending entries (read but not acknowledged), oldest first."""
         after: bytes | str = "0"
         while True:
-            reply = await self.redis.xreadgroup(store.GROUP, self.consumer, {DELIVERIES: after}, count=100)
-            entries = reply[0][1] if reply else []
+            entries = await store.read_deliveries(self.redis, self.consumer, after, count=100)
             if not entries:
                 return
             for entry_id, fields in entries:
@@ -133,11 +121,11 @@ class Delivery:
                 if entry_id not in self._in_flight:
                     await self._start(entry_id, fields)
 
-    async def _start(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+    async def _start(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
         """Deliver one entry in the background, at most ``concurrency`` at once."""
         await self._slots.acquire()
         self._in_flight.add(entry_id)
-        task = asyncio.create_task(self._deliver_entry(entry_id, fields or {}), name=f"deliver-{entry_id!r}")
+        task = asyncio.create_task(self._deliver_entry(entry_id, fields), name=f"deliver-{entry_id!r}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -166,7 +154,7 @@ class Delivery:
             await store.mark_delivered(self.redis, job_id, None, entry_id)
             return
         try:
-            state = await self.bot.run_sync(self.bot.queue.state, job_id)
+            state = await self.queue.state(job_id)
         except JobNotFound:
             log.warning("job %s: finished but expired before delivery; nothing to post", job_id)
             await store.mark_delivered(self.redis, job_id, None, entry_id)
@@ -177,8 +165,8 @@ class Delivery:
         message = await self._message_of(state)
         post = await self._final_post(state, message.filesize_limit)
         message_id = await self._post(message, post)
-        self.bot.progress.unfollow(job_id)
-        self.bot.messages.forget(job_id)
+        self.progress.unfollow(job_id)
+        self.messages.forget(job_id)
         gpu_s = state.result.timings.get("total") if state.result else None
         await store.mark_delivered(
             self.redis, job_id, message_id, entry_id, gpu_s=gpu_s, user_id=state.job.requester.user_id
@@ -195,30 +183,30 @@ class Delivery:
         them. The result's own entry comes first in the stream but may still be in flight: wait for
         it. When it is not posted in time, that delivery will read the diagnostics itself."""
         try:
-            state = await self.bot.run_sync(self.bot.queue.state, job_id)
+            state = await self.queue.state(job_id)
         except JobNotFound:
-            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            await store.acknowledge(self.redis, entry_id)
             return
         if state.job.requester.channel_id is None:  # not started from Discord (imagine run)
-            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            await store.acknowledge(self.redis, entry_id)
             return
         deadline = time.monotonic() + MESSAGE_WAIT_S
         while (posted := await store.delivered_message(self.redis, job_id)) is None and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         if posted is None:
             log.info("job %s: diagnostics arrived before its result was posted; that post will carry them", job_id)
-            await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+            await store.acknowledge(self.redis, entry_id)
             return
         message = await self._stored_message(state.job, posted)
         post = await self._final_post(state, message.filesize_limit)
         await self._post(message, post)
-        await self.redis.xack(DELIVERIES, store.GROUP, entry_id)
+        await store.acknowledge(self.redis, entry_id)
         log.info("job %s: diagnostics added to message %s", job_id, posted)
 
     async def _message_of(self, state: JobState) -> JobMessage:
         """The job's message: in memory when this process posted it, else as Redis remembers it."""
         job = state.job
-        message = self.bot.messages.get(job.id)
+        message = self.messages.get(job.id)
         if message is not None:
             try:
                 await asyncio.wait_for(message.ready.wait(), MESSAGE_WAIT_S)
@@ -245,21 +233,21 @@ class Delivery:
         job, result = state.job, state.result
         if state.status is JobStatus.DONE and result is not None:
             if job.kind is JobKind.SHORTEN:
-                return await self.bot.run_sync(self._shorten_post, job, result)
+                return await self._shorten_post(job, result)
             if job.kind is JobKind.DESCRIBE:
-                return await self.bot.run_sync(self._describe_post, job, result, limit)
+                return await self._describe_post(job, result, limit)
             key = result.grid or (result.images[0] if result.images else None)
             try:
                 if key is None:
                     raise KeyError(f"job {job.id} has no image")
-                png = await self.bot.run_sync(self.bot.artifacts.get, key)
+                png = await self.artifacts.get(key)
             except KeyError:
                 log.warning("job %s: its images are missing from the artifact store", job.id)
                 raise ResultExpired(
                     "Images expired", "The images of this job are no longer stored; please run it again.") from None
-            embeds, extra = await self.bot.run_sync(self._diagnostics, result)
+            embeds, extra = await self._diagnostics(result)
             limit -= sum(len(u.data) for u in extra)
-            upload = await self.bot.run_sync(fit_upload, png, render.upload_stem(job.id, result, key), limit)
+            upload = await fit_upload_off_loop(png, render.upload_stem(job.id, result, key), limit)
             return Post(render.done_line(job), embeds=[*render.notes_embeds(result.notes), *embeds], upload=upload,
                         buttons=render.result_buttons(result), extra_uploads=extra)
         if state.status is JobStatus.CANCELLED:
@@ -268,12 +256,12 @@ class Delivery:
         title, text = (error.title, error.message) if error else ("Job failed", "The job failed; please try again.")
         return Post(render.ended_line(job, "failed"), embeds=[render.error_embed(title, text)])
 
-    def _shorten_post(self, job: Job, result: JobResult) -> Post:
-        """A /shorten's word analysis (shorten.json) with buttons 1-5, one per shorter prompt (blocking)."""
+    async def _shorten_post(self, job: Job, result: JobResult) -> Post:
+        """A /shorten's word analysis (shorten.json) with buttons 1-5, one per shorter prompt."""
         try:
             if result.shorten is None:
                 raise KeyError(f"job {job.id} has no analysis")
-            shortened = ShortenResult.model_validate_json(self.bot.artifacts.get(result.shorten))
+            shortened = ShortenResult.model_validate_json(await self.artifacts.get(result.shorten))
         except KeyError:
             log.warning("job %s: its analysis is missing from the artifact store", job.id)
             raise ResultExpired(
@@ -282,33 +270,33 @@ class Delivery:
         return Post(render.done_line(job), embeds=[render_analysis.shorten_embed(shortened)],
                     buttons=render.shorten_buttons(job.id, len(shortened.proposals)))
 
-    def _describe_post(self, job: Job, result: JobResult, limit: int) -> Post:
-        """A /describe's image and 1️⃣-4️⃣ (describe.json) with buttons 1-4, one per prompt (blocking)."""
+    async def _describe_post(self, job: Job, result: JobResult, limit: int) -> Post:
+        """A /describe's image and 1️⃣-4️⃣ (describe.json) with buttons 1-4, one per prompt."""
         try:
             if result.describe is None:
                 raise KeyError(f"job {job.id} has no prompts")
-            described = DescribeResult.model_validate_json(self.bot.artifacts.get(result.describe))
-            image = self.bot.artifacts.get(described.image) if described.image else None
+            described = DescribeResult.model_validate_json(await self.artifacts.get(result.describe))
+            image = await self.artifacts.get(described.image) if described.image else None
         except KeyError:
             log.warning("job %s: its prompts are missing from the artifact store", job.id)
             raise ResultExpired(
                 "Prompts expired", "The prompts for this image are no longer stored; please run /describe again."
             ) from None
-        upload = fit_upload(image, f"{job.id}_image", limit) if image is not None else None
+        upload = await fit_upload_off_loop(image, f"{job.id}_image", limit) if image is not None else None
         embed = render_analysis.describe_embed(described, f"attachment://{upload.filename}" if upload else None)
         return Post(render.done_line(job), embeds=[embed], upload=upload,
                     buttons=render.describe_buttons(job.id, len(described.suggestions)))
 
-    def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
-        """The diagnostics summary embed and its chart, when the worker made them (blocking)."""
+    async def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
+        """The diagnostics summary embed and its chart, when the worker made them."""
         if not result.diagnostics:
             return [], []
         try:
-            diag = Diagnostics.model_validate_json(self.bot.artifacts.get(result.diagnostics))
+            diag = Diagnostics.model_validate_json(await self.artifacts.get(result.diagnostics))
         except KeyError:
             log.warning("job %s: its diagnostics are missing from the artifact store", result.job_id)
             return [], []
-        chart = render_chart(diag)  # drawn here, not on the GPU worker
+        chart = await run_cpu_bound(render_chart, diag)  # drawn here, not on the GPU worker
         embed = dict(render_analysis.diagnostics_embed(diag), image={"url": "attachment://chart.png"})
         return [embed], [Upload("chart.png", chart)]
 
@@ -319,12 +307,12 @@ class Delivery:
             try:
                 if message.message_id is not None:
                     try:
-                        await message.edit(self.bot, post)
+                        await message.edit(self.client, post)
                         return message.message_id
                     except discord.NotFound:
                         log.info("job %s: its message %s is gone; posting the result anew",
                                  message.job_id, message.message_id)
-                sent = await send_to_channel(self.bot, message.channel_id, post)
+                sent = await send_to_channel(self.client, message.channel_id, post)
                 return sent.id
             except (discord.Forbidden, discord.NotFound) as exc:
                 log.warning("job %s: cannot post in channel %s (%s); the result stays available through /show",

@@ -15,23 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import statistics
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import discord
 
 from bot import render, replies, store
-from bot.messages import Post
+from bot.messages import JobMessages, Post
+from bot.progress import ProgressFollower
+from imagine.aqueue import AsyncJobQueue
 from imagine.errors import ImagineError
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobStatus, Requester
-from imagine.queue import JobQueue, runtimes_key
-
-if TYPE_CHECKING:
-    from bot.app import ImagineBot
+from imagine.queue import wait_per_place
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +56,39 @@ class WaitEstimates:
     submission: those inputs change slowly, submissions come in bursts.
     """
 
-    def __init__(self, queue: JobQueue, ttl_s: float = 10.0) -> None:
+    def __init__(self, queue: AsyncJobQueue, ttl_s: float = 10.0) -> None:
         self.queue = queue
         self.ttl_s = ttl_s
         self._per_place: dict[str, tuple[float, float | None]] = {}  # model -> (read at, seconds)
 
-    def wait_s(self, model: str, position: int) -> float | None:
+    async def wait_s(self, model: str, position: int) -> float | None:
         read_at, per_place = self._per_place.get(model, (float("-inf"), None))
         if time.monotonic() - read_at >= self.ttl_s:
-            recent = [float(x) for x in self.queue.redis.lrange(runtimes_key(model), 0, 49)]
-            workers = max(1, sum(1 for w in self.queue.workers() if model in w.get("models", [])))
-            per_place = statistics.median(recent) / workers if recent else None
+            per_place = wait_per_place(await self.queue.recent_runtimes(model), await self.queue.workers(), model)
             self._per_place[model] = (time.monotonic(), per_place)
         return None if per_place is None else position * per_place
 
 
-def admit(queue: JobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
+class Launcher(Protocol):
+    """What launching jobs needs of the bot (``bot.app.ImagineBot`` has it)."""
+
+    @property
+    def queue(self) -> AsyncJobQueue: ...
+    @property
+    def waits(self) -> WaitEstimates: ...
+    @property
+    def messages(self) -> JobMessages: ...
+    @property
+    def progress(self) -> ProgressFollower: ...
+
+
+async def admit(queue: AsyncJobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
     """Submit a job (made by ``imagine.job_factory``) within its guild's limits and count it in its
-    user's usage (blocking: run it in a thread). Raises the UserError that refuses it."""
-    admission = queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit)
-    store.count_submission(queue.redis, job)
+    user's usage. Raises the UserError that refuses it."""
+    admission = await queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit,
+                                   also=lambda pipe: store.count_submission(pipe, job))
     position = admission.position if admission.status is JobStatus.QUEUED else None
-    wait_s = waits.wait_s(job.model, position) if position else None
+    wait_s = await waits.wait_s(job.model, position) if position else None
     return Admitted(job, admission.status, position, wait_s)
 
 
@@ -92,7 +101,7 @@ def requester_for(interaction: discord.Interaction) -> Requester:
     )
 
 
-async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
+async def launch(bot: Launcher, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
     """Admit the jobs in order, within ``guild``'s limits; each admitted job gets its message and
     is followed.
 
@@ -128,7 +137,7 @@ async def launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[J
             continue
         message.posted(message_id)
         if message_id is not None:
-            await store.remember_message(bot.redis, job.id, channel_id, message_id)
+            await store.remember_message(bot.queue.redis, job.id, channel_id, message_id)
         bot.progress.follow(job, message)
         log.info("job %s (%s) of user %s: %s, message %s", job.id, job.kind.value, job.requester.user_id,
                  admitted.status.value, message_id)
@@ -148,8 +157,8 @@ async def answering_failures(interaction: discord.Interaction, command: str) -> 
         await replies.notice(interaction, replies.something_went_wrong(command))
 
 
-async def _admit_in_time(bot: ImagineBot, interaction: discord.Interaction, job: Job, guild: GuildConfig) -> Admitted:
-    task = asyncio.ensure_future(bot.run_sync(admit, bot.queue, bot.waits, job, guild))
+async def _admit_in_time(bot: Launcher, interaction: discord.Interaction, job: Job, guild: GuildConfig) -> Admitted:
+    task = asyncio.ensure_future(admit(bot.queue, bot.waits, job, guild))
     if not interaction.response.is_done():
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
         if not done:

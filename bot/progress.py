@@ -11,25 +11,20 @@ itself arrives through ``bot.delivery``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
-import redis.asyncio as aioredis
 
 from bot import render
 from bot.images import Upload
 from bot.messages import JobMessage, Post
+from imagine.aqueue import AsyncJobQueue
 from imagine.jobs import Job
-from imagine.queue import events_key
-
-if TYPE_CHECKING:
-    from bot.app import ImagineBot
+from imagine.queue import Event
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +62,9 @@ class _Followed:
 class ProgressFollower:
     """Follows the jobs this process posted, until each one's final event."""
 
-    def __init__(self, bot: ImagineBot, redis: aioredis.Redis, throttle: Throttle) -> None:
-        self.bot = bot
-        self.redis = redis
+    def __init__(self, client: discord.Client, queue: AsyncJobQueue, throttle: Throttle) -> None:
+        self.client = client  # edits with the bot's token
+        self.queue = queue
         self.throttle = throttle
         self.edits = 0  # progress edits sent (for tests and the benchmark)
         self._followed: dict[str, _Followed] = {}
@@ -95,10 +90,9 @@ class ProgressFollower:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            streams = {events_key(job_id): f.after for job_id, f in self._followed.items()}
-            reply = await self.redis.xread(streams, count=100, block=self._block_ms())
-            for stream, entries in reply or []:
-                self._read(stream.decode().split(":")[2], entries)
+            streams = {job_id: f.after for job_id, f in self._followed.items()}
+            for job_id, events in (await self.queue.events(streams, self._block_ms())).items():
+                self._read(job_id, events)
             self._flush()
 
     def _block_ms(self) -> int:
@@ -106,17 +100,17 @@ class ProgressFollower:
         waits = [self.throttle.wait_s(j) for j, f in self._followed.items() if f.percent is not None]
         return max(1, int(1000 * min(waits, default=self.throttle.interval)))
 
-    def _read(self, job_id: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def _read(self, job_id: str, events: list[Event]) -> None:
         followed = self._followed.get(job_id)
         if followed is None:
             return
-        for entry_id, fields in entries:
-            followed.after = entry_id
-            if fields[b"type"] != b"progress":
+        for event in events:
+            followed.after = event.id
+            if event.type != "progress":
                 self.unfollow(job_id)
                 return
-            followed.percent = json.loads(fields[b"data"])["percent"]
-            followed.preview = fields.get(b"preview", followed.preview)
+            followed.percent = event.data["percent"]
+            followed.preview = event.preview or followed.preview
 
     def _flush(self) -> None:
         for f in list(self._followed.values()):
@@ -134,7 +128,7 @@ class ProgressFollower:
             async with f.message.lock:
                 if f.message.closed:
                     return
-                await f.message.edit(self.bot, post, keep_attachments=upload is None)
+                await f.message.edit(self.client, post, keep_attachments=upload is None)
                 self.edits += 1
         except (TimeoutError, discord.HTTPException, aiohttp.ClientError, LookupError) as exc:
             log.warning("job %s: progress edit at %d%% failed: %s", f.job.id, percent, exc)

@@ -38,8 +38,8 @@ async def respond(interaction: discord.Interaction, post: Post, *, ephemeral: bo
     if interaction.extras.pop(DEFERRED, False):
         message = await interaction.edit_original_response(**post.edit_kwargs())
         return message.id, True
-    message = await interaction.followup.send(**post.send_kwargs(), ephemeral=ephemeral, wait=True)
-    return message.id, False
+    sent = await interaction.followup.send(**post.send_kwargs(), ephemeral=ephemeral, wait=True)
+    return sent.id, False
 
 
 async def error(interaction: discord.Interaction, exc: ImagineError) -> None:

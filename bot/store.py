@@ -6,10 +6,15 @@
 
 The message location lets a restarted bot edit the message of a job it started before;
 the delivered marker makes delivery exactly-once when the bot stops between posting a
-result and acknowledging its delivery entry.
+result and acknowledging its delivery entry. The reads of ``imagine:deliveries`` by the
+consumer group ``bot`` are here too, with their replies typed.
+
+Every function takes the bot's asyncio client; nothing here blocks the event loop.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -32,12 +37,18 @@ def usage_key(user_id: str) -> str:
     return f"{KEY_PREFIX}:user:{user_id}:usage"
 
 
-def count_submission(conn: redis.Redis, job: Job) -> None:
-    conn.hincrby(usage_key(job.requester.user_id), job.kind.value, 1)
+Entry = tuple[bytes, dict[bytes, bytes]]
+"""One stream entry as the bot's client returns it: (id, fields)."""
 
 
-def read_usage(conn: redis.Redis, user_id: str) -> dict[str, float]:
-    return {k.decode(): float(v) for k, v in conn.hgetall(usage_key(user_id)).items()}
+def count_submission(pipe: Any, job: Job) -> None:
+    """Queue one more job of its kind in its user's usage (on the admission's pipeline)."""
+    pipe.hincrby(usage_key(job.requester.user_id), job.kind.value, 1)
+
+
+async def read_usage(conn: aioredis.Redis, user_id: str) -> dict[str, float]:
+    raw = await conn.hgetall(usage_key(user_id))
+    return {k.decode() if isinstance(k, bytes) else k: float(v) for k, v in raw.items()}
 
 
 async def policies(conn: aioredis.Redis, requester: Requester) -> tuple[UserSettings, GuildPolicy]:
@@ -55,13 +66,45 @@ async def policies(conn: aioredis.Redis, requester: Requester) -> tuple[UserSett
     return load(raw, requester.user_id), policy_from(guild) if guild else GuildPolicy()
 
 
+async def create_group(conn: aioredis.Redis) -> None:
+    """The group starts at the stream's end (created before the bot can receive a command)."""
+    try:
+        await conn.xgroup_create(DELIVERIES, GROUP, id="$", mkstream=True)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def read_deliveries(conn: aioredis.Redis, consumer: str, after: bytes | str, *, count: int,
+                          block_ms: int | None = None) -> list[Entry]:
+    """Entries for ``consumer``: new ones (``after`` = ">"), or its pending ones after an id."""
+    reply: Any = await conn.xreadgroup(GROUP, consumer, {DELIVERIES: after}, count=count, block=block_ms)
+    return [(entry_id, fields or {}) for _stream, entries in reply or [] for entry_id, fields in entries]
+
+
+async def claim_pending(conn: aioredis.Redis, consumer: str) -> int:
+    """Take over every entry that other consumers read but never acknowledged; how many."""
+    start: bytes | str = "0-0"
+    claimed = 0
+    while True:
+        reply: Any = await conn.xautoclaim(DELIVERIES, GROUP, consumer, min_idle_time=0, start_id=start, count=100)
+        start, entries = reply[0], reply[1]
+        claimed += len(entries)
+        if start in (b"0-0", "0-0"):
+            return claimed
+
+
+async def acknowledge(conn: aioredis.Redis, entry_id: bytes) -> None:
+    await conn.xack(DELIVERIES, GROUP, entry_id)
+
+
 async def remember_message(conn: aioredis.Redis, job_id: str, channel_id: int, message_id: int) -> None:
     await conn.hset(job_key(job_id), mapping={CHANNEL_ID: channel_id, MESSAGE_ID: message_id})
 
 
 async def message_location(conn: aioredis.Redis, job_id: str) -> tuple[int | None, int | None]:
     """(channel id, message id) of the job's message, as far as Redis knows."""
-    channel, message = await conn.hmget(job_key(job_id), CHANNEL_ID, MESSAGE_ID)
+    channel, message = await conn.hmget(job_key(job_id), [CHANNEL_ID, MESSAGE_ID])
     return (int(channel) if channel else None, int(message) if message else None)
 
 

@@ -94,9 +94,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_bot(args: argparse.Namespace) -> int:
     from bot.app import main as run_bot
+    from imagine.monitor import serve_metrics
+    from imagine.queue import JobQueue
 
     logging.getLogger().setLevel(logging.INFO)  # a service: say what happens to each job
-    return run_bot(get_settings(), sync_global=args.sync_global)
+    settings = get_settings()
+    if settings.metrics_port:  # Prometheus' thread reads the queue's gauges on a sync client
+        serve_metrics(settings.metrics_port, JobQueue.from_settings(settings))
+    return run_bot(settings, sync_global=args.sync_global)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:

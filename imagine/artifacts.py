@@ -6,11 +6,13 @@ bytes: RQ's return values and job hashes stay small.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Protocol
 
 import redis
+import redis.asyncio as aioredis
 
 from imagine.constants import KEY_PREFIX, RESULT_TTL_S
 
@@ -29,6 +31,22 @@ class ArtifactStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
 
+class AsyncArtifactStore(Protocol):
+    """``ArtifactStore`` for asyncio callers (the bot)."""
+
+    async def put(self, key: str, data: bytes) -> str: ...
+    async def get(self, key: str) -> bytes: ...
+
+
+def redis_key(key: str) -> str:
+    """The Redis string that holds an artifact."""
+    return f"{KEY_PREFIX}:artifact:{key}"
+
+
+def missing(key: str) -> KeyError:
+    return KeyError(f"artifact {key} is missing or expired")
+
+
 class RedisArtifacts:
     """Artifacts as Redis strings that expire with the job's results."""
 
@@ -37,16 +55,34 @@ class RedisArtifacts:
         self.ttl_s = ttl_s
 
     def put(self, key: str, data: bytes) -> str:
-        self.redis.set(f"{KEY_PREFIX}:artifact:{key}", data, ex=self.ttl_s)
+        self.redis.set(redis_key(key), data, ex=self.ttl_s)
         return key
 
     def get(self, key: str) -> bytes:
-        data = self.redis.get(f"{KEY_PREFIX}:artifact:{key}")
+        data = self.redis.get(redis_key(key))
         if data is None:
-            raise KeyError(f"artifact {key} is missing or expired")
+            raise missing(key)
         if not isinstance(data, bytes):  # a connection that decodes replies would mangle images
             raise TypeError("artifacts need a Redis connection with decode_responses=False")
         return data
+
+
+class AsyncRedisArtifacts:
+    """``RedisArtifacts`` on an asyncio client."""
+
+    def __init__(self, connection: aioredis.Redis, ttl_s: int = RESULT_TTL_S) -> None:
+        self.redis = connection
+        self.ttl_s = ttl_s
+
+    async def put(self, key: str, data: bytes) -> str:
+        await self.redis.set(redis_key(key), data, ex=self.ttl_s)
+        return key
+
+    async def get(self, key: str) -> bytes:
+        data = await self.redis.get(redis_key(key))
+        if data is None:
+            raise missing(key)
+        return data if isinstance(data, bytes) else data.encode()
 
 
 class DirArtifacts:
@@ -71,5 +107,22 @@ class DirArtifacts:
             raise KeyError(f"artifact {key} is missing") from None
 
 
+class AsyncDirArtifacts:
+    """``DirArtifacts`` for asyncio callers: the file is read or written in a thread (disk I/O)."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = DirArtifacts(root)
+
+    async def put(self, key: str, data: bytes) -> str:
+        return await asyncio.to_thread(self.files.put, key, data)
+
+    async def get(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.files.get, key)
+
+
 def artifact_store(connection: redis.Redis, directory: Path | None, ttl_s: int) -> ArtifactStore:
     return DirArtifacts(directory) if directory else RedisArtifacts(connection, ttl_s)
+
+
+def async_artifact_store(connection: aioredis.Redis, directory: Path | None, ttl_s: int) -> AsyncArtifactStore:
+    return AsyncDirArtifacts(directory) if directory else AsyncRedisArtifacts(connection, ttl_s)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagine import constants as c
@@ -100,6 +101,16 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+def merged_config(current: GuildConfig, changes: dict[str, object]) -> GuildConfig:
+    """``current`` with some fields changed (validated: a bad value raises pydantic's ValidationError)."""
+    return GuildConfig.model_validate({**current.model_dump(), **changes})
+
+
+def folded_words(words: tuple[str, ...]) -> list[str]:
+    """Banned words as they are stored and matched: folded (``fold``), stripped, none empty."""
+    return [w for w in (fold(w).strip() for w in words) if w]
+
+
 class Guilds:
     """Reads and writes guild policy in Redis."""
 
@@ -113,20 +124,20 @@ class Guilds:
 
     def set_config(self, guild_id: str, **changes: object) -> GuildConfig:
         """Change some fields (validated: a bad value raises pydantic's ValidationError)."""
-        config = GuildConfig.model_validate({**self.config(guild_id).model_dump(), **changes})
+        config = merged_config(self.config(guild_id), changes)
         self.redis.set(_key(guild_id, "config"), config.model_dump_json())
         return config
 
     # banned words ---------------------------------------------------------------------------
 
     def ban_words(self, guild_id: str, *words: str) -> list[str]:
-        folded = [fold(w).strip() for w in words if fold(w).strip()]
+        folded = folded_words(words)
         if folded:
             self.redis.sadd(_key(guild_id, "banned_words"), *folded)
         return folded
 
     def unban_words(self, guild_id: str, *words: str) -> int:
-        folded = [fold(w).strip() for w in words]
+        folded = folded_words(words)
         return int(self.redis.srem(_key(guild_id, "banned_words"), *folded)) if folded else 0
 
     def banned_words(self, guild_id: str) -> list[str]:
@@ -162,6 +173,47 @@ class Guilds:
         policy = self.policy(guild_id, user_id)
         policy.check(Requester(user_id=user_id, guild_id=guild_id, channel_id=channel_id), prompt, speed)
         return policy.config
+
+
+class AsyncGuilds:
+    """``Guilds`` on an asyncio client: what the bot's /admin and /settings read and write."""
+
+    def __init__(self, connection: aioredis.Redis) -> None:
+        self.redis = connection
+
+    async def config(self, guild_id: str | None) -> GuildConfig:
+        if guild_id is None:  # a DM: the defaults
+            return GuildConfig()
+        return read_config(await self.redis.get(config_key(guild_id)))
+
+    async def set_config(self, guild_id: str, **changes: object) -> GuildConfig:
+        """Change some fields (validated: a bad value raises pydantic's ValidationError)."""
+        config = merged_config(await self.config(guild_id), changes)
+        await self.redis.set(config_key(guild_id), config.model_dump_json())
+        return config
+
+    async def ban_words(self, guild_id: str, *words: str) -> list[str]:
+        folded = folded_words(words)
+        if folded:
+            await self.redis.sadd(banned_words_key(guild_id), *folded)
+        return folded
+
+    async def unban_words(self, guild_id: str, *words: str) -> int:
+        folded = folded_words(words)
+        return int(await self.redis.srem(banned_words_key(guild_id), *folded)) if folded else 0
+
+    async def banned_words(self, guild_id: str) -> list[str]:
+        words = await self.redis.smembers(banned_words_key(guild_id))
+        return sorted(w.decode() if isinstance(w, bytes) else w for w in words)
+
+    async def ban_user(self, guild_id: str, user_id: str) -> None:
+        await self.redis.sadd(banned_users_key(guild_id), user_id)
+
+    async def unban_user(self, guild_id: str, user_id: str) -> None:
+        await self.redis.srem(banned_users_key(guild_id), user_id)
+
+    async def banned_user_count(self, guild_id: str) -> int:
+        return int(await self.redis.scard(banned_users_key(guild_id)))
 
 
 def find_banned(prompt: str, banned: list[str]) -> str | None:

@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 from rich.console import Group
 from rich.table import Table
 
-from imagine.queue import FINISHED_JOBS, OPEN_JOBS, REDIS_DOWN, JobQueue, P, job_key, redis_errors
-from imagine.redis_replies import members, optional_text
+from imagine.aqueue import AsyncJobQueue, async_redis_errors
+from imagine.queue import FINISHED_JOBS, OPEN_JOBS, REDIS_DOWN, JobQueue, P, job_key, redis_errors, rq_queue_key
 
 log = logging.getLogger(__name__)
 
@@ -81,63 +81,97 @@ def _percentiles(values: list[float]) -> Percentiles | None:
     return Percentiles(statistics.median(values), q[94], len(values))
 
 
+class OverviewReads:
+    """The overview's reads, in two pipelined rounds (sync or asyncio: the same calls), and the
+    ``Overview`` computed from their replies: ``overview`` and ``overview_async`` share them."""
+
+    FIELDS = ("status", "job", "worker", "progress", "created_at", "started_at", "finished_at", "result")
+
+    def __init__(self, now: float | None) -> None:
+        self.now = time.time() if now is None else now
+        self.queue_names: list[str] = []
+        self.open_ids: list[str] = []
+        self.done_ids: list[str] = []
+
+    def first(self, pipe: Any) -> None:
+        """The queues, the open jobs and the jobs finished within the window."""
+        pipe.smembers("rq:queues")
+        pipe.zrange(OPEN_JOBS, 0, -1)
+        pipe.zrangebyscore(FINISHED_JOBS, self.now - WINDOW_S, "+inf")
+
+    def second(self, pipe: Any, replies: list[Any]) -> None:
+        """From ``first``'s replies: each queue's depth and each job's fields."""
+        queues, open_ids, done_ids = replies
+        self.queue_names = sorted(
+            k.decode().removeprefix("rq:queue:") for k in queues if k.decode().startswith(f"rq:queue:{P}:")
+        )
+        self.open_ids = [x.decode() for x in open_ids]
+        self.done_ids = [x.decode() for x in done_ids]
+        for name in self.queue_names:
+            pipe.llen(rq_queue_key(name))
+        for job_id in self.open_ids + self.done_ids:
+            pipe.hmget(job_key(job_id), *self.FIELDS)
+
+    def overview(self, replies: list[Any], workers: list[dict[str, Any]]) -> Overview:
+        """The Overview from ``second``'s replies and the live workers."""
+        now, n_queues, n_open = self.now, len(self.queue_names), len(self.open_ids)
+        depths = dict(zip(self.queue_names, replies[:n_queues], strict=True))
+        # Any: which fields are there follows the job's status (created_at always, finished_at once finished)
+        rows: list[dict[str, Any]] = [dict(zip(self.FIELDS, (v.decode() if v else None for v in row), strict=True))
+                                      for row in replies[n_queues:]]
+        held, running, waits = 0, [], []
+        for job_id, row in zip(self.open_ids, rows[:n_open], strict=True):
+            if row["started_at"] and float(row["started_at"]) >= now - WINDOW_S:
+                waits.append(float(row["started_at"]) - float(row["created_at"]))
+            if row["status"] == "held":
+                held += 1
+            elif row["status"] == "running" and row["job"]:
+                job = json.loads(row["job"])
+                progress = json.loads(row["progress"]) if row["progress"] else {"percent": 0}
+                running.append(RunningJob(
+                    job_id=job_id, user_id=job["requester"]["user_id"], model=job["model"], speed=job["speed"],
+                    prompt=job["request"]["text"], percent=int(progress["percent"]),
+                    elapsed_s=now - float(row["started_at"] or now), worker=row["worker"] or "?",
+                ))
+
+        failed, runs, finished = [], [], dict[str, int]()
+        for job_id, row in zip(self.done_ids, rows[n_open:], strict=True):
+            if row["status"] is None:
+                continue
+            finished[row["status"]] = finished.get(row["status"], 0) + 1
+            if row["started_at"]:
+                waits.append(float(row["started_at"]) - float(row["created_at"]))
+                runs.append(float(row["finished_at"]) - float(row["started_at"]))
+            if row["status"] == "failed" and row["result"]:
+                result, job = json.loads(row["result"]), json.loads(row["job"])
+                error = result.get("error") or {"title": "Failed", "message": ""}
+                failed.append(FailedJob(job_id, job["requester"]["user_id"], float(row["finished_at"]),
+                                        error["title"], error["message"]))
+        failed.sort(key=lambda f: f.finished_at, reverse=True)
+        return Overview(
+            at=now, queues=depths, held=held, running=running, workers=workers, failed=failed,
+            wait=_percentiles(waits), run=_percentiles(runs), finished=finished,
+        )
+
+
 @redis_errors(REDIS_DOWN)
 def overview(jq: JobQueue, now: float | None = None) -> Overview:
     """Everything an admin wants to see about the queue, from Redis (RedisUnavailable when it is down)."""
-    now = time.time() if now is None else now
-    r = jq.redis
-    queue_names = sorted(
-        k.removeprefix("rq:queue:") for k in members(r.smembers("rq:queues"))
-        if k.startswith(f"rq:queue:{P}:")
-    )
-    pipe = r.pipeline(transaction=False)
-    for name in queue_names:
-        pipe.llen(jq.rq_queue(name).key)
-    depths = dict(zip(queue_names, pipe.execute(), strict=True)) if queue_names else {}
+    reads = OverviewReads(now)
+    first, second = jq.redis.pipeline(transaction=False), jq.redis.pipeline(transaction=False)
+    reads.first(first)
+    reads.second(second, first.execute())
+    return reads.overview(second.execute(), jq.workers())
 
-    fields = ("status", "job", "worker", "progress", "created_at", "started_at", "finished_at", "result")
-    open_ids = members(r.zrange(OPEN_JOBS, 0, -1))
-    done_ids = members(r.zrangebyscore(FINISHED_JOBS, now - WINDOW_S, "+inf"))
-    pipe = r.pipeline(transaction=False)
-    for job_id in open_ids + done_ids:
-        pipe.hmget(job_key(job_id), *fields)
-    # Any: which fields are there follows the job's status (created_at always, finished_at once finished)
-    rows: list[dict[str, Any]] = [dict(zip(fields, (optional_text(v) or None for v in row), strict=True))
-                                  for row in pipe.execute()]
 
-    held, running, waits = 0, [], []
-    for job_id, row in zip(open_ids, rows[: len(open_ids)], strict=True):
-        if row["started_at"] and float(row["started_at"]) >= now - WINDOW_S:
-            waits.append(float(row["started_at"]) - float(row["created_at"]))
-        if row["status"] == "held":
-            held += 1
-        elif row["status"] == "running" and row["job"]:
-            job = json.loads(row["job"])
-            progress = json.loads(row["progress"]) if row["progress"] else {"percent": 0}
-            running.append(RunningJob(
-                job_id=job_id, user_id=job["requester"]["user_id"], model=job["model"], speed=job["speed"],
-                prompt=job["request"]["text"], percent=int(progress["percent"]),
-                elapsed_s=now - float(row["started_at"] or now), worker=row["worker"] or "?",
-            ))
-
-    failed, runs, finished = [], [], dict[str, int]()
-    for job_id, row in zip(done_ids, rows[len(open_ids):], strict=True):
-        if row["status"] is None:
-            continue
-        finished[row["status"]] = finished.get(row["status"], 0) + 1
-        if row["started_at"]:
-            waits.append(float(row["started_at"]) - float(row["created_at"]))
-            runs.append(float(row["finished_at"]) - float(row["started_at"]))
-        if row["status"] == "failed" and row["result"]:
-            result, job = json.loads(row["result"]), json.loads(row["job"])
-            error = result.get("error") or {"title": "Failed", "message": ""}
-            failed.append(FailedJob(job_id, job["requester"]["user_id"], float(row["finished_at"]),
-                                    error["title"], error["message"]))
-    failed.sort(key=lambda f: f.finished_at, reverse=True)
-    return Overview(
-        at=now, queues=depths, held=held, running=running, workers=jq.workers(), failed=failed,
-        wait=_percentiles(waits), run=_percentiles(runs), finished=finished,
-    )
+@async_redis_errors(REDIS_DOWN)
+async def overview_async(aq: AsyncJobQueue, now: float | None = None) -> Overview:
+    """``overview`` for asyncio callers (the bot's /queue)."""
+    reads = OverviewReads(now)
+    first, second = aq.redis.pipeline(transaction=False), aq.redis.pipeline(transaction=False)
+    reads.first(first)
+    reads.second(second, await first.execute())
+    return reads.overview(await second.execute(), await aq.workers())
 
 
 def _ago(seconds: float) -> str:

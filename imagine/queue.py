@@ -28,14 +28,17 @@ import json
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 import redis
 from redis.typing import EncodableT, FieldT
 from rq import Queue
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQJobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
 
 from imagine import constants as c
 from imagine import metrics
@@ -48,7 +51,7 @@ from imagine.errors import (
     quote,
 )
 from imagine.jobs import ErrorInfo, Job, JobResult, JobStatus
-from imagine.redis_replies import members, required_text, stream_entries, text_hash
+from imagine.redis_replies import members, required_text, text
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,16 @@ def queue_name(speed: str, model: str) -> str:
     return f"{P}:{speed}:{model}"
 
 
+def rq_queue_key(name: str) -> str:
+    """The Redis list of an RQ queue (``rq:queue:{name}``)."""
+    return f"{Queue.redis_queue_namespace_prefix}{name}"
+
+
+def rq_job_key(job_id: str) -> str:
+    """RQ's hash of a job (``rq:job:{id}``)."""
+    return f"{RQJob.redis_job_namespace_prefix}{job_id}"
+
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -151,15 +164,18 @@ return {status, place}
 """
 
 _RELEASE = """
--- KEYS: active set, held list ; ARGV: id, running limit, key prefix
--- Frees the finished job's slot and promotes the user's oldest held job into it.
+-- KEYS: active set, held list, finished job hash ; ARGV: id, default running limit, key prefix
+-- Frees the finished job's slot (its limit: the one it was admitted under) and promotes the
+-- user's oldest held job into it. Returns {promoted id, its RQ queue name} or false.
 redis.call('SREM', KEYS[1], ARGV[1])
-if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[2])
+if redis.call('SCARD', KEYS[1]) < limit then
   local nxt = redis.call('LPOP', KEYS[2])
   if nxt then
+    local h = ARGV[3] .. ':job:' .. nxt
     redis.call('SADD', KEYS[1], nxt)
-    redis.call('HSET', ARGV[3] .. ':job:' .. nxt, 'status', 'queued')
-    return nxt
+    redis.call('HSET', h, 'status', 'queued')
+    return {nxt, redis.call('HGET', h, 'queue')}
   end
 end
 return false
@@ -177,7 +193,7 @@ return {'running', redis.call('HGET', KEYS[1], 'job')}
 """
 
 _CANCEL = """
--- KEYS: job hash, held list, rq queue list ; ARGV: id, now
+-- KEYS: job hash, held list, rq queue list, RQ's job hash ; ARGV: id, now
 -- Returns what happened: the job's final status, or 'cancelling' when a worker must stop it.
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
@@ -188,6 +204,7 @@ if st == 'held' then
   return 'cancelled'
 end
 if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
+  redis.call('DEL', KEYS[4])
   return 'cancelled'
 end
 return 'cancelling'
@@ -252,7 +269,222 @@ class Event:
     preview: bytes | None = None
 
 
-class JobQueue:
+# --- what JobQueue and the bot's AsyncJobQueue (``imagine.aqueue``) share: no I/O here ------------
+
+ScriptCall = tuple[list[str], list[Any]]
+"""A Lua script's keys and args, as its Script object takes them."""
+
+
+def not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
+
+
+def parse_state(job_id: str, raw: Mapping[bytes | str, bytes | str]) -> JobState:
+    """A job's hash, as HGETALL returns it, to its JobState; JobNotFound when it holds no job."""
+    if not raw or b"job" not in raw:
+        raise not_found(job_id)
+    h = {text(k): text(v) for k, v in raw.items()}
+    return JobState(
+        job=Job.model_validate_json(h["job"]),
+        status=JobStatus(h["status"]),
+        worker=h.get("worker"),
+        result=JobResult.model_validate_json(h["result"]) if "result" in h else None,
+        progress=json.loads(h["progress"]) if "progress" in h else None,
+        created_at=float(h["created_at"]),
+        started_at=float(h["started_at"]) if "started_at" in h else None,
+        finished_at=float(h["finished_at"]) if "finished_at" in h else None,
+        cancel_requested="cancel" in h,
+    )
+
+
+def parse_events(reply: Any) -> list[Event]:
+    """XREAD's reply on one job's event stream, to Events."""
+    out: list[Event] = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            preview = fields.pop(b"preview", None)
+            data = json.loads(fields[b"data"])
+            out.append(Event(entry_id.decode(), fields[b"type"].decode(), data, preview))
+    return out
+
+
+def alive_workers(
+    names: Sequence[str], announcements: Sequence[bytes | str | None]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The announcements of live workers, and the names whose heartbeat expired (MGET's None)."""
+    dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
+    return [json.loads(raw) for raw in announcements if raw is not None], dead
+
+
+def waiting_in_guild(ids: Sequence[str], rows: Sequence[Sequence[bytes | str | None]], guild_id: str) -> list[str]:
+    """Of open jobs and their (status, job) rows, the ids of a guild's jobs not started yet."""
+    waiting = []
+    for job_id, (status, job_json) in zip(ids, rows, strict=True):
+        if status in (b"held", b"queued") and job_json is not None:
+            if Job.model_validate_json(job_json).requester.guild_id == guild_id:
+                waiting.append(job_id)
+    return waiting
+
+
+_RQ_CONNECTION = redis.Redis()
+"""RQ builds a job with a connection in hand; this one is never connected (``fill_enqueue`` only
+reads the job it builds)."""
+
+
+def fill_enqueue(pipe: Any, job_id: str, qname: str, *, timeout_s: int, ttl_s: int) -> None:
+    """Queue on ``pipe`` (sync or asyncio: the same calls) what RQ's ``Queue.enqueue_call`` writes
+    for our task: the queue in ``rq:queues``, RQ's job hash and its expiry, the id at the queue's
+    tail. RQ's own enqueue is sync only; this is the one enqueue of both clients."""
+    rq_job = RQJob.create(TASK, args=(job_id,), id=job_id, origin=qname, serializer=JSONSerializer,
+                          timeout=timeout_s, result_ttl=ttl_s, failure_ttl=ttl_s, ttl=ttl_s,
+                          status=RQJobStatus.QUEUED, connection=_RQ_CONNECTION)
+    rq_job.enqueued_at = rq_now()
+    pipe.sadd(Queue.redis_queues_keys, rq_queue_key(qname))
+    pipe.hset(rq_job.key, mapping=rq_job.to_dict())
+    pipe.expire(rq_job.key, ttl_s)
+    pipe.rpush(rq_queue_key(qname), job_id)
+
+
+@dataclass(frozen=True)
+class AdmissionCall:
+    """One submission's ``_ADMIT`` call, with the limits it runs under."""
+
+    qname: str
+    keys: list[str]
+    args: list[Any]
+    running: int
+    waiting: int
+
+    def outcome(self, reply: Sequence[Any]) -> tuple[str, int]:
+        """``_ADMIT``'s reply: ("queued" or "held", place); QueueFull when the user has no room."""
+        outcome, place = reply[0].decode(), int(reply[1])
+        if outcome == "full":
+            raise QueueFull(
+                f"You already have {self.running} jobs running and {self.waiting} "
+                "waiting; wait for one to finish or cancel one, then submit again."
+            )
+        return outcome, place
+
+
+class QueueLimits(TypedDict, total=False):
+    """``QueueRules``' keyword arguments, for a queue class that only passes them on."""
+
+    running_limit: int
+    waiting_limit: int
+    job_timeout_s: int
+    result_ttl_s: int
+
+
+class QueueRules:
+    """The limits and lifetimes a queue works under, and the script calls and records that follow
+    from them: shared by the sync ``JobQueue`` and the asyncio ``AsyncJobQueue``."""
+
+    def __init__(
+        self,
+        *,
+        running_limit: int = c.DEFAULT_RUNNING_LIMIT,
+        waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
+        job_timeout_s: int = c.JOB_TIMEOUT_S,
+        result_ttl_s: int = c.RESULT_TTL_S,
+    ) -> None:
+        self.running_limit = running_limit
+        self.waiting_limit = waiting_limit
+        self.job_timeout_s = job_timeout_s
+        self.result_ttl_s = result_ttl_s
+
+    def admission_call(self, job: Job, running_limit: int | None, waiting_limit: int | None) -> AdmissionCall:
+        """The limits default to the queue's; a guild's own limits are passed by the bot."""
+        scope = user_scope(job)
+        running = running_limit or self.running_limit
+        waiting = self.waiting_limit if waiting_limit is None else waiting_limit
+        qname = queue_name(job.speed, job.model)
+        return AdmissionCall(
+            qname,
+            keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
+            args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
+            running=running, waiting=waiting,
+        )
+
+    def submitted(self, job: Job, outcome: str, qname: str, place: int) -> Admission:
+        metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
+        log.info("job %s submitted by %s: %s on %s", job.id, user_scope(job), outcome, qname)
+        return Admission(job=job, status=JobStatus(outcome), position=int(place))
+
+    def enqueue_into(self, pipe: Any, job_id: str, qname: str) -> None:
+        fill_enqueue(pipe, job_id, qname, timeout_s=self.job_timeout_s, ttl_s=self.result_ttl_s)
+
+    @staticmethod
+    def position_call(job_id: str) -> ScriptCall:
+        """``_POSITION``'s keys and args: its answer is the place in line, 0 out of line, -1 unknown."""
+        return [job_key(job_id)], [job_id, P, Queue.redis_queue_namespace_prefix]
+
+    @staticmethod
+    def position_into(pipe: Any, job_id: str) -> None:
+        """Queue ``_POSITION`` on a pipeline by its text (EVAL): a script object on a pipeline
+        would first ask Redis whether it knows it, one more round trip per submission."""
+        pipe.eval(_POSITION, 1, job_key(job_id), job_id, P, Queue.redis_queue_namespace_prefix)
+
+    @staticmethod
+    def cancel_call(st: JobState, user_id: str, admin: bool) -> ScriptCall:
+        """``_CANCEL``'s keys and args, for the job's owner or an admin (NotJobOwner otherwise)."""
+        if st.job.requester.user_id != user_id and not admin:
+            raise NotJobOwner("Only the person who started this job (or an admin) can cancel it.")
+        job_id = st.job.id
+        qname = queue_name(st.job.speed, st.job.model)
+        return [job_key(job_id), held_key(user_scope(st.job)), rq_queue_key(qname), rq_job_key(job_id)], [
+            job_id, time.time()]
+
+    @staticmethod
+    def cancelled(job_id: str) -> JobResult:
+        return JobResult(job_id=job_id, status=JobStatus.CANCELLED)
+
+    @staticmethod
+    def cancel_status(outcome: str) -> JobStatus:
+        """``_CANCEL``'s answer once the job is settled: RUNNING while its worker stops it."""
+        return JobStatus.RUNNING if outcome == "cancelling" else JobStatus(outcome)
+
+    def release_call(self, job: Job, finished_job_id: str) -> ScriptCall:
+        scope = user_scope(job)
+        return [active_key(scope), held_key(scope), job_key(finished_job_id)], [finished_job_id, self.running_limit, P]
+
+    def fill_finish(self, pipe: Any, job_id: str, job: Job, result: JobResult) -> None:
+        """Queue on a transaction the writes of a job's end (``JobQueue.finish``)."""
+        now = time.time()
+        data = json.dumps({"status": result.status.value, "error": result.error and result.error.model_dump()})
+        pipe.hset(
+            job_key(job_id),
+            mapping={"status": result.status.value, "result": result.model_dump_json(), "finished_at": now},
+        )
+        pipe.zrem(OPEN_JOBS, job_id)
+        pipe.zadd(FINISHED_JOBS, {job_id: now})  # for monitoring: the last day's outcomes
+        pipe.zremrangebyscore(FINISHED_JOBS, "-inf", now - FINISHED_KEEP_S)
+        pipe.xadd(events_key(job_id), {"type": result.status.value, "data": data})
+        pipe.expire(events_key(job_id), self.result_ttl_s)
+        pipe.xadd(
+            DELIVERIES,
+            {"job_id": job_id, "status": result.status.value, "user": job.requester.user_id},
+            maxlen=10_000,
+            approximate=True,
+        )
+        if result.status is JobStatus.DONE and "total" in result.timings:
+            pipe.lpush(runtimes_key(job.model), result.timings["total"])
+            pipe.ltrim(runtimes_key(job.model), 0, 99)
+
+    @staticmethod
+    def finished(job_id: str, job: Job, result: JobResult) -> None:
+        metrics.JOBS_FINISHED.labels(job.kind.value, job.model, result.status.value).inc()
+        log.info("job %s %s", job_id, result.status.value)
+
+
+def wait_per_place(recent: Sequence[bytes | str], workers: Sequence[dict[str, Any]], model: str) -> float | None:
+    """Seconds per place in line: the median of the model's recent run times over its live workers."""
+    if not recent:
+        return None
+    serving = max(1, sum(1 for w in workers if model in w.get("models", [])))
+    return statistics.median(float(x) for x in recent) / serving
+
+
+class JobQueue(QueueRules):
     """The producer and bookkeeping side of the queue, shared by the bot, the CLI and workers."""
 
     def __init__(
@@ -264,11 +496,9 @@ class JobQueue:
         job_timeout_s: int = c.JOB_TIMEOUT_S,
         result_ttl_s: int = c.RESULT_TTL_S,
     ) -> None:
+        super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
+                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s)
         self.redis = connection
-        self.running_limit = running_limit
-        self.waiting_limit = waiting_limit
-        self.job_timeout_s = job_timeout_s
-        self.result_ttl_s = result_ttl_s
         self._admit = connection.register_script(_ADMIT)
         self._release = connection.register_script(_RELEASE)
         self._start = connection.register_script(_START)
@@ -303,62 +533,30 @@ class JobQueue:
     def submit(self, job: Job, *, running_limit: int | None = None, waiting_limit: int | None = None) -> Admission:
         """Admit a job for its user (atomically) and, when a running slot is free, enqueue it.
         The limits default to the queue's; a guild's own limits are passed by the bot."""
-        scope = user_scope(job)
-        running = running_limit or self.running_limit
-        waiting = self.waiting_limit if waiting_limit is None else waiting_limit
-        qname = queue_name(job.speed, job.model)
-        outcome, place = self._admit(
-            keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
-            args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
-        )
-        outcome = outcome.decode()
-        if outcome == "full":
-            raise QueueFull(
-                f"You already have {running} jobs running and {waiting} "
-                "waiting; wait for one to finish or cancel one, then submit again."
-            )
-        if outcome == "queued":
-            self._enqueue(job.id, qname)
-            place = self._place(job.id)  # 0 when an idle worker took it already
-        metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
-        log.info("job %s submitted by %s: %s on %s", job.id, scope, outcome, qname)
-        return Admission(job=job, status=JobStatus(outcome), position=int(place))
+        call = self.admission_call(job, running_limit, waiting_limit)
+        outcome, place = call.outcome(self._admit(keys=call.keys, args=call.args))
+        if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
+            pipe = self.redis.pipeline(transaction=False)
+            self.enqueue_into(pipe, job.id, call.qname)
+            self.position_into(pipe, job.id)
+            place = pipe.execute()[-1]  # 0 when an idle worker took it already
+        return self.submitted(job, outcome, call.qname, place)
 
     def _place(self, job_id: str) -> int:
         """``_POSITION``'s answer: the place in line, 0 out of line, -1 unknown."""
-        return int(self._position(keys=[job_key(job_id)], args=[job_id, P, Queue.redis_queue_namespace_prefix]))
+        return int(self._position(*self.position_call(job_id)))
 
     def _enqueue(self, job_id: str, qname: str) -> None:
-        self.rq_queue(qname).enqueue_call(
-            TASK,
-            args=(job_id,),
-            job_id=job_id,
-            timeout=self.job_timeout_s,
-            result_ttl=self.result_ttl_s,
-            failure_ttl=self.result_ttl_s,
-            ttl=self.result_ttl_s,
-        )
+        pipe = self.redis.pipeline(transaction=True)
+        self.enqueue_into(pipe, job_id, qname)
+        pipe.execute()
 
     # --- reading state -------------------------------------------------------------------------
 
     @_redis_errors
     def state(self, job_id: str) -> JobState:
         """The job's stored state; JobNotFound when the id is unknown or expired."""
-        raw = self.redis.hgetall(job_key(job_id))
-        if not raw or b"job" not in raw:
-            raise JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
-        h = text_hash(raw)
-        return JobState(
-            job=Job.model_validate_json(h["job"]),
-            status=JobStatus(h["status"]),
-            worker=h.get("worker"),
-            result=JobResult.model_validate_json(h["result"]) if "result" in h else None,
-            progress=json.loads(h["progress"]) if "progress" in h else None,
-            created_at=float(h["created_at"]),
-            started_at=float(h["started_at"]) if "started_at" in h else None,
-            finished_at=float(h["finished_at"]) if "finished_at" in h else None,
-            cancel_requested="cancel" in h,
-        )
+        return parse_state(job_id, self.redis.hgetall(job_key(job_id)))
 
     @_redis_errors
     def position(self, job_id: str) -> int | None:
@@ -366,7 +564,7 @@ class JobQueue:
         place among the user's held jobs for a held one, None once it runs or ended."""
         place = self._place(job_id)
         if place < 0:
-            raise JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
+            raise not_found(job_id)
         return place or None
 
     @_redis_errors
@@ -376,22 +574,13 @@ class JobQueue:
         if pos is None:
             return None
         model = self.state(job_id).job.model
-        recent = [float(x) for x in self.redis.lrange(runtimes_key(model), 0, 49)]
-        if not recent:
-            return None
-        workers = max(1, sum(1 for w in self.workers() if model in w.get("models", [])))
-        return pos * statistics.median(recent) / workers
+        per_place = wait_per_place(self.redis.lrange(runtimes_key(model), 0, 49), self.workers(), model)
+        return None if per_place is None else pos * per_place
 
     @_redis_errors
     def events(self, job_id: str, after: str = "0-0", block_ms: int | None = None) -> list[Event]:
         """Events of a job after the given stream id (blocking up to block_ms when none yet)."""
-        reply = self.redis.xread({events_key(job_id): after}, block=block_ms)
-        out: list[Event] = []
-        for entry_id, fields in stream_entries(reply):
-            preview = fields.pop(b"preview", None)
-            data = json.loads(fields[b"data"])
-            out.append(Event(entry_id, fields[b"type"].decode(), data, preview))
-        return out
+        return parse_events(self.redis.xread({events_key(job_id): after}, block=block_ms))
 
     def follow(self, job_id: str, poll_ms: int = 1000) -> Iterator[Event]:
         """Yield a job's events as they come, until its final event."""
@@ -413,20 +602,10 @@ class JobQueue:
         RUNNING when its worker was told to stop (it stops within one step), or the final
         status it already had."""
         st = self.state(job_id)
-        if st.job.requester.user_id != user_id and not admin:
-            raise NotJobOwner("Only the person who started this job (or an admin) can cancel it.")
-        qname = queue_name(st.job.speed, st.job.model)
-        outcome = self._cancel(
-            keys=[job_key(job_id), held_key(user_scope(st.job)), self.rq_queue(qname).key],
-            args=[job_id, time.time()],
-        ).decode()
+        outcome = text(self._cancel(*self.cancel_call(st, user_id, admin)))
         if outcome == "cancelled":
-            self.redis.delete(f"rq:job:{job_id}")
-            self.finish(job_id, JobResult(job_id=job_id, status=JobStatus.CANCELLED), job=st.job)
-            return JobStatus.CANCELLED
-        if outcome == "cancelling":
-            return JobStatus.RUNNING
-        return JobStatus(outcome)
+            self.finish(job_id, self.cancelled(job_id), job=st.job)
+        return self.cancel_status(outcome)
 
     @_redis_errors
     def cancel_requested(self, job_id: str) -> bool:
@@ -441,13 +620,8 @@ class JobQueue:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "job")
-        cancelled = []
-        for job_id, (status, job_json) in zip(ids, pipe.execute() if ids else [], strict=True):
-            if status not in (b"held", b"queued") or job_json is None:
-                continue
-            job = Job.model_validate_json(job_json)
-            if job.requester.guild_id == guild_id and self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED:
-                cancelled.append(job_id)
+        waiting = waiting_in_guild(ids, pipe.execute() if ids else [], guild_id)
+        cancelled = [job_id for job_id in waiting if self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED]
         log.info("guild %s: purged %d waiting jobs", guild_id, len(cancelled))
         return cancelled
 
@@ -465,7 +639,7 @@ class JobQueue:
             return job
         if status == "cancel":
             job = Job.model_validate_json(required_text(self.redis.hget(job_key(job_id), "job"), f"job {job_id}"))
-            self.finish(job_id, JobResult(job_id=job_id, status=JobStatus.CANCELLED), job=job)
+            self.finish(job_id, self.cancelled(job_id), job=job)
         log.info("job %s not started by %s: it is %s", job_id, worker, status)
         return None
 
@@ -489,30 +663,10 @@ class JobQueue:
         """Record a job's end (done, failed or cancelled), tell its followers and the bot,
         free its slot and enqueue the user's next held job."""
         job = job or self.state(job_id).job
-        now = time.time()
-        data = json.dumps({"status": result.status.value, "error": result.error and result.error.model_dump()})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            job_key(job_id),
-            mapping={"status": result.status.value, "result": result.model_dump_json(), "finished_at": now},
-        )
-        pipe.zrem(OPEN_JOBS, job_id)
-        pipe.zadd(FINISHED_JOBS, {job_id: now})  # for monitoring: the last day's outcomes
-        pipe.zremrangebyscore(FINISHED_JOBS, "-inf", now - FINISHED_KEEP_S)
-        pipe.xadd(events_key(job_id), {"type": result.status.value, "data": data})
-        pipe.expire(events_key(job_id), self.result_ttl_s)
-        pipe.xadd(
-            DELIVERIES,
-            {"job_id": job_id, "status": result.status.value, "user": job.requester.user_id},
-            maxlen=10_000,
-            approximate=True,
-        )
-        if result.status is JobStatus.DONE and "total" in result.timings:
-            pipe.lpush(runtimes_key(job.model), result.timings["total"])
-            pipe.ltrim(runtimes_key(job.model), 0, 99)
+        self.fill_finish(pipe, job_id, job, result)
         pipe.execute()
-        metrics.JOBS_FINISHED.labels(job.kind.value, job.model, result.status.value).inc()
-        log.info("job %s %s", job_id, result.status.value)
+        self.finished(job_id, job, result)
         self._promote(job, job_id)
 
     @_redis_errors
@@ -548,15 +702,9 @@ class JobQueue:
         return False
 
     def _promote(self, job: Job, finished_job_id: str) -> None:
-        scope = user_scope(job)
-        limit = self.redis.hget(job_key(finished_job_id), "limit") or self.running_limit
-        nxt = self._release(
-            keys=[active_key(scope), held_key(scope)],
-            args=[finished_job_id, int(limit), P],
-        )
-        if nxt:
-            nxt = nxt.decode()
-            qname = required_text(self.redis.hget(job_key(nxt), "queue"), f"job {nxt}'s queue")
+        promoted = self._release(*self.release_call(job, finished_job_id))
+        if promoted:
+            nxt, qname = (text(x) for x in promoted)
             self._enqueue(nxt, qname)
             log.info("job %s promoted from held to %s", nxt, qname)
 
@@ -565,12 +713,11 @@ class JobQueue:
     @_redis_errors
     def workers(self) -> list[dict[str, Any]]:
         """Announcements of the workers alive now (their heartbeat key has not expired)."""
-        names = sorted(members(self.redis.smembers(WORKERS)))
-        announcements = self.redis.mget([worker_key(n) for n in names]) if names else []
-        dead = [n for n, raw in zip(names, announcements, strict=True) if raw is None]
+        names = sorted(text(n) for n in self.redis.smembers(WORKERS))
+        alive, dead = alive_workers(names, self.redis.mget([worker_key(n) for n in names]) if names else [])
         if dead:
             self.redis.srem(WORKERS, *dead)
-        return [json.loads(raw) for raw in announcements if raw is not None]
+        return alive
 
     @_redis_errors
     def announce_worker(self, info: dict[str, Any], ttl_s: float) -> None:
@@ -620,7 +767,7 @@ class JobQueue:
                     ),
                 )
                 touched.append(job_id)
-            elif status == b"queued" and not self.redis.exists(f"rq:job:{job_id}"):
+            elif status == b"queued" and not self.redis.exists(rq_job_key(job_id)):
                 log.warning("job %s was admitted but never reached RQ; enqueuing it", job_id)
                 self._enqueue(job_id, qname.decode())
                 touched.append(job_id)

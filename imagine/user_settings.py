@@ -29,8 +29,10 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
 
+from imagine.aqueue import async_redis_errors
 from imagine.constants import KEY_PREFIX, MAX_ASPECT
 from imagine.params import AspectRatio, field_definitions
 from imagine.queue import redis_errors
@@ -143,7 +145,19 @@ def load(raw: bytes | str | None, user_id: str) -> UserSettings:
         return UserSettings()
 
 
-_redis_errors = redis_errors("Your settings cannot be read or saved right now (Redis is down); try again in a minute.")
+SETTINGS_DOWN = "Your settings cannot be read or saved right now (Redis is down); try again in a minute."
+_redis_errors = redis_errors(SETTINGS_DOWN)
+_async_redis_errors = async_redis_errors(SETTINGS_DOWN)
+
+
+def changed(settings: UserSettings, changes: dict[str, Any]) -> UserSettings:
+    """``settings`` with some fields changed (None clears one); a bad value raises ValidationError."""
+    return UserSettings.model_validate({**settings.model_dump(), **changes})
+
+
+def stored(settings: UserSettings) -> str:
+    """What is stored for a user's settings: the fields set, as JSON."""
+    return settings.model_dump_json(exclude_none=True)
 
 
 class UserSettingsStore:
@@ -159,8 +173,8 @@ class UserSettingsStore:
     @_redis_errors
     def set(self, user_id: str, **changes: Any) -> UserSettings:
         """Change some fields (None clears one); a bad value raises pydantic's ValidationError."""
-        settings = UserSettings.model_validate({**self.get(user_id).model_dump(), **changes})
-        self.redis.set(settings_key(user_id), settings.model_dump_json(exclude_none=True))
+        settings = changed(self.get(user_id), changes)
+        self.redis.set(settings_key(user_id), stored(settings))
         return settings
 
     @_redis_errors
@@ -170,4 +184,29 @@ class UserSettingsStore:
         return UserSettings()
 
 
-__all__ = ["ASPECTS", "STYLIZE_LEVELS", "UserSettings", "UserSettingsStore", "load", "settings_key"]
+class AsyncUserSettingsStore:
+    """``UserSettingsStore`` on an asyncio client: the bot's /settings."""
+
+    def __init__(self, connection: aioredis.Redis) -> None:
+        self.redis = connection
+
+    @_async_redis_errors
+    async def get(self, user_id: str) -> UserSettings:
+        return load(await self.redis.get(settings_key(user_id)), user_id)
+
+    @_async_redis_errors
+    async def set(self, user_id: str, **changes: Any) -> UserSettings:
+        """Change some fields (None clears one); a bad value raises pydantic's ValidationError."""
+        settings = changed(await self.get(user_id), changes)
+        await self.redis.set(settings_key(user_id), stored(settings))
+        return settings
+
+    @_async_redis_errors
+    async def reset(self, user_id: str) -> UserSettings:
+        """Forget every setting: back to the defaults."""
+        await self.redis.delete(settings_key(user_id))
+        return UserSettings()
+
+
+__all__ = ["ASPECTS", "STYLIZE_LEVELS", "AsyncUserSettingsStore", "UserSettings", "UserSettingsStore", "load",
+           "settings_key"]

@@ -1,14 +1,16 @@
 """What the bot tests share: a bot wired to the fake Discord and a private Redis, and a
 worker simulated at the queue's lowest level (start, publish_progress, artifacts, finish).
 
-Nothing of ours is mocked: the bot is the real ImagineBot on the real discord.py, the queue
-the real JobQueue on a real redis-server.
+Nothing of ours is mocked: the bot is the real ImagineBot on the real discord.py, its queue
+the real AsyncJobQueue on a real redis-server. Tests read and drive the same queue through a
+sync JobQueue of their own on the same server (``queue_of(bot)``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +20,8 @@ import redis
 
 from bot.app import ImagineBot, async_redis
 from bot.store import DELIVERED
-from imagine.artifacts import RedisArtifacts, artifact_key
+from imagine.aqueue import AsyncJobQueue
+from imagine.artifacts import AsyncRedisArtifacts, RedisArtifacts, artifact_key
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
 from imagine.queue import OPEN_JOBS, JobQueue, job_key
 from imagine.settings import Settings
@@ -35,6 +38,19 @@ def settings_for(redis_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **{**values, **overrides})  # type: ignore[call-arg]
 
 
+_sync_queues: weakref.WeakKeyDictionary[ImagineBot, JobQueue] = weakref.WeakKeyDictionary()
+
+
+def queue_of(bot: ImagineBot) -> JobQueue:
+    """A sync JobQueue on the running bot's Redis, for the test's own reads and writes."""
+    return _sync_queues[bot]
+
+
+def artifacts_of(bot: ImagineBot) -> RedisArtifacts:
+    """The running bot's artifact store, read the sync way."""
+    return RedisArtifacts(queue_of(bot).redis)
+
+
 @asynccontextmanager
 async def running_bot(
     redis_url: str, fake: FakeDiscord, *, consumer: str = "test-bot", **settings: Any
@@ -45,9 +61,10 @@ async def running_bot(
     conn = redis.Redis.from_url(redis_url)
     stream_conn = async_redis(redis_url)
     cfg = settings_for(redis_url, **settings)
-    queue = JobQueue(conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
-    bot = ImagineBot(settings=cfg, queue=queue, redis=stream_conn, artifacts=RedisArtifacts(conn),
+    queue = AsyncJobQueue(stream_conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
+    bot = ImagineBot(settings=cfg, queue=queue, artifacts=AsyncRedisArtifacts(stream_conn),
                      consumer=consumer, delivery_block_ms=20)
+    _sync_queues[bot] = JobQueue(conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
     try:
         await bot.login(TOKEN)
         yield bot
@@ -157,19 +174,19 @@ def delivered(queue: JobQueue, job_id: str) -> bool:
 
 def delivered_message(bot: ImagineBot, fake: FakeDiscord, job_id: str) -> dict[str, Any]:
     """The job's result message, as the fake stores it."""
-    return fake.message_of(int(bot.queue.redis.hget(job_key(job_id), DELIVERED)))
+    return fake.message_of(int(queue_of(bot).redis.hget(job_key(job_id), DELIVERED)))
 
 
 async def run_to_delivery(bot: ImagineBot, fake: FakeDiscord, payload: dict[str, Any],
                           work: Callable[[str], object]) -> tuple[str, dict[str, Any]]:
     """Feed ``payload`` (a command that queues one job), wait for its answer, have ``work(job_id)``
     run the job, and wait until the bot delivered it: returns the job id and the result message."""
-    before, open_before = len(fake.find("POST", r"/callback$")), FakeWorker(bot.queue.redis).open_jobs()
+    before, open_before = len(fake.find("POST", r"/callback$")), FakeWorker(queue_of(bot).redis).open_jobs()
     feed(bot, payload)
     await fake.wait_for("POST", r"/callback$", count=before + 1)
-    [job_id] = [j for j in FakeWorker(bot.queue.redis).open_jobs() if j not in open_before]
+    [job_id] = [j for j in FakeWorker(queue_of(bot).redis).open_jobs() if j not in open_before]
     work(job_id)
-    await wait_until(lambda: delivered(bot.queue, job_id))
+    await wait_until(lambda: delivered(queue_of(bot), job_id))
     return job_id, delivered_message(bot, fake, job_id)
 
 

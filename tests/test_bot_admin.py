@@ -6,7 +6,7 @@ from typing import Any
 
 from imagine.guilds import Guilds
 from imagine.jobs import JobStatus
-from tests.bot_harness import FakeWorker, feed, running_bot, view_attached
+from tests.bot_harness import FakeWorker, feed, queue_of, running_bot, view_attached
 from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, FakeDiscord
 
 
@@ -70,7 +70,7 @@ async def test_admins_cancel_anyones_job_and_purge_the_waiting_ones(redis_server
         worker.start(first)
         feed(bot, admin_command(fake, ["admin", "cancel"], job_id=second))
         assert "cancelled" in (await reply(fake, 4))["embeds"][0]["description"]
-        assert bot.queue.state(second).status is JobStatus.CANCELLED
+        assert queue_of(bot).state(second).status is JobStatus.CANCELLED
 
         feed(bot, admin_command(fake, ["admin", "purge-queue"]))
         ask = await reply(fake, 5)
@@ -80,8 +80,8 @@ async def test_admins_cancel_anyones_job_and_purge_the_waiting_ones(redis_server
                              permissions=MANAGE_GUILD))
         done = await reply(fake, 6)
         assert done["content"] == "Cancelled 1 waiting jobs."
-        assert bot.queue.state(third).status is JobStatus.CANCELLED
-        assert bot.queue.state(first).status is JobStatus.RUNNING  # running jobs finish
+        assert queue_of(bot).state(third).status is JobStatus.CANCELLED
+        assert queue_of(bot).state(first).status is JobStatus.RUNNING  # running jobs finish
 
 
 async def test_queue_shows_a_running_job_an_idle_worker_and_a_failure(redis_server, redis_conn) -> None:
@@ -91,7 +91,7 @@ async def test_queue_shows_a_running_job_an_idle_worker_and_a_failure(redis_serv
             feed(bot, fake.slash("imagine", prompt=prompt))
             await fake.wait_for("POST", r"/callback$", count=n)
         running, failing = worker.open_jobs()
-        bot.queue.announce_worker({"name": "gpu-b", "host": "box2", "models": ["tiny"], "device": "cpu",
+        queue_of(bot).announce_worker({"name": "gpu-b", "host": "box2", "models": ["tiny"], "device": "cpu",
                                    "busy": None, "last_seen": 0}, ttl_s=60)
         worker.start(running)
         worker.progress(running, 3, 10)

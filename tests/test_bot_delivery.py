@@ -19,7 +19,7 @@ from imagine.diagnostics import ShortenResult, ShortPrompt, WordInfluence
 from imagine.jobs import JobKind, JobResult, JobStatus, Requester
 from imagine.queue import DELIVERIES
 from imagine.redis_server import RedisServer
-from tests.bot_harness import FakeWorker, feed, running_bot, wait_until
+from tests.bot_harness import FakeWorker, feed, queue_of, running_bot, wait_until
 from tests.discord_stub import CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.helpers import make_job
 
@@ -30,7 +30,7 @@ async def submit(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str = 
     feed(bot, fake.slash("imagine", prompt=prompt))
     [*_, callback] = await fake.wait_for("POST", r"/callback$", count=before + 1)
     job_id = worker.open_jobs()[-1]
-    await wait_until(lambda: bot.queue.redis.hexists(f"imagine:job:{job_id}", store.MESSAGE_ID))
+    await wait_until(lambda: queue_of(bot).redis.hexists(f"imagine:job:{job_id}", store.MESSAGE_ID))
     return job_id, int(callback.answer["resource"]["message"]["id"])
 
 
@@ -129,7 +129,7 @@ async def test_buttons_work_after_a_restart(redis_server, redis_conn) -> None:
             await wait_until(lambda: len(worker.open_jobs()) == 1)
         pick = next(c for c in fake.find("POST", r"/callback$")[1:] if c.files)
         assert pick.json["data"]["content"].endswith("Image #4 <@111111111111111111>")
-        assert bot.queue.state(worker.open_jobs()[0]).job.parent_id == job_id
+        assert queue_of(bot).state(worker.open_jobs()[0]).job.parent_id == job_id
 
 
 async def test_an_expired_interaction_token_falls_back_to_the_channel(redis_server, redis_conn) -> None:
@@ -176,7 +176,7 @@ async def test_a_channel_the_bot_cannot_post_in_is_logged_and_acknowledged(redis
                 await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
         assert f"job {job_id}: cannot post in channel {CHANNEL_ID}" in caplog.text and "/show" in caplog.text
         assert not redis_conn.hexists(f"imagine:job:{job_id}", store.DELIVERED)
-        assert bot.queue.state(job_id).status is JobStatus.DONE  # still there for /show
+        assert queue_of(bot).state(job_id).status is JobStatus.DONE  # still there for /show
 
 
 async def test_a_discord_outage_leaves_the_entry_pending_for_a_retry(redis_server, redis_conn) -> None:
@@ -244,7 +244,7 @@ async def test_results_stored_before_shorten_and_describe_had_their_own_fields_a
             redis_conn.hset(f"imagine:job:{job_id}", "result", json.dumps(earlier))  # as that worker stored it
         async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
             await wait_until(lambda: bot.delivery.delivered == 2)
-            shorten, describe = (bot.queue.state(jobs[k].id).result for k in (JobKind.SHORTEN, JobKind.DESCRIBE))
+            shorten, describe = (queue_of(bot).state(jobs[k].id).result for k in (JobKind.SHORTEN, JobKind.DESCRIBE))
         assert (shorten.shorten, shorten.diagnostics) == (f"{jobs[JobKind.SHORTEN].id}/shorten.json", None)
         assert (describe.describe, describe.diagnostics) == (f"{jobs[JobKind.DESCRIBE].id}/describe.json", None)
         posts = {c.json["content"].split(" - ")[1].split()[0]: c.json for c in fake.find("POST", r"/messages$")}
@@ -267,10 +267,10 @@ async def test_diagnostics_of_a_job_not_from_discord_are_acknowledged_without_wa
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job = make_job("a harbour").model_copy(update={"requester": Requester(user_id="cli")})  # no channel
-        bot.queue.submit(job)
+        queue_of(bot).submit(job)
         worker.start(job.id)
         worker.finish(job.id)
-        bot.queue.attach_diagnostics(job.id, "some/diagnostics.json", 0.1)
+        queue_of(bot).attach_diagnostics(job.id, "some/diagnostics.json", 0.1)
         started = asyncio.get_running_loop().time()
         last = redis_conn.xrevrange(DELIVERIES, count=1)[0][0]  # the diagnostics entry
 

@@ -17,7 +17,17 @@ from PIL import Image
 
 from imagine.describe import DescribeResult, upload_key
 from imagine.jobs import JobKind, JobStatus
-from tests.bot_harness import FakeWorker, custom_ids_of, feed, labels_of, run_to_delivery, running_bot, wait_until
+from tests.bot_harness import (
+    FakeWorker,
+    artifacts_of,
+    custom_ids_of,
+    feed,
+    labels_of,
+    queue_of,
+    run_to_delivery,
+    running_bot,
+    wait_until,
+)
 from tests.discord_stub import MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord, local_origin, snowflake
 from tests.helpers import encoded
 from tests.worker_fixtures import RunWorker
@@ -58,8 +68,8 @@ async def described(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
                     url: str) -> tuple[str, dict[str, Any], DescribeResult]:
     """/describe to its delivered prompts: the job id, the result message and the result."""
     job_id, message = await run_to_delivery(bot, fake, describe(fake, url), lambda _: run_worker())
-    result = bot.queue.state(job_id).result
-    return job_id, message, DescribeResult.model_validate_json(bot.artifacts.get(result.describe))
+    result = queue_of(bot).state(job_id).result
+    return job_id, message, DescribeResult.model_validate_json(artifacts_of(bot).get(result.describe))
 
 
 async def test_describe_is_registered_with_a_required_attachment_option(redis_server, redis_conn) -> None:
@@ -100,16 +110,16 @@ async def test_describe_waits_then_shows_four_prompts_with_buttons(redis_server,
         assert waiting["content"] == f"**red.png** - Describe by <@{USER_ID}> (Waiting to start) - #1 in line"
         [job_id] = FakeWorker(redis_conn).open_jobs()
         assert custom_ids_of(waiting) == [f"imagine:X:{job_id}"]
-        state = bot.queue.state(job_id)
+        state = queue_of(bot).state(job_id)
         assert state.job.kind is JobKind.DESCRIBE and state.job.model == "tiny"
-        assert bot.artifacts.get(upload_key(job_id)) == image_bytes()  # the worker reads it here, not from Discord
+        assert artifacts_of(bot).get(upload_key(job_id)) == image_bytes()  # the worker reads it here, not from Discord
 
         run_worker()
         [final] = await fake.wait_for("PATCH", r"/messages/@original$")
         await wait_until(lambda: bot.delivery.delivered == 1)
-        state = bot.queue.state(job_id)
+        state = queue_of(bot).state(job_id)
         assert state.status is JobStatus.DONE
-        result = DescribeResult.model_validate_json(bot.artifacts.get(state.result.describe))
+        result = DescribeResult.model_validate_json(artifacts_of(bot).get(state.result.describe))
         assert len(result.suggestions) == 4 and result.aspect == "3:2"
 
         assert final.json["content"] == f"**red.png** - Describe by <@{USER_ID}> (fast)"
@@ -130,7 +140,7 @@ async def test_pressing_1_imagines_the_first_prompt_for_the_presser(redis_server
         feed(bot, fake.press(f"imagine:D:{job_id}:1", message))
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
         [new_id] = FakeWorker(redis_conn).open_jobs()
-        job = bot.queue.state(new_id).job
+        job = queue_of(bot).state(new_id).job
         text, aspect = result.suggestions[0].text.rsplit(" --ar ", 1)
         assert job.kind is JobKind.IMAGINE and job.request.text == text and str(job.request.params.aspect) == aspect
         assert job.model == "tiny" and job.requester.user_id == str(USER_ID)
@@ -151,7 +161,7 @@ async def test_only_the_owner_or_an_admin_may_press_and_the_admin_gets_the_job(
         feed(bot, fake.press(f"imagine:D:{job_id}:2", message, user_id=OTHER_USER_ID, permissions=MANAGE_GUILD))
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
         [new_id] = FakeWorker(redis_conn).open_jobs()
-        job = bot.queue.state(new_id).job
+        job = queue_of(bot).state(new_id).job
         assert job.requester.user_id == str(OTHER_USER_ID)
         assert f"{job.request.text} --ar {job.request.params.aspect}" == result.suggestions[1].text
 

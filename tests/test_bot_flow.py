@@ -20,6 +20,7 @@ from tests.bot_harness import (
     delivered,
     feed,
     finished_job,
+    queue_of,
     refusals,
     run_to_delivery,
     running_bot,
@@ -82,7 +83,7 @@ async def test_imagine_waits_progresses_and_ends_in_one_message_with_buttons(red
         assert not waiting.get("flags")  # public
         [job_id] = worker.open_jobs()
         assert custom_ids_of(waiting) == [f"imagine:X:{job_id}"]
-        state = bot.queue.state(job_id)
+        state = queue_of(bot).state(job_id)
         assert state.job.requester.channel_id == "700000000000000002" and state.job.kind is JobKind.IMAGINE
 
         worker.start(job_id)
@@ -167,7 +168,7 @@ async def test_held_jobs_get_the_job_queued_notice_and_a_full_queue_is_refused(r
         assert notice["title"] == "Job queued" and notice["color"] == 16776960
         assert "this job will start as soon as another one finishes" in notice["description"]
         assert full["flags"] == 64 and full["embeds"][0]["title"] == "Queue full"
-        statuses = sorted(bot.queue.state(j).status.value for j in FakeWorker(redis_conn).open_jobs())
+        statuses = sorted(queue_of(bot).state(j).status.value for j in FakeWorker(redis_conn).open_jobs())
         assert statuses == ["held", "queued"]
 
 
@@ -232,10 +233,10 @@ async def test_u_posts_the_image_and_v_vary_upscale_reroll_start_follow_up_jobs(
             if n == 1:
                 assert answer.json["data"]["content"].startswith("**a lighthouse** - Variations (Strong) by <@")
             await wait_until(lambda n=n: len(worker.open_jobs()) == n)
-            new = bot.queue.state(worker.open_jobs()[-1]).job
+            new = queue_of(bot).state(worker.open_jobs()[-1]).job
             assert (new.kind, new.parent_id, new.index, new.strength) == (kind, job_id, index, strength)
-            assert new.request == bot.queue.state(job_id).job.request
-            assert new.seed != bot.queue.state(job_id).job.seed or kind is JobKind.UPSCALE
+            assert new.request == queue_of(bot).state(job_id).job.request
+            assert new.seed != queue_of(bot).state(job_id).job.seed or kind is JobKind.UPSCALE
 
 
 async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_conn) -> None:
@@ -279,7 +280,7 @@ async def test_cancel_job_button(redis_server, redis_conn) -> None:
         assert update.json["data"]["content"].endswith("(cancelling…)")
         [final] = await fake.wait_for("PATCH", r"/messages/@original$")
         assert final.json["content"].endswith("(cancelled)") and final.json["components"] == []
-        assert bot.queue.state(job_id).status is JobStatus.CANCELLED
+        assert queue_of(bot).state(job_id).status is JobStatus.CANCELLED
 
 
 async def test_a_failed_job_shows_its_error(redis_server, redis_conn) -> None:
@@ -348,7 +349,7 @@ async def test_the_guild_s_policy_is_applied_before_queueing(redis_server, redis
         [_, accepted] = await fake.wait_for("POST", r"/callback$", count=2)
         assert accepted.json["data"]["content"].startswith("**a calm lake** - ")
         [job_id] = FakeWorker(redis_conn).open_jobs()
-        job = bot.queue.state(job_id).job
+        job = queue_of(bot).state(job_id).job
         assert (job.speed, job.model) == ("relax", "sd15")
 
 
@@ -377,7 +378,7 @@ async def fox_generated(bot: Any, fake: FakeDiscord, worker: FakeWorker, tiny: A
     feed(bot, fake.slash("imagine", prompt="a photo of a very small red fox --q .25"))
     await fake.wait_for("POST", r"/callback$")
     [job_id] = worker.open_jobs()
-    job = bot.queue.state(job_id).job
+    job = queue_of(bot).state(job_id).job
     worker.start(job_id)
     return job, generate(tiny, job).images
 
@@ -395,7 +396,7 @@ async def test_the_result_carries_the_diagnostics_summary_and_chart(
         diag = diagnostician.analyze(job, images, tiny.text_encoder)
         key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
         worker.finish(job_id, diagnostics=key)
-        await wait_until(lambda: delivered(bot.queue, job_id))
+        await wait_until(lambda: delivered(queue_of(bot), job_id))
         final = fake.find("PATCH", r"/messages/@original$")[-1]
         assert [f.filename for f in final.files] == [f"{job_id}_grid.png", "chart.png"]
         assert final.files[1].data.startswith(b"\x89PNG")  # the bot drew the chart from the numbers
@@ -416,13 +417,13 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
         job, images = await fox_generated(bot, fake, worker, tiny)
         job_id = job.id
         worker.finish(job_id)
-        await wait_until(lambda: delivered(bot.queue, job_id))
+        await wait_until(lambda: delivered(queue_of(bot), job_id))
         first = fake.find("PATCH", r"/messages/@original$")[-1]
         assert [f.filename for f in first.files] == [f"{job_id}_grid.png"] and not first.json.get("embeds")
 
         diag = diagnostician.analyze(job, images, tiny.text_encoder)
         key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
-        bot.queue.attach_diagnostics(job_id, key, 0.2)
+        queue_of(bot).attach_diagnostics(job_id, key, 0.2)
         [edit] = await fake.wait_for("PATCH", r"/channels/\d+/messages/\d+$")
         assert [f.filename for f in edit.files] == [f"{job_id}_grid.png", "chart.png"]
         [embed] = edit.json["embeds"]

@@ -11,7 +11,7 @@ from typing import Any
 from imagine.guilds import Guilds
 from imagine.jobs import Job
 from imagine.user_settings import UserSettings, UserSettingsStore, settings_key
-from tests.bot_harness import FakeWorker, feed, finished_job, running_bot, view_attached, wait_until
+from tests.bot_harness import FakeWorker, feed, finished_job, queue_of, running_bot, view_attached, wait_until
 from tests.discord_stub import GUILD_ID, OTHER_USER_ID, USER_ID, FakeDiscord
 
 SELECT, BUTTON = 3, 2
@@ -51,7 +51,7 @@ async def imagine(bot: Any, fake: FakeDiscord, worker: FakeWorker, prompt: str) 
     feed(bot, fake.slash("imagine", prompt=prompt))
     await fake.wait_for("POST", r"/callback$", count=answered + 1)
     await wait_until(lambda: len(worker.open_jobs()) == before + 1)
-    return bot.queue.state(worker.open_jobs()[-1]).job
+    return queue_of(bot).state(worker.open_jobs()[-1]).job
 
 
 async def test_settings_is_registered(redis_server, redis_conn) -> None:
@@ -109,12 +109,12 @@ async def test_a_chosen_aspect_applies_to_imagine_unless_the_prompt_gives_one(re
         assert str(job.request.params.aspect) == "1:1"
         feed(bot, fake.slash("imagine", prompt="a {cat, dog --ar 2:3}"))  # decided per permutation
         await wait_until(lambda: len(worker.open_jobs()) == 4)
-        jobs = [bot.queue.state(j).job for j in worker.open_jobs()[2:]]
+        jobs = [queue_of(bot).state(j).job for j in worker.open_jobs()[2:]]
         assert sorted((j.request.text, str(j.request.params.aspect)) for j in jobs) == [("a cat", "16:9"),
                                                                                       ("a dog", "2:3")]
         feed(bot, fake.slash("imagine", user_id=OTHER_USER_ID, prompt="a fox"))  # another user: untouched
         await wait_until(lambda: len(worker.open_jobs()) == 5)
-        assert str(bot.queue.state(worker.open_jobs()[-1]).job.request.params.aspect) == "1:1"
+        assert str(queue_of(bot).state(worker.open_jobs()[-1]).job.request.params.aspect) == "1:1"
 
 
 async def test_model_stylize_relax_and_diagnostics_off_reach_the_job(redis_server, redis_conn) -> None:
@@ -150,10 +150,10 @@ async def test_diagnostics_off_carries_over_to_the_buttons_jobs(redis_server, re
     UserSettingsStore(redis_conn).set(str(USER_ID), diagnostics=False)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job_id, grid = await finished_job(bot, fake, worker)
-        assert bot.queue.state(job_id).job.diagnostics is False
+        assert queue_of(bot).state(job_id).job.diagnostics is False
         feed(bot, fake.press(f"imagine:V:{job_id}:1", grid))
         await wait_until(lambda: len(worker.open_jobs()) == 1)
-        assert bot.queue.state(worker.open_jobs()[0]).job.diagnostics is False
+        assert queue_of(bot).state(worker.open_jobs()[0]).job.diagnostics is False
 
 
 async def test_the_server_s_policy_still_rules(redis_server, redis_conn) -> None:

@@ -15,9 +15,11 @@ from imagine.jobs import JobKind, JobStatus
 from imagine.user_settings import UserSettingsStore
 from tests.bot_harness import (
     FakeWorker,
+    artifacts_of,
     custom_ids_of,
     feed,
     labels_of,
+    queue_of,
     refusals,
     run_to_delivery,
     running_bot,
@@ -37,8 +39,8 @@ async def shortened(bot: Any, fake: FakeDiscord, run_worker: RunWorker,
                     prompt: str = f"{PROMPT} --ar 16:9") -> tuple[str, dict[str, Any], ShortenResult]:
     """/shorten to its delivered analysis: the job id, the result message and the analysis."""
     job_id, message = await run_to_delivery(bot, fake, fake.slash("shorten", prompt=prompt), lambda _: run_worker())
-    result = bot.queue.state(job_id).result
-    analysis = ShortenResult.model_validate_json(bot.artifacts.get(result.shorten))
+    result = queue_of(bot).state(job_id).result
+    analysis = ShortenResult.model_validate_json(artifacts_of(bot).get(result.shorten))
     return job_id, message, analysis
 
 
@@ -73,14 +75,14 @@ async def test_shorten_waits_then_shows_the_analysis_with_five_buttons(redis_ser
         assert waiting["content"] == f"**{PROMPT} --ar 16:9** - Shorten by <@{USER_ID}> (Waiting to start) - #1 in line"
         [job_id] = FakeWorker(redis_conn).open_jobs()
         assert custom_ids_of(waiting) == [f"imagine:X:{job_id}"]
-        assert bot.queue.state(job_id).job.kind is JobKind.SHORTEN
+        assert queue_of(bot).state(job_id).job.kind is JobKind.SHORTEN
 
         run_worker()
         [final] = await fake.wait_for("PATCH", r"/messages/@original$")
         await wait_until(lambda: bot.delivery.delivered == 1)
-        state = bot.queue.state(job_id)
+        state = queue_of(bot).state(job_id)
         assert state.status is JobStatus.DONE and state.result.images == ()
-        analysis = ShortenResult.model_validate_json(bot.artifacts.get(state.result.shorten))
+        analysis = ShortenResult.model_validate_json(artifacts_of(bot).get(state.result.shorten))
         assert analysis.text == PROMPT and len(analysis.proposals) == 5
 
         assert final.json["content"] == f"**{PROMPT} --ar 16:9** - Shorten by <@{USER_ID}> (fast)"
@@ -107,7 +109,7 @@ async def test_pressing_2_imagines_the_second_shorter_prompt_with_the_prompt_s_p
         feed(bot, fake.press(f"imagine:S:{job_id}:2", message))
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
         [new_id] = FakeWorker(redis_conn).open_jobs()
-        job, parent = bot.queue.state(new_id).job, bot.queue.state(job_id).job
+        job, parent = queue_of(bot).state(new_id).job, queue_of(bot).state(job_id).job
         second = analysis.proposals[1].text
         assert job.kind is JobKind.IMAGINE and job.request.text == second
         assert job.request.positive_text == second and job.request.params == parent.request.params
@@ -134,13 +136,13 @@ async def test_the_user_s_settings_apply_to_shorten_and_its_shorter_prompts(
     UserSettingsStore(redis_conn).set(str(USER_ID), aspect="2:3", stylize=750, speed="relax", diagnostics=False)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
         job_id, message, analysis = await shortened(bot, fake, run_worker, f"{PROMPT} --s 50")
-        parent = bot.queue.state(job_id).job
+        parent = queue_of(bot).state(job_id).job
         assert (str(parent.request.params.aspect), parent.request.params.stylize) == ("2:3", 50)
         assert (parent.speed, parent.diagnostics) == ("relax", False)
         feed(bot, fake.press(f"imagine:S:{job_id}:1", message))
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
         [new_id] = FakeWorker(redis_conn).open_jobs()
-        job = bot.queue.state(new_id).job
+        job = queue_of(bot).state(new_id).job
         assert job.request.text == analysis.proposals[0].text
         assert (str(job.request.params.aspect), job.request.params.stylize) == ("2:3", 50)
         assert (job.speed, job.diagnostics) == ("relax", False)
@@ -157,7 +159,7 @@ async def test_only_the_owner_or_a_server_manager_may_press(redis_server, redis_
 
         feed(bot, fake.press(f"imagine:S:{job_id}:1", message, user_id=OTHER_USER_ID, permissions=MANAGE_GUILD))
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)
-        job = bot.queue.state(FakeWorker(redis_conn).open_jobs()[0]).job
+        job = queue_of(bot).state(FakeWorker(redis_conn).open_jobs()[0]).job
         assert job.request.text == analysis.proposals[0].text and job.requester.user_id == str(OTHER_USER_ID)
 
 
@@ -182,7 +184,7 @@ async def test_a_press_on_an_expired_job_or_analysis_says_so(redis_server, redis
         assert unknown.json["data"]["flags"] == 64
         assert embed["title"] == "Job not found" and gone in embed["description"]
 
-        key = bot.queue.state(job_id).result.shorten
+        key = queue_of(bot).state(job_id).result.shorten
         assert redis_conn.delete(f"{KEY_PREFIX}:artifact:{key}") == 1  # the analysis expired before the job
         feed(bot, fake.press(f"imagine:S:{job_id}:3", message))
         [*_, expired] = await fake.wait_for("POST", r"/callback$", count=3)

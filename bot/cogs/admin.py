@@ -18,9 +18,8 @@ from pydantic import ValidationError
 from bot import render, replies
 from bot.cogs.buttons import may_act_for_others
 from imagine.errors import AdminOnly, ImagineError, InvalidParameter, quote
-from imagine.guilds import Guilds
 from imagine.jobs import JobStatus
-from imagine.monitor import overview
+from imagine.monitor import overview_async
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -71,7 +70,7 @@ class ConfirmPurge(discord.ui.View):
     @discord.ui.button(label="Yes, cancel them", style=discord.ButtonStyle.danger)
     async def yes(self, interaction: discord.Interaction, _button: discord.ui.Button[ConfirmPurge]) -> None:
         self.stop()
-        cancelled = await self.bot.run_sync(self.bot.queue.purge, self.guild_id)
+        cancelled = await self.bot.queue.purge(self.guild_id)
         log.warning("guild %s: %s purged %d jobs", self.guild_id, interaction.user.id, len(cancelled))
         await interaction.response.edit_message(content=f"Cancelled {len(cancelled)} waiting jobs.", view=None)
 
@@ -87,7 +86,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
     def __init__(self, bot: ImagineBot) -> None:
         super().__init__()
         self.bot = bot
-        self.guilds = Guilds(bot.queue.redis)
+        self.guilds = bot.guild_policy
         BannedWords(self)  # a subgroup registers itself with its parent
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -116,17 +115,17 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
             "default_model": default_model, "running_limit": running_limit, "waiting_limit": waiting_limit,
             "speed_policy": speed, "diagnostics": diagnostics, "output_filter": output_filter,
         }.items() if v is not None}
-        current = await self.bot.run_sync(self.guilds.config, guild_id)
+        current = await self.guilds.config(guild_id)
         if allow_channel is not None:
             changes["allowed_channels"] = (*current.allowed_channels, str(allow_channel.id))
         if all_channels:
             changes["allowed_channels"] = ()
         try:
-            config = await self.bot.run_sync(self.guilds.set_config, guild_id, **changes) if changes else current
+            config = await self.guilds.set_config(guild_id, **changes) if changes else current
         except ValidationError as exc:
             raise AdminOnly(f"That setting is not valid: {exc.errors()[0]['msg']}.") from None
-        words = await self.bot.run_sync(self.guilds.banned_words, guild_id)
-        users = await self.bot.run_sync(self.guilds.banned_user_count, guild_id)
+        words = await self.guilds.banned_words(guild_id)
+        users = await self.guilds.banned_user_count(guild_id)
         if changes:
             log.info("guild %s: %s changed %s", guild_id, interaction.user.id, sorted(changes))
         await replies.notice(interaction, render.config_embed(config, len(words), int(users)))
@@ -136,7 +135,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
     async def ban_user(self, interaction: discord.Interaction, user: discord.User) -> None:
         """Stop someone from using the bot on this server."""
         guild_id = check_admin(interaction)
-        await self.bot.run_sync(self.guilds.ban_user, guild_id, str(user.id))
+        await self.guilds.ban_user(guild_id, str(user.id))
         await replies.notice(interaction, render.notice_embed(
             "User banned", f"<@{user.id}> can no longer use the bot here."))
 
@@ -145,7 +144,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
     async def unban_user(self, interaction: discord.Interaction, user: discord.User) -> None:
         """Let someone use the bot on this server again."""
         guild_id = check_admin(interaction)
-        await self.bot.run_sync(self.guilds.unban_user, guild_id, str(user.id))
+        await self.guilds.unban_user(guild_id, str(user.id))
         await replies.notice(interaction, render.notice_embed("User unbanned", f"<@{user.id}> can use the bot again."))
 
     @app_commands.command(name="cancel")
@@ -153,7 +152,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
     async def cancel(self, interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 100]) -> None:
         """Cancel anyone's job."""
         check_admin(interaction)
-        status = await self.bot.run_sync(self.bot.queue.cancel, job_id.strip().lower(), "", admin=True)
+        status = await self.bot.queue.cancel(job_id.strip().lower(), "", admin=True)
         text = {JobStatus.CANCELLED: "cancelled", JobStatus.RUNNING: "stopping at its next step"}.get(
             status, f"already {status.value}")
         await replies.notice(interaction, render.notice_embed("Cancel", f"Job `{job_id.strip()}`: {text}."))
@@ -177,7 +176,7 @@ class BannedWords(app_commands.Group, name="banned-words", description="Words re
     async def add(self, interaction: discord.Interaction, words: str) -> None:
         """Refuse prompts with these words (whole words, any case or accents)."""
         guild_id = check_admin(interaction)
-        added = await self.admin.bot.run_sync(self.admin.guilds.ban_words, guild_id, *words.split(","))
+        added = await self.admin.guilds.ban_words(guild_id, *words.split(","))
         await replies.notice(interaction, render.notice_embed("Banned words", f"Added {len(added)}."))
 
     @app_commands.command(name="remove")
@@ -185,14 +184,14 @@ class BannedWords(app_commands.Group, name="banned-words", description="Words re
     async def remove(self, interaction: discord.Interaction, words: str) -> None:
         """Allow these words again."""
         guild_id = check_admin(interaction)
-        removed = await self.admin.bot.run_sync(self.admin.guilds.unban_words, guild_id, *words.split(","))
+        removed = await self.admin.guilds.unban_words(guild_id, *words.split(","))
         await replies.notice(interaction, render.notice_embed("Banned words", f"Removed {removed}."))
 
     @app_commands.command(name="list")
     async def list_(self, interaction: discord.Interaction) -> None:
         """The words refused on this server."""
         guild_id = check_admin(interaction)
-        words = await self.admin.bot.run_sync(self.admin.guilds.banned_words, guild_id)
+        words = await self.admin.guilds.banned_words(guild_id)
         text = ", ".join(f"`{w}`" for w in words) or "none"
         await replies.notice(interaction, render.notice_embed("Banned words", text))
 
@@ -207,7 +206,7 @@ class AdminCog(commands.Cog):
     async def queue(self, interaction: discord.Interaction) -> None:
         """The queue, running jobs, workers and recent failures (admins)."""
         check_admin(interaction)
-        ov = await self.bot.run_sync(overview, self.bot.queue)
+        ov = await overview_async(self.bot.queue)
         await replies.notice(interaction, render.queue_embed(ov))
 
     async def cog_app_command_error(self, interaction: discord.Interaction,

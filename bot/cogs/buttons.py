@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import discord
 
 from bot import custom_ids, render, replies, store
-from bot.images import fit_upload
+from bot.images import fit_upload_off_loop
 from bot.launch import launch, requester_for
 from bot.messages import Post
 from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
@@ -59,7 +59,7 @@ class JobButton:
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         bot = cast("ImagineBot", interaction.client)
         try:
-            self.state = await bot.run_sync(bot.queue.state, self.job_id)
+            self.state = await bot.queue.state(self.job_id)
             owner = self.state.job.requester.user_id
             if str(interaction.user.id) != owner and not may_act_for_others(interaction):
                 raise NotJobOwner(f"Only <@{owner}> (or a server admin) can use the buttons of this job.")
@@ -112,11 +112,12 @@ class Pick(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.PICK.t
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
         key = image_of(self.state, self.n)
         try:
-            png = await bot.run_sync(bot.artifacts.get, key)
+            png = await bot.artifacts.get(key)
         except KeyError:
             raise JobNotFound(f"The images of job {quote(self.job_id)} are no longer stored.") from None
+        assert self.state.result is not None  # image_of found the image in it
         stem = render.upload_stem(self.job_id, self.state.result, key)
-        upload = await bot.run_sync(fit_upload, png, stem, interaction.filesize_limit)
+        upload = await fit_upload_off_loop(png, stem, interaction.filesize_limit)
         job = self.state.job
         await replies.respond(interaction, Post(
             render.image_line(job, self.n), upload=upload, buttons=render.image_buttons(job.id, self.n)))
@@ -198,9 +199,7 @@ class Cancel(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.CANC
         return cls(match["job"])
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
-        status = await bot.run_sync(
-            bot.queue.cancel, self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction)
-        )
+        status = await bot.queue.cancel(self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction))
         if status.finished and status is not JobStatus.CANCELLED:
             await replies.notice(interaction, render.notice_embed(
                 "Job already ended", f"Job {quote(self.job_id)} is already {status.value}."))

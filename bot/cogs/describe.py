@@ -56,7 +56,7 @@ async def result_of(bot: ImagineBot, state: JobState) -> DescribeResult:
     if job.kind is not JobKind.DESCRIBE or state.status is not JobStatus.DONE or not (result and result.describe):
         raise JobNotFound(f"The prompts of job {quote(job.id)} are not available ({state.status.value}).")
     try:
-        raw = await bot.run_sync(bot.artifacts.get, result.describe)
+        raw = await bot.artifacts.get(result.describe)
     except KeyError:
         raise JobNotFound(f"The prompts of job {quote(job.id)} are no longer stored; run /describe again.") from None
     return DescribeResult.model_validate_json(raw)
@@ -90,7 +90,7 @@ class DescribeCog(commands.Cog):
         requester = requester_for(interaction)
         settings, guild = await store.policies(self.bot.redis, requester)
         job = self.bot.jobs.describe(image.filename, requester=requester, settings=settings, guild=guild)
-        await self.bot.run_sync(self.bot.artifacts.put, upload_key(job.id), fetched.data)
+        await self.bot.artifacts.put(upload_key(job.id), fetched.data)
         return job, guild.config
 
 

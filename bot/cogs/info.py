@@ -12,9 +12,10 @@ from discord.ext import commands
 
 from bot import render, replies, store
 from bot.cogs.buttons import may_act_for_others
+from imagine.aqueue import AsyncJobQueue
 from imagine.errors import ImagineError, JobNotFound, NotJobOwner, quote
 from imagine.jobs import JobStatus
-from imagine.queue import JobQueue, active_key, held_key, scope_of
+from imagine.queue import scope_of
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -24,15 +25,15 @@ log = logging.getLogger(__name__)
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def gather_info(queue: JobQueue, guild_id: int | None, user_id: str) -> render.InfoData:
+async def gather_info(queue: AsyncJobQueue, guild_id: int | None, user_id: str) -> render.InfoData:
     """The user's running, queued and held jobs in this guild (limits are per user per guild)
-    and usage counters (blocking: run in a thread)."""
-    scope = scope_of(guild_id, user_id)
+    and usage counters."""
+    active, held = await queue.active_and_held(scope_of(guild_id, user_id))
     running: list[render.JobSummary] = []
     queued: list[render.JobSummary] = []
-    for raw in sorted(queue.redis.smembers(active_key(scope))):
+    for job_id in active:
         try:
-            state = queue.state(raw.decode())
+            state = await queue.state(job_id)
         except JobNotFound:
             continue
         prompt = render.prompt_text(state.job.request)
@@ -40,14 +41,15 @@ def gather_info(queue: JobQueue, guild_id: int | None, user_id: str) -> render.I
             percent = state.progress.get("percent") if state.progress else None
             running.append(render.JobSummary(state.job.id, prompt, "running", percent=percent))
         elif state.status is JobStatus.QUEUED:
-            queued.append(render.JobSummary(state.job.id, prompt, "queued", position=queue.position(state.job.id)))
-    for place, raw in enumerate(queue.redis.lrange(held_key(scope), 0, -1), start=1):
+            position = await queue.position(state.job.id)
+            queued.append(render.JobSummary(state.job.id, prompt, "queued", position=position))
+    for place, job_id in enumerate(held, start=1):
         try:
-            state = queue.state(raw.decode())
+            state = await queue.state(job_id)
         except JobNotFound:
             continue
         queued.append(render.JobSummary(state.job.id, render.prompt_text(state.job.request), "held", position=place))
-    return render.InfoData(running=running, queued=queued, usage=store.read_usage(queue.redis, user_id))
+    return render.InfoData(running=running, queued=queued, usage=await store.read_usage(queue.redis, user_id))
 
 
 class InfoCog(commands.Cog):
@@ -58,7 +60,7 @@ class InfoCog(commands.Cog):
     async def info(self, interaction: discord.Interaction) -> None:
         """Your running and queued jobs on this server, and your usage."""
         try:
-            data = await self.bot.run_sync(gather_info, self.bot.queue, interaction.guild_id, str(interaction.user.id))
+            data = await gather_info(self.bot.queue, interaction.guild_id, str(interaction.user.id))
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
@@ -76,7 +78,7 @@ class InfoCog(commands.Cog):
     async def _show(self, interaction: discord.Interaction, job_id: str) -> None:
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(f"{quote(job_id)} is not a job id; a job id is 32 hexadecimal characters.")
-        state = await self.bot.run_sync(self.bot.queue.state, job_id)
+        state = await self.bot.queue.state(job_id)
         job, result = state.job, state.result
         if job.requester.user_id != str(interaction.user.id) and not may_act_for_others(interaction):
             raise NotJobOwner("You can only show your own jobs.")

@@ -29,7 +29,7 @@ from bot import render, replies
 from imagine.errors import ImagineError
 from imagine.guilds import GuildConfig
 from imagine.request import Params
-from imagine.user_settings import ASPECTS, STYLIZE_LEVELS, UserSettings, UserSettingsStore
+from imagine.user_settings import ASPECTS, STYLIZE_LEVELS, AsyncUserSettingsStore, UserSettings
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -122,7 +122,8 @@ class _Toggle(discord.ui.Button["SettingsPanel"]):
 
     async def callback(self, interaction: discord.Interaction) -> None:
         assert self.view is not None
-        await self.view.save(interaction, **{self.field: self.value})
+        change: dict[str, Any] = {self.field: self.value}
+        await self.view.save(interaction, **change)
 
 
 class _Reset(discord.ui.Button["SettingsPanel"]):
@@ -138,7 +139,7 @@ class _Reset(discord.ui.Button["SettingsPanel"]):
 class SettingsPanel(discord.ui.View):
     """The selects and buttons of one /settings message, for its user only."""
 
-    def __init__(self, bot: ImagineBot, store: UserSettingsStore, user_id: str, settings: UserSettings,
+    def __init__(self, bot: ImagineBot, store: AsyncUserSettingsStore, user_id: str, settings: UserSettings,
                  defaults: Defaults, models: list[str]) -> None:
         super().__init__(timeout=PANEL_TIMEOUT_S)
         self.bot, self.store, self.user_id = bot, store, user_id
@@ -181,9 +182,9 @@ class SettingsPanel(discord.ui.View):
         """Store the change, then show it by editing the panel."""
         try:
             if reset:
-                self.settings = await self.bot.run_sync(self.store.reset, self.user_id)
+                self.settings = await self.store.reset(self.user_id)
             else:
-                self.settings = await self.bot.run_sync(self.store.set, self.user_id, **changes)
+                self.settings = await self.store.set(self.user_id, **changes)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
@@ -199,7 +200,7 @@ class SettingsPanel(discord.ui.View):
 class SettingsCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
-        self.store = UserSettingsStore(bot.queue.redis)
+        self.store = bot.user_settings
 
     @app_commands.command(name="settings")
     async def settings(self, interaction: discord.Interaction) -> None:
@@ -207,11 +208,11 @@ class SettingsCog(commands.Cog):
         user_id = str(interaction.user.id)
         guild_id = str(interaction.guild_id) if interaction.guild_id else None
         try:
-            settings = await self.bot.run_sync(self.store.get, user_id)
+            settings = await self.store.get(user_id)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return
-        guild = await self.bot.run_sync(self.bot.guild_policy.config, guild_id)
+        guild = await self.bot.guild_policy.config(guild_id)
         defaults = Defaults.of(guild, self.bot.settings.default_model)
         panel = SettingsPanel(self.bot, self.store, user_id, settings, defaults, self.bot.models)
         await interaction.response.send_message(embed=panel.embed(), view=panel, ephemeral=True)

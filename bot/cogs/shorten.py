@@ -69,7 +69,7 @@ async def analysis_of(bot: ImagineBot, state: JobState) -> ShortenResult:
     if job.kind is not JobKind.SHORTEN or state.status is not JobStatus.DONE or not (result and result.shorten):
         raise JobNotFound(f"The analysis of job {quote(job.id)} is not available ({state.status.value}).")
     try:
-        raw = await bot.run_sync(bot.artifacts.get, result.shorten)
+        raw = await bot.artifacts.get(result.shorten)
     except KeyError:
         raise JobNotFound(f"The analysis of job {quote(job.id)} is no longer stored; run /shorten again.") from None
     return ShortenResult.model_validate_json(raw)
