@@ -199,8 +199,9 @@ class Cancel(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.CANC
         return cls(match["job"])
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
-        status = await bot.queue.cancel(self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction))
-        if status.finished and status is not JobStatus.CANCELLED:
+        answer = await bot.queue.cancel(self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction))
+        status = answer.status
+        if answer.already_ended:  # a second press: the message already shows its end
             await replies.notice(interaction, render.notice_embed(
                 "Job already ended", f"Job {quote(self.job_id)} is already {status.value}."))
             return
