@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.typing import KeyT, StreamIdT
 
 from imagine.errors import RedisUnavailable
-from imagine.jobs import Job, JobResult, JobStatus
+from imagine.jobs import Job, JobResult
 from imagine.queue import (
     _ADMIT,
     _CANCEL,

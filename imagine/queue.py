@@ -46,11 +46,11 @@ from imagine.errors import (
     ImagineError,
     JobFromNewerVersion,
     JobNotFound,
+    LostInCrash,
     NotJobOwner,
     QueueFull,
     RedisUnavailable,
     UnreadableJob,
-    LostInCrash,
     WorkerLost,
     quote,
 )
@@ -744,7 +744,7 @@ class JobQueue(QueueRules):
         key = job_key(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(key)
+                pipe.watch(key)  # type: ignore[no-untyped-call]
                 status, on, raw, scope = (None if v is None else _text(v)
                                           for v in pipe.hmget(key, "status", "worker", "job", "scope"))
                 if status not in statuses or (worker is not None and (on or "") != worker):
@@ -852,7 +852,8 @@ class JobQueue(QueueRules):
 
     def _open_jobs(self) -> list[OpenJob]:
         """Every open job as the reconciler reads it (two round trips, whatever the count)."""
-        ids = [_text(raw) for raw in self.redis.zrange(OPEN_JOBS, 0, -1)]
+        open_ids: Any = self.redis.zrange(OPEN_JOBS, 0, -1)  # without scores: members only
+        ids = [_text(raw) for raw in open_ids]
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "worker", "queue", "scope", "cancel", "limit")

@@ -111,7 +111,8 @@ def judge(job: OpenJob, workers: dict[str, dict[str, Any]]) -> Problem | None:
     return None
 
 
-def judge_scope(scope: str, active: set[str], held: list[str], jobs: list[OpenJob], default_limit: int) -> list[Problem]:
+def judge_scope(scope: str, active: set[str], held: list[str], jobs: list[OpenJob],
+                default_limit: int) -> list[Problem]:
     """The problems of one user's active set and held list, given their open jobs."""
     by_id = {j.id: j for j in jobs}
     slotted = {j.id for j in jobs if j.status in ("queued", "running")}

@@ -39,6 +39,7 @@ from imagine.queue import (
 from tests.bot_harness import FakeWorker, feed, running_bot
 from tests.discord_stub import FakeDiscord
 from tests.helpers import make_job
+from tests.test_cli import imagine
 from tests.worker_fixtures import work_off, worker_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,3 +256,16 @@ async def test_a_double_press_of_cancel_job_leaves_the_message_cancelled_and_one
         edits = [c for c in fake.calls if c.method == "PATCH" and "cancelling" in json.dumps(c.json)]
         assert edits == [] and fake.message_of(int(waiting["id"]))["content"].endswith("(cancelled)")
         assert deliveries(redis_conn) == [job_id]
+
+
+# --- the admin's repair --------------------------------------------------------------------------------
+
+def test_imagine_queue_repair_prints_what_it_repaired(redis_server, redis_conn, jq, tmp_path) -> None:
+    job = make_job()
+    jq.submit(job)
+    jq.start(job.id, "dead-worker")  # its worker is gone
+    done = imagine("queue", "--repair", cwd=tmp_path, REDIS_URL=redis_server.url, COLUMNS="200",
+                   IMAGINE_WORKER_TTL_S="0.1", IMAGINE_WORKER_HEARTBEAT_S="0.1")  # Redis is not just restarting
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Repaired 1 job(s)" in done.stdout and job.id in done.stdout and "fail-lost" in done.stdout
+    assert jq.state(job.id).result.error.title == "Worker lost"
