@@ -11,6 +11,7 @@ Where things live (``imagine:`` keys are ours, ``rq:`` keys are RQ's)::
     imagine:jobs:open           zset  every job not finished yet, by creation time (for recovery)
     imagine:jobs:finished       zset  jobs finished in the last day, by end time (for monitoring)
     imagine:deliveries          stream one entry per finished job, for the bot to deliver
+    imagine:reconcile:suspects  hash  broken invariants by when first seen (``imagine.reconcile``)
     rq:queue:imagine:{speed}:{model}  RQ's queue of job ids: fast before relax, one per model
 
 RQ carries only the job id and calls ``worker.tasks.run_job`` by dotted path, so the bot
@@ -861,8 +862,8 @@ class JobQueue(QueueRules):
         queued = [(job_id, row[2]) for job_id, row in zip(ids, rows, strict=True) if row[0] == "queued" and row[2]]
         lines = sorted({qname for _, qname in queued})
         pipe = self.redis.pipeline(transaction=False)
-        for qname in lines:
-            pipe.lrange(rq_queue_key(qname), 0, -1)
+        for line in lines:
+            pipe.lrange(rq_queue_key(line), 0, -1)
         for job_id, _ in queued:
             pipe.hmget(rq_job_key(job_id), "status", "worker_name")
         replies = pipe.execute() if queued else []

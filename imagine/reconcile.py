@@ -25,6 +25,7 @@ running on a worker whose heartbeat expired (or no worker)  failed: "Worker lost
 running on a live worker whose heartbeat names no/another   failed: "Lost in a queue crash"  grace
 queued, out of RQ's line, never started, its taker dead     enqueued again                   at once*
 queued, out of RQ's line, taken by a live worker            enqueued again                   grace
+queued, never reached RQ (a crash after admission)          enqueued again                   grace
 held, out of the held list                                  cancelled (cancel asked) or held  grace
 a slot taken by a job not queued or running                 freed (the next held job starts) grace
 a queued or running job without a slot                      given its slot                   grace
@@ -99,7 +100,7 @@ def judge(job: OpenJob, workers: dict[str, dict[str, Any]]) -> Problem | None:
         return None
     if st == "queued" and not job.in_line:
         if not job.in_rq:
-            return Problem(job.id, "admitted, never reached RQ", "requeue", job.scope, at_once=True)
+            return Problem(job.id, "admitted, never reached RQ", "requeue", job.scope)  # or in flight
         if job.rq_worker is None or job.rq_worker not in workers:
             return Problem(job.id, f"taken by {job.rq_worker or 'no worker'}, which is gone, and never started",
                            "requeue", job.scope, at_once=True)
