@@ -3,7 +3,7 @@
     imagine parse "PROMPT" [--json]        the normalized request(s), or the error (exit 2)
     imagine run "PROMPT" [--model M] [--out DIR]   prompt -> queue -> worker -> images on disk
     imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
-    imagine queue [--watch]                 queues, running jobs, workers, failures (for admins)
+    imagine queue [--watch | --repair]      queues, running jobs, workers, failures; repair stuck jobs (admins)
     imagine schema                         the JSON schema of the job contract
     imagine shorten "PROMPT" [--json]       which words matter, and shorter prompts
     imagine embed "TEXT" [--encoder minilm|clip] [--pooling cls|mean|max|eos] [--json]   a text's vector
@@ -112,7 +112,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from imagine.monitor import overview, render
     from imagine.queue import JobQueue
 
-    jq = JobQueue.from_settings(get_settings())
+    settings = get_settings()
+    jq = JobQueue.from_settings(settings)
+    if args.repair:
+        return repair(jq, grace_s=settings.worker_ttl_s + settings.worker_heartbeat_s)
     if not args.watch:
         Console().print(render(overview(jq)))
         return 0
@@ -120,6 +123,23 @@ def cmd_queue(args: argparse.Namespace) -> int:
         while True:
             time.sleep(args.interval)
             live.update(render(overview(jq)))
+
+
+def repair(jq: Any, grace_s: float) -> int:
+    """``imagine queue --repair``: one reconciler pass (``imagine.reconcile``) and a table of what it
+    repaired; what is still within its grace is counted (a later pass, or a worker, repairs it)."""
+    from rich.table import Table
+
+    repaired, waiting = jq.reconcile(grace_s)
+    table = Table("job", "user", "what was wrong", "repair", title=f"Repaired {len(repaired)} job(s)")
+    for p in repaired:
+        table.add_row(p.job_id, p.scope or "", p.seen, p.repair)
+    console = Console()
+    console.print(table)
+    if waiting:
+        console.print(f"{len(waiting)} more within their {grace_s:.0f} s grace "
+                      "(in flight, or repaired by a later pass).")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -211,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("queue", help="the queue, running jobs, workers and failures (REDIS_URL)")
     p.add_argument("--watch", action="store_true", help="keep the view live")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    p.add_argument("--repair", action="store_true", help="repair stuck jobs and slots now, and list what was repaired")
     p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("shorten", help="which words of a prompt matter, and shorter prompts (no images)")

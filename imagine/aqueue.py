@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.typing import KeyT, StreamIdT
 
 from imagine.errors import RedisUnavailable
-from imagine.jobs import Job, JobResult, JobStatus
+from imagine.jobs import Job, JobResult
 from imagine.queue import (
     _ADMIT,
     _CANCEL,
@@ -28,6 +28,7 @@ from imagine.queue import (
     REDIS_DOWN,
     WORKERS,
     Admission,
+    Cancellation,
     Event,
     JobState,
     QueueLimits,
@@ -41,6 +42,7 @@ from imagine.queue import (
     parse_events,
     parse_state,
     runtimes_key,
+    user_scope,
     waiting_in_guild,
     worker_key,
 )
@@ -145,14 +147,14 @@ class AsyncJobQueue(QueueRules):
     # --- cancel --------------------------------------------------------------------------------
 
     @_redis_errors
-    async def cancel(self, job_id: str, user_id: str, *, admin: bool = False) -> JobStatus:
+    async def cancel(self, job_id: str, user_id: str, *, admin: bool = False) -> Cancellation:
         """``JobQueue.cancel``: CANCELLED when it is gone at once, RUNNING when its worker was
-        told to stop, or the final status it already had."""
+        told to stop; a job that had ended keeps its end (``already_ended``, nothing written)."""
         st = await self.state(job_id)
         outcome = text(await self._cancel(*self.cancel_call(st, user_id, admin)))
         if outcome == "cancelled":
             await self._finish(job_id, st.job, self.cancelled(job_id))
-        return self.cancel_status(outcome)
+        return self.cancellation(outcome)
 
     @_redis_errors
     async def purge(self, guild_id: str) -> list[str]:
@@ -163,17 +165,18 @@ class AsyncJobQueue(QueueRules):
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "job")
         waiting = waiting_in_guild(ids, await pipe.execute() if ids else [], guild_id)
-        cancelled = [job_id for job_id in waiting if await self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED]
+        cancelled = [job_id for job_id in waiting if (await self.cancel(job_id, "", admin=True)).cancelled_now]
         log.info("guild %s: purged %d waiting jobs", guild_id, len(cancelled))
         return cancelled
 
     async def _finish(self, job_id: str, job: Job, result: JobResult) -> None:
-        """``JobQueue.finish`` of a job cancelled before it started (no worker will finish it)."""
+        """``JobQueue.finish`` of a job cancelled before it started: only the canceller that took
+        it out of line (``_CANCEL``'s 'cancelled') gets here, so it ends once."""
         pipe = self.redis.pipeline(transaction=True)
         self.fill_finish(pipe, job_id, job, result)
         await pipe.execute()
         self.finished(job_id, job, result)
-        promoted = await self._release(*self.release_call(job, job_id))
+        promoted = await self._release(*self.release_call(user_scope(job), job_id))
         if promoted:
             nxt, qname = (text(x) for x in promoted)
             pipe = self.redis.pipeline(transaction=True)

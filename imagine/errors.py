@@ -135,6 +135,24 @@ class WorkerLost(RetryableError):
     title = "Worker lost"
 
 
+class LostInCrash(RetryableError):
+    """A job left running by a queue crash that lost its end (``imagine.reconcile``)."""
+
+    title = "Lost in a queue crash"
+
+
+class UnreadableJob(ImagineError):
+    """A stored job no worker can read (not JSON, no job, not a job): failed, never run."""
+
+    title = "Unreadable job"
+
+
+class JobFromNewerVersion(UnreadableJob):
+    """A job written by a newer bot (a higher ``schema_version``) than this worker reads."""
+
+    title = "Job from a newer version"
+
+
 class SetupError(ImagineError):
     """The installation lacks something only its operator can provide; the message says what."""
 

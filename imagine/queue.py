@@ -11,6 +11,7 @@ Where things live (``imagine:`` keys are ours, ``rq:`` keys are RQ's)::
     imagine:jobs:open           zset  every job not finished yet, by creation time (for recovery)
     imagine:jobs:finished       zset  jobs finished in the last day, by end time (for monitoring)
     imagine:deliveries          stream one entry per finished job, for the bot to deliver
+    imagine:reconcile:suspects  hash  broken invariants by when first seen (``imagine.reconcile``)
     rq:queue:imagine:{speed}:{model}  RQ's queue of job ids: fast before relax, one per model
 
 RQ carries only the job id and calls ``worker.tasks.run_job`` by dotted path, so the bot
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypedDict, TypeVar
 
 import redis
+from pydantic import ValidationError
 from redis.typing import EncodableT, FieldT
 from rq import Queue
 from rq.job import Job as RQJob
@@ -43,15 +45,20 @@ from rq.utils import now as rq_now
 from imagine import constants as c
 from imagine import metrics
 from imagine.errors import (
+    ImagineError,
+    JobFromNewerVersion,
     JobNotFound,
+    LostInCrash,
     NotJobOwner,
     QueueFull,
     RedisUnavailable,
+    UnreadableJob,
     WorkerLost,
     quote,
 )
 from imagine.jobs import ErrorInfo, Job, JobResult, JobStatus
-from imagine.redis_replies import members, required_text, text
+from imagine.reconcile import SUSPECTS, OpenJob, Problem, due, judge, judge_scope
+from imagine.redis_replies import members, text
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +173,11 @@ return {status, place}
 _RELEASE = """
 -- KEYS: active set, held list, finished job hash ; ARGV: id, default running limit, key prefix
 -- Frees the finished job's slot (its limit: the one it was admitted under) and promotes the
--- user's oldest held job into it. Returns {promoted id, its RQ queue name} or false.
+-- user's oldest held job into it. Returns {promoted id, its RQ queue name} or false. The
+-- reconciler calls it too, with a slot left by a job that is gone, or with '' and the first held
+-- job's hash (a free slot nobody took): a job still queued or running keeps its slot.
+local st = redis.call('HGET', KEYS[3], 'status')
+if st == 'queued' or st == 'running' then return false end  -- its slot is its own (a late repair)
 redis.call('SREM', KEYS[1], ARGV[1])
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[2])
 if redis.call('SCARD', KEYS[1]) < limit then
@@ -194,14 +205,17 @@ return {'running', redis.call('HGET', KEYS[1], 'job')}
 
 _CANCEL = """
 -- KEYS: job hash, held list, rq queue list, RQ's job hash ; ARGV: id, now
--- Returns what happened: the job's final status, or 'cancelling' when a worker must stop it.
+-- Returns what happened: 'cancelled' (this caller took it out of line and must finish it),
+-- 'cancelling' when a worker (or an earlier cancel, or the reconciler) ends it, or
+-- 'ended:<status>' when it had ended already (nothing is written then).
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 'missing' end
-if st == 'done' or st == 'failed' or st == 'cancelled' then return st end
+if st == 'done' or st == 'failed' or st == 'cancelled' then return 'ended:' .. st end
+if redis.call('HGET', KEYS[1], 'cancel') then return 'cancelling' end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 if st == 'held' then
-  redis.call('LREM', KEYS[2], 0, ARGV[1])
-  return 'cancelled'
+  if redis.call('LREM', KEYS[2], 0, ARGV[1]) > 0 then return 'cancelled' end
+  return 'cancelling'
 end
 if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
   redis.call('DEL', KEYS[4])
@@ -260,6 +274,19 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Cancellation:
+    """The answer to a cancel: CANCELLED (gone at once), RUNNING (its worker stops it within a
+    step), or, with ``already_ended``, the final status it had before (nothing was written)."""
+
+    status: JobStatus
+    already_ended: bool = False
+
+    @property
+    def cancelled_now(self) -> bool:
+        return self.status is JobStatus.CANCELLED and not self.already_ended
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a job's event stream: progress (with an optional PNG preview) or the end."""
 
@@ -277,6 +304,34 @@ ScriptCall = tuple[list[str], list[Any]]
 
 def not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"No job {quote(job_id)} exists (results are kept for 7 days).")
+
+
+OPEN_STATUSES = ("held", "queued", "running")
+"""A job's status while it is in ``imagine:jobs:open``."""
+
+
+def read_job(job_id: str, raw: bytes | str | None) -> Job:
+    """A stored job's JSON to its Job; UnreadableJob (JobFromNewerVersion for a job a newer bot
+    wrote) when no worker of this version can run it: it is failed, never run (a poison job)."""
+    try:
+        data = json.loads(raw) if raw is not None else None
+    except ValueError:
+        data = None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > c.SCHEMA_VERSION:
+        raise JobFromNewerVersion(
+            f"Job {quote(job_id)} was submitted by a newer version of the bot (job format {version}; "
+            f"this worker reads {c.SCHEMA_VERSION}); nothing was run. Submit it again once the workers are upgraded.")
+    try:
+        return Job.model_validate(data)
+    except ValidationError:
+        raise UnreadableJob(f"Job {quote(job_id)} was stored in a form no worker can read; nothing was run. "
+                            "Please submit it again.") from None
+
+
+def scope_user(scope: str) -> str:
+    """The user id of a ``user_scope``."""
+    return scope.rpartition(":")[2]
 
 
 def parse_state(job_id: str, raw: Mapping[bytes | str, bytes | str]) -> JobState:
@@ -439,16 +494,18 @@ class QueueRules:
         return JobResult(job_id=job_id, status=JobStatus.CANCELLED)
 
     @staticmethod
-    def cancel_status(outcome: str) -> JobStatus:
+    def cancellation(outcome: str) -> Cancellation:
         """``_CANCEL``'s answer once the job is settled: RUNNING while its worker stops it."""
-        return JobStatus.RUNNING if outcome == "cancelling" else JobStatus(outcome)
+        if outcome.startswith("ended:"):
+            return Cancellation(JobStatus(outcome.removeprefix("ended:")), already_ended=True)
+        return Cancellation(JobStatus.RUNNING if outcome == "cancelling" else JobStatus(outcome))
 
-    def release_call(self, job: Job, finished_job_id: str) -> ScriptCall:
-        scope = user_scope(job)
+    def release_call(self, scope: str, finished_job_id: str) -> ScriptCall:
         return [active_key(scope), held_key(scope), job_key(finished_job_id)], [finished_job_id, self.running_limit, P]
 
-    def fill_finish(self, pipe: Any, job_id: str, job: Job, result: JobResult) -> None:
-        """Queue on a transaction the writes of a job's end (``JobQueue.finish``)."""
+    def fill_finish(self, pipe: Any, job_id: str, job: Job | None, result: JobResult, scope: str = "") -> None:
+        """Queue on a transaction the writes of a job's end (``JobQueue.finish``); ``job`` None:
+        a job no worker can read (its user from its ``scope``)."""
         now = time.time()
         data = json.dumps({"status": result.status.value, "error": result.error and result.error.model_dump()})
         pipe.hset(
@@ -462,17 +519,19 @@ class QueueRules:
         pipe.expire(events_key(job_id), self.result_ttl_s)
         pipe.xadd(
             DELIVERIES,
-            {"job_id": job_id, "status": result.status.value, "user": job.requester.user_id},
+            {"job_id": job_id, "status": result.status.value,
+             "user": job.requester.user_id if job else scope_user(scope)},
             maxlen=10_000,
             approximate=True,
         )
-        if result.status is JobStatus.DONE and "total" in result.timings:
+        if job is not None and result.status is JobStatus.DONE and "total" in result.timings:
             pipe.lpush(runtimes_key(job.model), result.timings["total"])
             pipe.ltrim(runtimes_key(job.model), 0, 99)
 
     @staticmethod
-    def finished(job_id: str, job: Job, result: JobResult) -> None:
-        metrics.JOBS_FINISHED.labels(job.kind.value, job.model, result.status.value).inc()
+    def finished(job_id: str, job: Job | None, result: JobResult) -> None:
+        kind, model = (job.kind.value, job.model) if job else ("unknown", "unknown")
+        metrics.JOBS_FINISHED.labels(kind, model, result.status.value).inc()
         log.info("job %s %s", job_id, result.status.value)
 
 
@@ -597,15 +656,15 @@ class JobQueue(QueueRules):
     # --- cancel --------------------------------------------------------------------------------
 
     @_redis_errors
-    def cancel(self, job_id: str, user_id: str, *, admin: bool = False) -> JobStatus:
-        """Cancel a job as its owner (or an admin). Returns CANCELLED when it is gone at once,
-        RUNNING when its worker was told to stop (it stops within one step), or the final
-        status it already had."""
+    def cancel(self, job_id: str, user_id: str, *, admin: bool = False) -> Cancellation:
+        """Cancel a job as its owner (or an admin): CANCELLED when it is gone at once, RUNNING
+        when its worker was told to stop (it stops within one step); a job that had ended
+        already keeps its end (``already_ended``: nothing is written)."""
         st = self.state(job_id)
         outcome = text(self._cancel(*self.cancel_call(st, user_id, admin)))
         if outcome == "cancelled":
             self.finish(job_id, self.cancelled(job_id), job=st.job)
-        return self.cancel_status(outcome)
+        return self.cancellation(outcome)
 
     @_redis_errors
     def cancel_requested(self, job_id: str) -> bool:
@@ -621,7 +680,7 @@ class JobQueue(QueueRules):
         for job_id in ids:
             pipe.hmget(job_key(job_id), "status", "job")
         waiting = waiting_in_guild(ids, pipe.execute() if ids else [], guild_id)
-        cancelled = [job_id for job_id in waiting if self.cancel(job_id, "", admin=True) is JobStatus.CANCELLED]
+        cancelled = [job_id for job_id in waiting if self.cancel(job_id, "", admin=True).cancelled_now]
         log.info("guild %s: purged %d waiting jobs", guild_id, len(cancelled))
         return cancelled
 
@@ -630,18 +689,26 @@ class JobQueue(QueueRules):
     @_redis_errors
     def start(self, job_id: str, worker: str) -> Job | None:
         """Mark the job running on this worker; None (and the job cancelled) if it was cancelled
-        or already ended, so a worker never runs a job twice or runs a cancelled one."""
-        status, job_json = self._start(keys=[job_key(job_id)], args=[worker, time.time()])
-        status = status.decode()
+        or already ended, so a worker never runs a job twice or runs a cancelled one. A job no
+        worker can read (a poison job) is failed with its reason before it is marked running."""
+        try:
+            job = read_job(job_id, self.redis.hget(job_key(job_id), "job"))
+        except UnreadableJob as exc:
+            log.error("job %s cannot be run by %s: %s", job_id, worker, exc)
+            self._settle(job_id, self.failed(job_id, exc, worker), statuses=("queued",))
+            return None
+        status = text(self._start(keys=[job_key(job_id)], args=[worker, time.time()])[0])
         if status == "running":
-            job = Job.model_validate_json(job_json)
             metrics.JOB_WAIT.labels(job.model).observe(max(0.0, time.time() - job.created_at))
             return job
         if status == "cancel":
-            job = Job.model_validate_json(required_text(self.redis.hget(job_key(job_id), "job"), f"job {job_id}"))
-            self.finish(job_id, self.cancelled(job_id), job=job)
+            self._settle(job_id, self.cancelled(job_id), statuses=("queued",))
         log.info("job %s not started by %s: it is %s", job_id, worker, status)
         return None
+
+    @staticmethod
+    def failed(job_id: str, error: ImagineError, worker: str | None = None) -> JobResult:
+        return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error.to_dict()), worker=worker)
 
     @_redis_errors
     def publish_progress(
@@ -659,15 +726,39 @@ class JobQueue(QueueRules):
         pipe.execute()
 
     @_redis_errors
-    def finish(self, job_id: str, result: JobResult, *, job: Job | None = None) -> None:
+    def finish(self, job_id: str, result: JobResult, *, job: Job | None = None) -> bool:
         """Record a job's end (done, failed or cancelled), tell its followers and the bot,
-        free its slot and enqueue the user's next held job."""
-        job = job or self.state(job_id).job
-        pipe = self.redis.pipeline(transaction=True)
-        self.fill_finish(pipe, job_id, job, result)
-        pipe.execute()
+        free its slot and enqueue the user's next held job. A job that ended already keeps its
+        first end (one delivery per job): False then. (``job`` is read from Redis.)"""
+        if self._settle(job_id, result, statuses=OPEN_STATUSES):
+            return True
+        log.warning("job %s had ended already; its %s end is not recorded", job_id, result.status.value)
+        return False
+
+    def _settle(self, job_id: str, result: JobResult, *, statuses: Sequence[str], worker: str | None = None) -> bool:
+        """``finish`` only while the job's status is one of ``statuses`` (and, given ``worker``,
+        it runs there): checked and written in one transaction (WATCH), so of two settlers of a
+        job (its worker, a cancel, the reconciler) only the first writes an end."""
+        key = job_key(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                status, on, raw, scope = (None if v is None else text(v)
+                                          for v in pipe.hmget(key, "status", "worker", "job", "scope"))
+                if status not in statuses or (worker is not None and (on or "") != worker):
+                    return False
+                try:
+                    job: Job | None = read_job(job_id, raw)
+                except UnreadableJob:
+                    job = None
+                pipe.multi()
+                self.fill_finish(pipe, job_id, job, result, scope or "")
+                pipe.execute()
+            except redis.WatchError:
+                return False
         self.finished(job_id, job, result)
-        self._promote(job, job_id)
+        self._promote(scope or (user_scope(job) if job else ""), job_id)
+        return True
 
     @_redis_errors
     def attach_diagnostics(self, job_id: str, key: str | None, seconds: float) -> None:
@@ -701,8 +792,8 @@ class JobQueue(QueueRules):
                     return True
         return False
 
-    def _promote(self, job: Job, finished_job_id: str) -> None:
-        promoted = self._release(*self.release_call(job, finished_job_id))
+    def _promote(self, scope: str, finished_job_id: str) -> None:
+        promoted = self._release(*self.release_call(scope, finished_job_id))
         if promoted:
             nxt, qname = (text(x) for x in promoted)
             self._enqueue(nxt, qname)
@@ -729,46 +820,138 @@ class JobQueue(QueueRules):
 
     @_redis_errors
     def recover(self, grace_s: float = 0.0) -> list[str]:
-        """Settle jobs that crashes left behind; returns the ids it touched.
+        """Run the reconciler (``imagine.reconcile``) once; the ids of the jobs it repaired."""
+        return [p.job_id for p in self.reconcile(grace_s)[0]]
 
-        - running on a worker whose heartbeat expired -> failed with WorkerLost (the user is told),
-          unless Redis itself started less than ``grace_s`` ago: after a Redis restart every
-          worker's heartbeat has expired, and the workers get that long (their TTL) to announce
-          themselves again before their jobs are taken for lost;
-        - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again.
-        """
-        touched = []
-        ids = members(self.redis.zrange(OPEN_JOBS, 0, -1))
+    @_redis_errors
+    def reconcile(self, grace_s: float = 0.0) -> tuple[list[Problem], list[Problem]]:
+        """Check every open job and its user's slots against the invariants of
+        ``imagine.reconcile``; repair what broke them (each on its own: one that cannot be
+        repaired is logged and never stops the pass). Returns (repaired, waiting for their grace).
+        After a Redis restart, the workers get ``grace_s`` to announce themselves again before
+        their jobs are taken for lost."""
+        now = time.time()
+        workers = {w["name"]: w for w in self.workers()}
+        jobs = self._open_jobs()
+        problems = [p for p in (judge(j, workers) for j in jobs) if p is not None]
+        problems += self._slot_problems(jobs)
+        first_seen = {text(k): float(v) for k, v in self.redis.hgetall(SUSPECTS).items()}
+        restarting = grace_s > 0 and int(self.redis.info("server")["uptime_in_seconds"]) < grace_s
+        now_due, waiting = due(problems, first_seen, now, grace_s, restarting)
+        repaired = [p for p in now_due if self._repair(p)]
+        pipe = self.redis.pipeline(transaction=False)
+        gone = set(first_seen) - {p.key for p in waiting}
+        if gone:
+            pipe.hdel(SUSPECTS, *gone)
+        for p in waiting:
+            pipe.hsetnx(SUSPECTS, p.key, now)
+        pipe.execute()
+        return repaired, waiting
+
+    def _open_jobs(self) -> list[OpenJob]:
+        """Every open job as the reconciler reads it (two round trips, whatever the count)."""
+        open_ids: Any = self.redis.zrange(OPEN_JOBS, 0, -1)  # without scores: members only
+        ids = [text(raw) for raw in open_ids]
         pipe = self.redis.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "status", "worker", "queue")
-        rows = pipe.execute() if ids else []
-        alive = {w["name"] for w in self.workers()}
-        orphans = {job_id for job_id, (status, worker, _) in zip(ids, rows, strict=True)
-                   if status == b"running" and worker.decode() not in alive}
-        if orphans and grace_s > 0 and int(self.redis.info("server")["uptime_in_seconds"]) < grace_s:
-            orphans = set()  # Redis has just restarted: their workers have not announced themselves yet
-        for job_id, (status, worker, qname) in zip(ids, rows, strict=True):
-            if status is None:  # expired
-                self.redis.zrem(OPEN_JOBS, job_id)
-            elif job_id in orphans:
-                err = WorkerLost(
-                    "The worker running this job stopped unexpectedly; nothing was delivered. "
-                    "Please submit it again."
-                )
-                log.warning("job %s: worker %s is gone; marking it failed", job_id, worker.decode())
-                self.finish(
-                    job_id,
-                    JobResult(
-                        job_id=job_id,
-                        status=JobStatus.FAILED,
-                        error=ErrorInfo(**err.to_dict()),
-                        worker=worker.decode(),
-                    ),
-                )
-                touched.append(job_id)
-            elif status == b"queued" and not self.redis.exists(rq_job_key(job_id)):
-                log.warning("job %s was admitted but never reached RQ; enqueuing it", job_id)
-                self._enqueue(job_id, qname.decode())
-                touched.append(job_id)
-        return touched
+            pipe.hmget(job_key(job_id), "status", "worker", "queue", "scope", "cancel", "limit")
+        rows = [[None if v is None else text(v) for v in row] for row in (pipe.execute() if ids else [])]
+        queued = [(job_id, row[2]) for job_id, row in zip(ids, rows, strict=True) if row[0] == "queued" and row[2]]
+        lines = sorted({qname for _, qname in queued})
+        pipe = self.redis.pipeline(transaction=False)
+        for line in lines:
+            pipe.lrange(rq_queue_key(line), 0, -1)
+        for job_id, _ in queued:
+            pipe.hmget(rq_job_key(job_id), "status", "worker_name")
+        replies = pipe.execute() if queued else []
+        in_rq_line = {text(x) for members in replies[:len(lines)] for x in members}
+        taken = {job_id: rq for (job_id, _), rq in zip(queued, replies[len(lines):], strict=True)}
+        held = self._held_lists({row[3] for row in rows if row[0] == "held" and row[3]})
+        jobs = []
+        for job_id, (status, worker, qname, scope, cancel, limit) in zip(ids, rows, strict=True):
+            rq_status, rq_worker = taken.get(job_id, (None, None))
+            jobs.append(OpenJob(
+                job_id, status, worker, qname, scope, cancel is not None,
+                int(limit) if limit and limit.isdigit() else None,
+                in_line=job_id in in_rq_line if status == "queued" else job_id in held.get(scope or "", ()),
+                rq_worker=text(rq_worker) if rq_worker else None, in_rq=rq_status is not None))
+        return jobs
+
+    def _held_lists(self, scopes: set[str]) -> dict[str, list[str]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in sorted(scopes):
+            pipe.lrange(held_key(scope), 0, -1)
+        return {scope: [text(x) for x in members]
+                for scope, members in zip(sorted(scopes), pipe.execute() if scopes else [], strict=True)}
+
+    def _slot_problems(self, jobs: list[OpenJob]) -> list[Problem]:
+        """``judge_scope`` for every user with open jobs: their slots and held list."""
+        scopes = sorted({j.scope for j in jobs if j.scope})
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.smembers(active_key(scope))
+        actives = pipe.execute() if scopes else []
+        held = self._held_lists(set(scopes))
+        problems = []
+        for scope, active in zip(scopes, actives, strict=True):
+            mine = [j for j in jobs if j.scope == scope]
+            problems += judge_scope(scope, {text(x) for x in active}, held[scope], mine, self.running_limit)
+        return problems
+
+    def _repair(self, p: Problem) -> bool:
+        """Apply one repair; False (logged) when the job moved on meanwhile or the repair failed."""
+        try:
+            done = self._apply(p)
+        except Exception:  # one bad entry must never stop the pass
+            log.exception("job %s: could not repair (%s)", p.job_id, p.seen)
+            return False
+        if done:
+            log.warning("job %s: %s; repaired: %s", p.job_id, p.seen, p.repair)
+        return done
+
+    def _apply(self, p: Problem) -> bool:
+        key = job_key(p.job_id)
+        if p.repair == "drop":
+            return bool(self.redis.zrem(OPEN_JOBS, p.job_id))
+        if p.repair == "fail-lost":
+            err: ImagineError = WorkerLost("The worker running this job stopped unexpectedly; nothing was delivered. "
+                                           "Please submit it again.")
+            return self._settle(p.job_id, self.failed(p.job_id, err, p.worker or None), statuses=("running",),
+                                worker=p.worker)
+        if p.repair == "fail-crash":
+            err = LostInCrash("This job's end was lost when the job queue crashed; nothing was delivered. "
+                              "Lost in a queue crash: press 🔄 to run it again.")
+            return self._settle(p.job_id, self.failed(p.job_id, err, p.worker), statuses=("running",),
+                                worker=p.worker)
+        if p.repair == "cancel":
+            return self._settle(p.job_id, self.cancelled(p.job_id), statuses=("held",))
+        if p.repair == "requeue":
+            qname = self.redis.hget(key, "queue")
+            if self.redis.hget(key, "status") != b"queued" or qname is None:
+                return False
+            self._enqueue(p.job_id, text(qname))
+            return True
+        scope = p.scope or ""
+        if p.repair == "hold":
+            return bool(self.redis.eval(_IF_STATUS_RPUSH, 2, key, held_key(scope), "held", p.job_id))
+        if p.repair == "take-slot":
+            return bool(self.redis.sadd(active_key(scope), p.job_id))
+        if p.repair == "unlist":
+            return bool(self.redis.lrem(held_key(scope), 0, p.job_id))
+        if p.repair in ("free-slot", "promote"):
+            gone = p.job_id if p.repair == "free-slot" else ""
+            promoted = self._release(keys=[active_key(scope), held_key(scope), key], args=[gone, self.running_limit, P])
+            if promoted:
+                nxt, qname = (text(x) for x in promoted)
+                self._enqueue(nxt, qname)
+            return p.repair == "free-slot" or bool(promoted)
+        raise ValueError(f"unknown repair {p.repair!r}")
+
+
+_IF_STATUS_RPUSH = """
+-- KEYS: job hash, list ; ARGV: status, id. Puts the job back in the list while it has that status.
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+if redis.call('LPOS', KEYS[2], ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""

@@ -16,7 +16,7 @@ from imagine.aqueue import AsyncJobQueue
 from imagine.errors import NotJobOwner, QueueFull, RedisUnavailable
 from imagine.guilds import AsyncGuilds, Guilds
 from imagine.jobs import JobStatus
-from imagine.queue import TASK, JobQueue, fill_enqueue, queue_name, rq_job_key, rq_queue_key
+from imagine.queue import TASK, Cancellation, JobQueue, fill_enqueue, queue_name, rq_job_key, rq_queue_key
 from imagine.user_settings import AsyncUserSettingsStore, UserSettingsStore
 from tests.helpers import make_job
 
@@ -84,12 +84,12 @@ async def test_cancelling_a_queued_job_promotes_the_held_one_into_rq(redis_conn,
     assert (await aq.submit(second)).status is JobStatus.HELD
     with pytest.raises(NotJobOwner):
         await aq.cancel(first.id, "someone else")
-    assert await aq.cancel(first.id, first.requester.user_id) is JobStatus.CANCELLED
+    assert (await aq.cancel(first.id, first.requester.user_id)).cancelled_now
     assert not redis_conn.exists(rq_job_key(first.id))  # RQ will not run it
     assert (await aq.state(first.id)).status is JobStatus.CANCELLED
     assert (await aq.state(second.id)).status is JobStatus.QUEUED
     assert rq_ids(redis_conn) == [second.id]  # the held job took the freed slot
-    assert await aq.cancel(first.id, first.requester.user_id) is JobStatus.CANCELLED  # already ended
+    assert await aq.cancel(first.id, first.requester.user_id) == Cancellation(JobStatus.CANCELLED, already_ended=True)
 
 
 async def test_purge_cancels_only_the_guilds_jobs_that_have_not_started(redis_conn, aconn) -> None:

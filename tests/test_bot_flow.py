@@ -277,7 +277,7 @@ async def test_cancel_job_button(redis_server, redis_conn) -> None:
         feed(bot, fake.press(f"imagine:X:{job_id}", waiting))
         [_, update] = await fake.wait_for("POST", r"/callback$", count=2)
         assert update.json["type"] == 7 and update.json["data"]["components"] == []
-        assert update.json["data"]["content"].endswith("(cancelling…)")
+        assert update.json["data"]["content"].endswith("(cancelled)")  # it was waiting: cancelled at once
         [final] = await fake.wait_for("PATCH", r"/messages/@original$")
         assert final.json["content"].endswith("(cancelled)") and final.json["components"] == []
         assert queue_of(bot).state(job_id).status is JobStatus.CANCELLED

@@ -12,7 +12,7 @@ import redis
 
 from imagine.errors import JobNotFound, NotJobOwner, QueueFull, RedisUnavailable
 from imagine.jobs import ErrorInfo, JobResult, JobStatus
-from imagine.queue import JobQueue, job_key, queue_name
+from imagine.queue import Cancellation, JobQueue, job_key, queue_name
 from imagine.redis_server import RedisServer
 from tests.helpers import make_job
 
@@ -107,18 +107,18 @@ def test_cancel_held_queued_and_running_jobs(jq: JobQueue) -> None:
     for j in jobs:
         jq.submit(j)
     # held: gone at once
-    assert jq.cancel(jobs[3].id, "111") is JobStatus.CANCELLED
+    assert jq.cancel(jobs[3].id, "111").cancelled_now
     assert jq.redis.llen("imagine:user:222:111:held") == 0
     # queued: removed from RQ at once
-    assert jq.cancel(jobs[1].id, "111") is JobStatus.CANCELLED
+    assert jq.cancel(jobs[1].id, "111").cancelled_now
     assert jobs[1].id not in rq_ids(jq)
     # running: the worker is told (flag) and the job is not final yet
     assert jq.start(jobs[0].id, "w1") is not None
-    assert jq.cancel(jobs[0].id, "111") is JobStatus.RUNNING
+    assert jq.cancel(jobs[0].id, "111").status is JobStatus.RUNNING
     assert jq.cancel_requested(jobs[0].id)
     assert jq.state(jobs[0].id).status is JobStatus.RUNNING
-    # finished jobs report their final status
-    assert jq.cancel(jobs[3].id, "111") is JobStatus.CANCELLED
+    # finished jobs report their final status, as ended before
+    assert jq.cancel(jobs[3].id, "111") == Cancellation(JobStatus.CANCELLED, already_ended=True)
     assert [e.type for e in jq.events(jobs[1].id)] == ["cancelled"]
 
 
@@ -127,7 +127,7 @@ def test_only_the_owner_or_an_admin_may_cancel(jq: JobQueue) -> None:
     jq.submit(job)
     with pytest.raises(NotJobOwner):
         jq.cancel(job.id, "222")
-    assert jq.cancel(job.id, "222", admin=True) is JobStatus.CANCELLED
+    assert jq.cancel(job.id, "222", admin=True).cancelled_now
 
 
 def test_a_job_cancelled_before_a_worker_takes_it_never_starts(jq: JobQueue) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,9 @@ class WorkerRuntime:
 DIAGNOSED = (JobKind.IMAGINE, JobKind.REROLL, JobKind.VARIATION)
 """Kinds whose results carry embedding diagnostics (a prompt and a grid)."""
 
+START_DELAY_ENV = "IMAGINE_TEST_START_DELAY_S"
+"""Seconds a job waits between RQ and ``JobQueue.start``: set by the tests only, to kill a worker there."""
+
 _runtime: WorkerRuntime | None = None
 _png_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png")
 """Encodes a job's PNGs in parallel (the grid is the largest)."""
@@ -79,6 +83,8 @@ def png(image: Image.Image) -> bytes:
 def run_job(job_id: str) -> dict[str, str]:
     """Run one job end to end; returns a small summary (RQ keeps it; the real result is in Redis)."""
     rt = current()
+    if delay := float(os.environ.get(START_DELAY_ENV, "0") or 0):
+        time.sleep(delay)  # tests only: widens the window between RQ handing the job over and start
     job = rt.queue.start(job_id, rt.name)
     if job is None:
         return {"job_id": job_id, "status": "skipped"}
@@ -137,9 +143,11 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_call
 
 
 def _finish(rt: WorkerRuntime, job: Job, result: JobResult, redis_calls: RideOut) -> None:
+    """Record the end; the heartbeat names the job until it is recorded, so no reconciler takes
+    a job whose end waits for Redis for a lost one."""
+    redis_calls.until_back("recording its end", rt.queue.finish, job.id, result, job=job)
     rt.current_job = None
     metrics.WORKER_BUSY.set(0)
-    redis_calls.until_back("recording its end", rt.queue.finish, job.id, result, job=job)
 
 
 def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:

@@ -152,9 +152,10 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
     async def cancel(self, interaction: discord.Interaction, job_id: app_commands.Range[str, 1, 100]) -> None:
         """Cancel anyone's job."""
         check_admin(interaction)
-        status = await self.bot.queue.cancel(job_id.strip().lower(), "", admin=True)
-        text = {JobStatus.CANCELLED: "cancelled", JobStatus.RUNNING: "stopping at its next step"}.get(
-            status, f"already {status.value}")
+        answer = await self.bot.queue.cancel(job_id.strip().lower(), "", admin=True)
+        status = answer.status
+        text = f"already {status.value}" if answer.already_ended else {
+            JobStatus.CANCELLED: "cancelled", JobStatus.RUNNING: "stopping at its next step"}.get(status, status.value)
         await replies.notice(interaction, render.notice_embed("Cancel", f"Job `{job_id.strip()}`: {text}."))
 
     @app_commands.command(name="purge-queue")

@@ -188,7 +188,8 @@ class Reroll(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.RERO
 
 
 class Cancel(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.CANCEL.template):
-    """Cancel Job: the message says "cancelling" at once; delivery then shows "(cancelled)"."""
+    """Cancel Job: the message says "cancelled" at once (a job still waiting) or "cancelling" (a running
+    one: delivery then shows "(cancelled)"); a second press answers that the job already ended."""
 
     def __init__(self, job_id: str) -> None:
         super().__init__(_button(custom_ids.CANCEL(job=job_id), "Cancel Job"))
@@ -199,15 +200,17 @@ class Cancel(JobButton, discord.ui.DynamicItem[Button], template=custom_ids.CANC
         return cls(match["job"])
 
     async def pressed(self, bot: ImagineBot, interaction: discord.Interaction) -> None:
-        status = await bot.queue.cancel(self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction))
-        if status.finished and status is not JobStatus.CANCELLED:
+        answer = await bot.queue.cancel(self.job_id, str(interaction.user.id), admin=may_act_for_others(interaction))
+        status = answer.status
+        if answer.already_ended:  # a second press: the message already shows its end
             await replies.notice(interaction, render.notice_embed(
                 "Job already ended", f"Job {quote(self.job_id)} is already {status.value}."))
             return
         message = bot.messages.get(self.job_id)
         if message is not None:
             message.closed = True  # no progress edit may bring the button back
-        await interaction.response.edit_message(content=render.ended_line(self.state.job, "cancelling…"), view=None)
+        ended = "cancelled" if answer.cancelled_now else "cancelling…"  # the delivery's edit may come first
+        await interaction.response.edit_message(content=render.ended_line(self.state.job, ended), view=None)
         log.info("job %s: cancel requested by %s (%s)", self.job_id, interaction.user.id, status.value)
 
 
