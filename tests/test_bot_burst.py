@@ -53,9 +53,10 @@ async def test_a_burst_of_200_imagine_in_one_channel_delivers_each_result_once_w
     # client misjudged.
     assert sum(burst.limited.values()) <= 10, burst.limited
 
-    # the result never waits for a window that progress filled (that wait would be about 4 s)
+    # the result never waits for a window that progress filled (that wait is 3.4 s or more;
+    # here it takes about 0.1 s, the bound leaves room for a loaded 2-core machine)
     waits = burst.done_to_posted()
-    assert len(waits) == 200 and percentile(waits, 95) < 1.5, sorted(waits)[-5:]
+    assert len(waits) == 200 and percentile(waits, 95) < 2.5, sorted(waits)[-5:]
 
 
 async def test_a_result_still_rate_limited_after_discord_py_s_retries_stays_pending_and_is_delivered_later(
