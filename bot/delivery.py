@@ -14,7 +14,7 @@ to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``b
    marker is acknowledged without posting: a bot that stopped between the post and the
    acknowledgement never posts twice.
 
-A transient failure (Discord 5xx, network, Redis) leaves the entry pending: it is tried
+A transient failure (Discord 5xx or 429, network, Redis) leaves the entry pending: it is tried
 again every ``retry_s``. A channel the bot may no longer post in (403/404) is logged and the
 entry acknowledged; the result stays available through /show. A result whose files expired
 before it was posted is shown as failed (``ResultExpired``).
@@ -321,6 +321,8 @@ class Delivery:
             except discord.HTTPException as exc:
                 if exc.status >= 500:
                     raise
+                if exc.status == 429:  # still rate limited after discord.py's own retries: later
+                    raise RetryableError(f"Discord rate limited the result ({exc})") from exc
                 log.error("job %s: Discord refused the result (%s %s); giving up", message.job_id, exc.status, exc)
                 return None
 

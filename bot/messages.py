@@ -111,6 +111,13 @@ class JobMessage:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one edit at a time
     closed: bool = False  # result delivered or cancel pressed: no more progress edits
 
+    @property
+    def route(self) -> str:
+        """The rate-limit bucket its edits go to: the interaction's token while it lives, else the channel."""
+        if self.interaction is not None and not self.interaction.is_expired():
+            return f"token:{self.interaction.token}"
+        return f"channel:{self.channel_id}"
+
     def posted(self, message_id: int | None) -> None:
         self.message_id = message_id
         self.ready.set()

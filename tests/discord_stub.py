@@ -7,6 +7,8 @@ bodies as exactly ``application/json``, the interaction callback as
 ``{"interaction": ..., "resource": {"type", "message"}}``, messages with ids, attachments
 and components; errors as ``{"message", "code"}``. ``fail()`` makes chosen calls fail
 (401 code 50027 for an expired interaction token, 403, 404, 5xx).
+``FakeDiscord(rate_limits=True)`` also enforces Discord's rate limits (``tests.discord_ratelimits``):
+per-route buckets, the global 50 requests/s, 429s as Discord sends them, counted in ``limited``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from tests.discord_ratelimits import RateLimits
 
 APP_ID = 900000000000000001
 BOT_ID = 900000000000000002
@@ -82,6 +86,8 @@ class _Failure:
 class FakeDiscord:
     """``async with FakeDiscord() as d:`` then ``d.base_url`` is the REST API's base."""
 
+    rate_limits: bool = False  # enforce Discord's rate limits (off: every request is answered)
+    limits: RateLimits = field(default_factory=RateLimits)
     calls: list[Call] = field(default_factory=list)
     messages: dict[int, dict[str, Any]] = field(default_factory=dict)
     _tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # interaction token -> info
@@ -178,6 +184,13 @@ class FakeDiscord:
         body, files = await _read_body(request)
         call = Call(request.method, path, dict(request.query), body, files, time.monotonic())
         self.calls.append(call)
+        headers: dict[str, str] = {}
+        if self.rate_limits:
+            verdict = self.limits.check(request.method, path)
+            if not verdict.allowed:
+                call.status = 429
+                return _json(verdict.body, 429, verdict.headers)
+            headers = verdict.headers
         for failure in self._failures:
             if failure.times > 0 and failure.method == request.method and failure.pattern.search(path):
                 failure.times -= 1
@@ -187,7 +200,7 @@ class FakeDiscord:
         if answer is None:
             call.status = 404
             return _json({"message": "Unknown route or message", "code": 10008}, 404)
-        return _json(answer) if answer != 204 else web.Response(status=204)
+        return _json(answer, headers=headers) if answer != 204 else web.Response(status=204, headers=headers)
 
     def _answer(self, method: str, path: str, body: dict[str, Any], files: list[Upload]) -> Any:
         if method == "GET" and path == "/users/@me":
@@ -316,9 +329,10 @@ async def local_origin(handler: Callable[[web.Request], Awaitable[web.StreamResp
         await runner.cleanup()
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """Exactly ``application/json`` (discord.py decodes nothing else)."""
-    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={**(headers or {}), "Content-Type": "application/json"})
 
 
 # --- a minimal gateway ----------------------------------------------------------------------------

@@ -193,6 +193,22 @@ def test_throttle_allows_one_edit_per_interval_on_a_fake_clock() -> None:
     assert throttle.wait_s("b") == 0  # jobs are throttled independently
 
 
+def test_throttle_leaves_the_result_a_free_request_in_every_rate_limit_window() -> None:
+    """Progress every 0.2 s for 12 s on one interaction token: at most 3 edits in any 5.5 s
+    (Discord allows 5 per 5 s: one is kept for the result, one so that it does not spend the window)."""
+    tenths = [0]
+    throttle = Throttle(0.2, clock=lambda: tenths[0] / 10)
+    sent = []
+    for _ in range(120):
+        for job in ("a", "b"):  # two jobs of one interaction share its token's budget
+            if throttle.wait_s(job, "token:t") == 0:
+                throttle.mark(job, "token:t")
+                sent.append(tenths[0] / 10)
+        tenths[0] += 1
+    assert sent == [0.0, 0.0, 0.2, 5.5, 5.5, 5.7, 11.0, 11.0, 11.2]
+    assert throttle.wait_s("c", "token:other") == 0  # another token has its own budget
+
+
 def _noise_png(side: int) -> bytes:
     buf = io.BytesIO()
     Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, format="PNG")
