@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import discord
 
@@ -26,10 +26,11 @@ from bot import render, replies, store
 from bot.messages import JobMessages, Post
 from bot.progress import ProgressFollower
 from imagine.aqueue import AsyncJobQueue
-from imagine.errors import ImagineError
+from imagine.errors import ImagineError, ModelUnserved, quote
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job, JobStatus, Requester
 from imagine.queue import wait_per_place
+from imagine.unserved import serves
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +47,43 @@ class Admitted:
     status: JobStatus  # QUEUED or HELD
     position: int | None
     wait_s: float | None
+    served: bool = True  # False: no live worker serves its model right now (it waits for one)
 
 
 class WaitEstimates:
-    """Seconds per place in line for each model, re-read at most every ``ttl_s``.
+    """Seconds per place in line for each model, and whether a live worker serves a model, from
+    the workers' announcements re-read at most every ``ttl_s`` (every ``unserved_ttl_s`` while
+    the model asked about is not served: a worker that comes up is noticed soon).
 
     The estimate of ``JobQueue.estimated_wait_s`` (place x median recent run time / live
     workers serving the model), without re-reading the job and the workers at every
     submission: those inputs change slowly, submissions come in bursts.
     """
 
-    def __init__(self, queue: AsyncJobQueue, ttl_s: float = 10.0) -> None:
+    def __init__(self, queue: AsyncJobQueue, ttl_s: float = 10.0, unserved_ttl_s: float = 1.0) -> None:
         self.queue = queue
         self.ttl_s = ttl_s
+        self.unserved_ttl_s = unserved_ttl_s
         self._per_place: dict[str, tuple[float, float | None]] = {}  # model -> (read at, seconds)
+        self._workers: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])  # (read at, live workers)
+
+    async def workers(self, model: str) -> list[dict[str, Any]]:
+        """The live workers' announcements, as recently read as the rules above ask for ``model``."""
+        read_at, workers = self._workers
+        ttl = self.ttl_s if serves(workers, model) else self.unserved_ttl_s
+        if time.monotonic() - read_at >= ttl:
+            workers = await self.queue.workers()
+            self._workers = (time.monotonic(), workers)
+        return workers
+
+    async def served(self, model: str) -> bool:
+        """Whether a live worker serves ``model`` now."""
+        return serves(await self.workers(model), model)
 
     async def wait_s(self, model: str, position: int) -> float | None:
         read_at, per_place = self._per_place.get(model, (float("-inf"), None))
         if time.monotonic() - read_at >= self.ttl_s:
-            per_place = wait_per_place(await self.queue.recent_runtimes(model), await self.queue.workers(), model)
+            per_place = wait_per_place(await self.queue.recent_runtimes(model), await self.workers(model), model)
             self._per_place[model] = (time.monotonic(), per_place)
         return None if per_place is None else position * per_place
 
@@ -84,12 +103,17 @@ class Launcher(Protocol):
 
 async def admit(queue: AsyncJobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
     """Submit a job (made by ``imagine.job_factory``) within its guild's limits and count it in its
-    user's usage. Raises the UserError that refuses it."""
+    user's usage. Raises the ImagineError that refuses it: ModelUnserved when no live worker serves
+    its model and the guild refuses such jobs (else it waits, and ``served`` says so)."""
+    served = await waits.served(job.model)
+    if not served and guild.unserved == "refuse":
+        raise ModelUnserved(f"No worker serves {quote(job.model)} right now, and this server does not queue jobs "
+                            "that would wait for one; pick another model with `--v` or try again later.")
     admission = await queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit,
                                    also=lambda pipe: store.count_submission(pipe, job))
     position = admission.position if admission.status is JobStatus.QUEUED else None
-    wait_s = await waits.wait_s(job.model, position) if position else None
-    return Admitted(job, admission.status, position, wait_s)
+    wait_s = await waits.wait_s(job.model, position) if position and served else None
+    return Admitted(job, admission.status, position, wait_s, served)
 
 
 def requester_for(interaction: discord.Interaction) -> Requester:
@@ -124,7 +148,7 @@ async def launch(bot: Launcher, interaction: discord.Interaction, jobs: list[Job
         job = admitted.job
         held = [render.held_embed()] if admitted.status is JobStatus.HELD else []
         post = Post(
-            render.waiting_line(job, admitted.position, admitted.wait_s),
+            render.waiting_line(job, admitted.position, admitted.wait_s, served=admitted.served),
             embeds=held,
             buttons=render.running_buttons(job.id),
         )

@@ -18,7 +18,8 @@
      ├── RetryableError       a failure of ours that may pass: try again later
      │    ├── RedisUnavailable    Redis cannot be reached
      │    ├── OutOfMemory         the GPU ran out of memory even at a smaller batch
-     │    └── WorkerLost          the worker died while running the job
+     │    ├── WorkerLost          the worker died while running the job
+     │    └── ModelUnserved       no live worker serves the job's model (refused, or failed after a wait)
      ├── SetupError           the installation lacks something only its operator can provide; the
      │    │                   message says what to install or set (printed as one line, never retried)
      │    ├── RedisServerMissing  no redis-server to start for `imagine run` / the tests
@@ -133,6 +134,13 @@ class OutOfMemory(RetryableError):
 
 class WorkerLost(RetryableError):
     title = "Worker lost"
+
+
+class ModelUnserved(RetryableError):
+    """No live worker serves the job's model: refused at submit (the guild's ``unserved: refuse``)
+    or failed once it waited past ``IMAGINE_UNSERVED_WAIT_S`` (``imagine.unserved``)."""
+
+    title = "No worker for this model"
 
 
 class SetupError(ImagineError):

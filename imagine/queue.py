@@ -52,6 +52,7 @@ from imagine.errors import (
 )
 from imagine.jobs import ErrorInfo, Job, JobResult, JobStatus
 from imagine.redis_replies import members, required_text, text
+from imagine.unserved import OpenJob, overdue, served_models
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ FINISHED_JOBS = f"{P}:jobs:finished"
 FINISHED_KEEP_S = 24 * 3600
 DELIVERIES = f"{P}:deliveries"
 WORKERS = f"{P}:workers"
+SERVED_MODELS = f"{P}:models:served"
+"""Hash: model -> the last time a live worker announced it (``imagine.unserved``)."""
 
 
 def job_key(job_id: str) -> str:
@@ -103,6 +106,11 @@ def runtimes_key(model: str) -> str:
 def queue_name(speed: str, model: str) -> str:
     """RQ queue of one speed and one model: a worker listens only to its models' queues."""
     return f"{P}:{speed}:{model}"
+
+
+def model_of_queue(name: str) -> str:
+    """The model of an RQ queue named by ``queue_name``."""
+    return name.split(":", 2)[2]
 
 
 def rq_queue_key(name: str) -> str:
@@ -208,6 +216,22 @@ if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
   return 'cancelled'
 end
 return 'cancelling'
+"""
+
+
+_WITHDRAW = """
+-- KEYS: job hash, held list, rq queue list, RQ's job hash ; ARGV: id
+-- Takes a job that has not started out of line (the user's held list or its RQ queue) and marks
+-- it failed, so no worker starts it and no cancel ends it again; 1 if it did, 0 if it had
+-- started or ended (or a worker has just taken it from RQ's list).
+local st = redis.call('HGET', KEYS[1], 'status')
+local taken = 0
+if st == 'held' then taken = redis.call('LREM', KEYS[2], 0, ARGV[1]) end
+if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
+  redis.call('DEL', KEYS[4]); taken = 1
+end
+if taken > 0 then redis.call('HSET', KEYS[1], 'status', 'failed') end
+return taken
 """
 
 
@@ -373,6 +397,7 @@ class QueueLimits(TypedDict, total=False):
     waiting_limit: int
     job_timeout_s: int
     result_ttl_s: int
+    unserved_wait_s: float
 
 
 class QueueRules:
@@ -386,11 +411,13 @@ class QueueRules:
         waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
         job_timeout_s: int = c.JOB_TIMEOUT_S,
         result_ttl_s: int = c.RESULT_TTL_S,
+        unserved_wait_s: float = c.UNSERVED_WAIT_S,
     ) -> None:
         self.running_limit = running_limit
         self.waiting_limit = waiting_limit
         self.job_timeout_s = job_timeout_s
         self.result_ttl_s = result_ttl_s
+        self.unserved_wait_s = unserved_wait_s
 
     def admission_call(self, job: Job, running_limit: int | None, waiting_limit: int | None) -> AdmissionCall:
         """The limits default to the queue's; a guild's own limits are passed by the bot."""
@@ -495,15 +522,17 @@ class JobQueue(QueueRules):
         waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
         job_timeout_s: int = c.JOB_TIMEOUT_S,
         result_ttl_s: int = c.RESULT_TTL_S,
+        unserved_wait_s: float = c.UNSERVED_WAIT_S,
     ) -> None:
         super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
-                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s)
+                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s, unserved_wait_s=unserved_wait_s)
         self.redis = connection
         self._admit = connection.register_script(_ADMIT)
         self._release = connection.register_script(_RELEASE)
         self._start = connection.register_script(_START)
         self._cancel = connection.register_script(_CANCEL)
         self._position = connection.register_script(_POSITION)
+        self._withdraw = connection.register_script(_WITHDRAW)
         self._queues: dict[str, Queue] = {}
 
     @classmethod
@@ -517,6 +546,7 @@ class JobQueue(QueueRules):
             waiting_limit=settings.waiting_limit,
             job_timeout_s=settings.job_timeout_s,
             result_ttl_s=settings.result_ttl_s,
+            unserved_wait_s=settings.unserved_wait_s,
         )
 
     def rq_queue(self, name: str) -> Queue:
@@ -725,7 +755,38 @@ class JobQueue(QueueRules):
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(worker_key(info["name"]), json.dumps(info), px=int(ttl_s * 1000))
         pipe.sadd(WORKERS, info["name"])
+        if info.get("models"):
+            pipe.hset(SERVED_MODELS, mapping=dict.fromkeys(info["models"], time.time()))
         pipe.execute()
+
+    @_redis_errors
+    def fail_unserved(self, now: float | None = None) -> list[str]:
+        """Fail the jobs not started whose model no live worker serves and that waited past
+        ``unserved_wait_s`` (``imagine.unserved``), each with the reason its user reads; their ids.
+        Each job is handled on its own: one that cannot be read is skipped, never the pass."""
+        now = time.time() if now is None else now
+        scored: Any = self.redis.zrange(OPEN_JOBS, 0, -1, withscores=True)  # [(member, created_at)]
+        entries = [(text(m), float(t)) for m, t in scored]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in entries:
+            pipe.hmget(job_key(job_id), "status", "queue")
+        rows = pipe.execute() if entries else []
+        jobs = [OpenJob(job_id, text(status), model_of_queue(text(qname)), created)
+                for (job_id, created), (status, qname) in zip(entries, rows, strict=True) if status and qname]
+        last_served = {text(m): float(t) for m, t in self.redis.hgetall(SERVED_MODELS).items()}
+        failed = []
+        for late in overdue(jobs, served_models(self.workers()), last_served, now, self.unserved_wait_s):
+            try:
+                st = self.state(late.job_id)
+                if not self._withdraw(*self.cancel_call(st, "", admin=True)):
+                    continue  # a worker took it meanwhile, or it ended
+                log.warning("job %s: no live worker serves %s; failing it", late.job_id, late.model)
+                self.finish(late.job_id, JobResult(job_id=late.job_id, status=JobStatus.FAILED,
+                                                   error=ErrorInfo(**late.error.to_dict())), job=st.job)
+                failed.append(late.job_id)
+            except (ValueError, JobNotFound):  # unreadable or gone: the reconciler's to repair
+                log.exception("job %s: could not be failed as unserved", late.job_id)
+        return failed
 
     @_redis_errors
     def recover(self, grace_s: float = 0.0) -> list[str]:
@@ -735,7 +796,9 @@ class JobQueue(QueueRules):
           unless Redis itself started less than ``grace_s`` ago: after a Redis restart every
           worker's heartbeat has expired, and the workers get that long (their TTL) to announce
           themselves again before their jobs are taken for lost;
-        - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again.
+        - queued but missing from RQ (a crash between admission and enqueue) -> enqueued again;
+        - not started, waited past ``unserved_wait_s`` with no live worker for its model -> failed
+          (``fail_unserved``).
         """
         touched = []
         ids = members(self.redis.zrange(OPEN_JOBS, 0, -1))
@@ -771,4 +834,4 @@ class JobQueue(QueueRules):
                 log.warning("job %s was admitted but never reached RQ; enqueuing it", job_id)
                 self._enqueue(job_id, qname.decode())
                 touched.append(job_id)
-        return touched
+        return touched + self.fail_unserved()
