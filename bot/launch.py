@@ -1,4 +1,5 @@
-"""Starting jobs from an interaction: admit each, give it its message, follow its progress.
+"""Starting jobs from an interaction: admit them as one unit (all or none), give each its
+message, follow its progress.
 
 Shared by /imagine (one job per permutation and ``--repeat``) and by the buttons that start
 a job (V1-V4, Vary, Upscale, 🔄). Per job, the Discord requests are: one message (the
@@ -101,19 +102,29 @@ class Launcher(Protocol):
     def progress(self) -> ProgressFollower: ...
 
 
-async def admit(queue: AsyncJobQueue, waits: WaitEstimates, job: Job, guild: GuildConfig) -> Admitted:
-    """Submit a job (made by ``imagine.job_factory``) within its guild's limits and count it in its
-    user's usage. Raises the ImagineError that refuses it: ModelUnserved when no live worker serves
-    its model and the guild refuses such jobs (else it waits, and ``served`` says so)."""
-    served = await waits.served(job.model)
-    if not served and guild.unserved == "refuse":
-        raise ModelUnserved(f"No worker serves {quote(job.model)} right now, and this server does not queue jobs "
+async def admit(queue: AsyncJobQueue, waits: WaitEstimates, jobs: list[Job], guild: GuildConfig) -> list[Admitted]:
+    """Submit one user's jobs (made by ``imagine.job_factory``) as one unit within its guild's
+    limits, and count them in the user's usage. Raises the ImagineError that refuses them all:
+    QueueFull when they do not all fit; ModelUnserved when no live worker serves a model and the
+    guild refuses such jobs (else they wait, and ``served`` says so)."""
+    served = {model: await waits.served(model) for model in dict.fromkeys(job.model for job in jobs)}
+    unserved = [model for model, ok in served.items() if not ok]
+    if unserved and guild.unserved == "refuse":
+        raise ModelUnserved(f"No worker serves {quote(unserved[0])} right now, and this server does not queue jobs "
                             "that would wait for one; pick another model with `--v` or try again later.")
-    admission = await queue.submit(job, running_limit=guild.running_limit, waiting_limit=guild.waiting_limit,
-                                   also=lambda pipe: store.count_submission(pipe, job))
-    position = admission.position if admission.status is JobStatus.QUEUED else None
-    wait_s = await waits.wait_s(job.model, position) if position and served else None
-    return Admitted(job, admission.status, position, wait_s, served)
+
+    def count(pipe: Any) -> None:
+        for job in jobs:
+            store.count_submission(pipe, job)
+
+    admissions = await queue.submit_all(jobs, running_limit=guild.running_limit,
+                                        waiting_limit=guild.waiting_limit, also=count)
+    admitted = []
+    for a in admissions:
+        position = a.position if a.status is JobStatus.QUEUED else None
+        wait_s = await waits.wait_s(a.job.model, position) if position and served[a.job.model] else None
+        admitted.append(Admitted(a.job, a.status, position, wait_s, served[a.job.model]))
+    return admitted
 
 
 def requester_for(interaction: discord.Interaction) -> Requester:
@@ -126,26 +137,25 @@ def requester_for(interaction: discord.Interaction) -> Requester:
 
 
 async def launch(bot: Launcher, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
-    """Admit the jobs in order, within ``guild``'s limits; each admitted job gets its message and
-    is followed.
+    """Admit the jobs as one unit, within ``guild``'s limits (``admit``); then each gets its
+    message, in order, and is followed.
 
-    A refusal (Queue full, Redis down) comes back ephemeral and stops the rest.
+    A refusal (Queue full, Redis down) comes back ephemeral, and no job was submitted.
     """
     channel_id = interaction.channel_id
     if channel_id is None:
         raise ValueError(f"interaction {interaction.id} has no channel")
-    for i, job in enumerate(jobs):
-        message = bot.messages.expect(job.id, channel_id, interaction)
-        try:
-            admitted = await _admit_in_time(bot, interaction, job, guild)
-        except ImagineError as exc:
+    messages = {job.id: bot.messages.expect(job.id, channel_id, interaction) for job in jobs}
+    try:
+        every = await _admit_in_time(bot, interaction, jobs, guild)
+    except ImagineError as exc:
+        for job in jobs:
             bot.messages.forget(job.id)
-            if i:
-                exc = type(exc)(f"{exc.message} ({len(jobs) - i} of {len(jobs)} jobs were not submitted.)")
-            log.info("job %s of user %s refused: %s", job.id, job.requester.user_id, exc.title)
-            await replies.error(interaction, exc)
-            return
-        job = admitted.job
+        log.info("%d job(s) of user %s refused: %s", len(jobs), jobs[0].requester.user_id, exc.title)
+        await replies.error(interaction, exc)
+        return
+    for admitted in every:
+        job, message = admitted.job, messages[admitted.job.id]
         held = [render.held_embed()] if admitted.status is JobStatus.HELD else []
         post = Post(
             render.waiting_line(job, admitted.position, admitted.wait_s, served=admitted.served),
@@ -181,11 +191,12 @@ async def answering_failures(interaction: discord.Interaction, command: str) -> 
         await replies.notice(interaction, replies.something_went_wrong(command))
 
 
-async def _admit_in_time(bot: Launcher, interaction: discord.Interaction, job: Job, guild: GuildConfig) -> Admitted:
-    task = asyncio.ensure_future(admit(bot.queue, bot.waits, job, guild))
+async def _admit_in_time(bot: Launcher, interaction: discord.Interaction, jobs: list[Job],
+                         guild: GuildConfig) -> list[Admitted]:
+    task = asyncio.ensure_future(admit(bot.queue, bot.waits, jobs, guild))
     if not interaction.response.is_done():
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
         if not done:
-            log.warning("job %s: admission is slow; deferring the response", job.id)
+            log.warning("job %s: admission is slow; deferring the response", jobs[0].id)
             await replies.defer(interaction)
     return await task

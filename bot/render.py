@@ -189,9 +189,12 @@ def image_line(job: Job, n: int) -> str:
     return f"**{truncate(prompt, MAX_CONTENT - len(tail) - 4)}**{tail}"
 
 
-def confirm_text(jobs: int) -> str:
-    """The question asked before a prompt that makes many jobs is submitted."""
-    return f"This prompt makes **{jobs} jobs**. Do you want to submit them all?"
+def confirm_text(jobs: int, free_running: int) -> str:
+    """The question asked before a prompt that makes many jobs is submitted (they all fit the
+    user's free slots: ``free_running`` of them could start now, the rest wait for those)."""
+    now = min(jobs, free_running)
+    plan = f"all {jobs} start now" if now == jobs else f"{now} start now, {jobs - now} wait for a free slot"
+    return f"This prompt makes **{jobs} jobs** ({plan}). Do you want to submit them all?"
 
 
 # --- embeds -----------------------------------------------------------------------------------

@@ -153,22 +153,33 @@ _redis_errors = redis_errors(REDIS_DOWN)
 # --- Lua scripts: each runs atomically inside Redis -------------------------------------------
 
 _ADMIT = """
--- KEYS: job hash, active set, held list, open zset
--- ARGV: id, job json, running limit, waiting limit, now, ttl, queue name, user scope
-local status, place = nil, 0
-if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[3]) then
-  redis.call('SADD', KEYS[2], ARGV[1]); status = 'queued'
-elseif redis.call('LLEN', KEYS[3]) < tonumber(ARGV[4]) then
-  status = 'held'
-  place = redis.call('RPUSH', KEYS[3], ARGV[1])
-else
-  return {'full', 0}
+-- KEYS: active set, held list, open zset, then each job's hash
+-- ARGV: running limit, waiting limit, ttl, user scope, then per job: id, job json, created at, queue name
+-- Admits the jobs as one unit, in order: the first into the free running slots ('queued'), the
+-- rest held; none when they do not all fit. Returns {status, place, ...} per job, or
+-- {'full', free running slots, free waiting places}.
+local running, waiting, n = tonumber(ARGV[1]), tonumber(ARGV[2]), #KEYS - 3
+local free_run = math.max(0, running - redis.call('SCARD', KEYS[1]))
+local free_wait = math.max(0, waiting - redis.call('LLEN', KEYS[2]))
+if n > free_run + free_wait then return {'full', free_run, free_wait} end
+local out = {}
+for i = 1, n do
+  local a = 4 + (i - 1) * 4
+  local id, status, place = ARGV[a + 1], 'queued', 0
+  if i <= free_run then
+    redis.call('SADD', KEYS[1], id)
+  else
+    status = 'held'
+    place = redis.call('RPUSH', KEYS[2], id)
+  end
+  redis.call('HSET', KEYS[3 + i], 'job', ARGV[a + 2], 'status', status, 'queue', ARGV[a + 4],
+             'scope', ARGV[4], 'limit', ARGV[1], 'created_at', ARGV[a + 3])
+  redis.call('EXPIRE', KEYS[3 + i], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[a + 3], id)
+  out[#out + 1] = status
+  out[#out + 1] = place
 end
-redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'queue', ARGV[7],
-           'scope', ARGV[8], 'limit', ARGV[3], 'created_at', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-return {status, place}
+return out
 """
 
 _RELEASE = """
@@ -371,23 +382,33 @@ def fill_enqueue(pipe: Any, job_id: str, qname: str, *, timeout_s: int, ttl_s: i
 
 @dataclass(frozen=True)
 class AdmissionCall:
-    """One submission's ``_ADMIT`` call, with the limits it runs under."""
+    """One submission's ``_ADMIT`` call (one job, or a prompt's jobs as one unit), with the limits
+    it runs under."""
 
-    qname: str
+    qnames: list[str]
     keys: list[str]
     args: list[Any]
     running: int
     waiting: int
 
-    def outcome(self, reply: Sequence[Any]) -> tuple[str, int]:
-        """``_ADMIT``'s reply: ("queued" or "held", place); QueueFull when the user has no room."""
-        outcome, place = reply[0].decode(), int(reply[1])
-        if outcome == "full":
-            raise QueueFull(
-                f"You already have {self.running} jobs running and {self.waiting} "
-                "waiting; wait for one to finish or cancel one, then submit again."
-            )
-        return outcome, place
+    def outcome(self, reply: Sequence[Any]) -> list[tuple[str, int]]:
+        """``_ADMIT``'s reply: ("queued" or "held", place) per job; QueueFull when the user has no
+        room for them all (then none was admitted)."""
+        if text(reply[0]) == "full":
+            raise full_queue(len(self.qnames), int(reply[1]), int(reply[2]), self.running, self.waiting)
+        return [(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def full_queue(jobs: int, free_running: int, free_waiting: int, running: int, waiting: int) -> QueueFull:
+    """The refusal of ``jobs`` jobs that do not all fit the user's free slots."""
+    if jobs == 1:
+        return QueueFull(f"You already have {running} jobs running and {waiting} "
+                         "waiting; wait for one to finish or cancel one, then submit again.")
+    room = free_running + free_waiting
+    return QueueFull(
+        f"This prompt makes {jobs} jobs and you have room for {room} now ({free_running} to run, {free_waiting} "
+        f"to wait; at most {running} running and {waiting} waiting): nothing was submitted. Use fewer "
+        "permutations or a smaller --repeat, or wait for your jobs to finish.")
 
 
 class QueueLimits(TypedDict, total=False):
@@ -419,18 +440,22 @@ class QueueRules:
         self.result_ttl_s = result_ttl_s
         self.unserved_wait_s = unserved_wait_s
 
-    def admission_call(self, job: Job, running_limit: int | None, waiting_limit: int | None) -> AdmissionCall:
-        """The limits default to the queue's; a guild's own limits are passed by the bot."""
-        scope = user_scope(job)
-        running = running_limit or self.running_limit
-        waiting = self.waiting_limit if waiting_limit is None else waiting_limit
-        qname = queue_name(job.speed, job.model)
-        return AdmissionCall(
-            qname,
-            keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
-            args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
-            running=running, waiting=waiting,
-        )
+    def limits(self, running_limit: int | None, waiting_limit: int | None) -> tuple[int, int]:
+        """The running and waiting limits a user works under: a guild's own (when set), else the queue's."""
+        return running_limit or self.running_limit, self.waiting_limit if waiting_limit is None else waiting_limit
+
+    def admission_call(self, jobs: Sequence[Job], running_limit: int | None, waiting_limit: int | None) -> AdmissionCall:
+        """The admission of one user's jobs as one unit (all or none). The limits default to the
+        queue's; a guild's own limits are passed by the bot."""
+        scope = user_scope(jobs[0])
+        running, waiting = self.limits(running_limit, waiting_limit)
+        qnames = [queue_name(job.speed, job.model) for job in jobs]
+        args: list[Any] = [running, waiting, self.result_ttl_s, scope]
+        for job, qname in zip(jobs, qnames, strict=True):
+            args += [job.id, job.model_dump_json(), job.created_at, qname]
+        return AdmissionCall(qnames, keys=[active_key(scope), held_key(scope), OPEN_JOBS,
+                                           *(job_key(job.id) for job in jobs)],
+                             args=args, running=running, waiting=waiting)
 
     def submitted(self, job: Job, outcome: str, qname: str, place: int) -> Admission:
         metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
@@ -563,14 +588,14 @@ class JobQueue(QueueRules):
     def submit(self, job: Job, *, running_limit: int | None = None, waiting_limit: int | None = None) -> Admission:
         """Admit a job for its user (atomically) and, when a running slot is free, enqueue it.
         The limits default to the queue's; a guild's own limits are passed by the bot."""
-        call = self.admission_call(job, running_limit, waiting_limit)
-        outcome, place = call.outcome(self._admit(keys=call.keys, args=call.args))
+        call = self.admission_call([job], running_limit, waiting_limit)
+        [(outcome, place)] = call.outcome(self._admit(keys=call.keys, args=call.args))
         if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
             pipe = self.redis.pipeline(transaction=False)
-            self.enqueue_into(pipe, job.id, call.qname)
+            self.enqueue_into(pipe, job.id, call.qnames[0])
             self.position_into(pipe, job.id)
             place = pipe.execute()[-1]  # 0 when an idle worker took it already
-        return self.submitted(job, outcome, call.qname, place)
+        return self.submitted(job, outcome, call.qnames[0], place)
 
     def _place(self, job_id: str) -> int:
         """``_POSITION``'s answer: the place in line, 0 out of line, -1 unknown."""
