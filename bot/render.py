@@ -154,14 +154,17 @@ def speed_word(job: Job) -> str:
     return SPEED_WORDS.get(job.speed, job.speed)
 
 
-def waiting_line(job: Job, position: int | None = None, wait_s: float | None = None) -> str:
+def waiting_line(job: Job, position: int | None = None, wait_s: float | None = None, *, served: bool = True) -> str:
     """The job's message before it starts, with its place in line and wait when known; "Starting"
-    when a worker took it at once (``position`` 0)."""
+    when a worker took it at once (``position`` 0); and when no live worker serves its model
+    (``served`` False), that it waits for one."""
     known = []
     if position:
         known.append(f"#{position} in line")
     if wait_s is not None:
         known.append(duration(wait_s))
+    if not served:
+        known.append(f"no worker serves {job.model} right now: the job waits")
     return line(job, "Starting" if position == 0 else "Waiting to start",
                 tail=(" - " + ", ".join(known)) if known else "")
 
@@ -186,9 +189,12 @@ def image_line(job: Job, n: int) -> str:
     return f"**{truncate(prompt, MAX_CONTENT - len(tail) - 4)}**{tail}"
 
 
-def confirm_text(jobs: int) -> str:
-    """The question asked before a prompt that makes many jobs is submitted."""
-    return f"This prompt makes **{jobs} jobs**. Do you want to submit them all?"
+def confirm_text(jobs: int, free_running: int) -> str:
+    """The question asked before a prompt that makes many jobs is submitted (they all fit the
+    user's free slots: ``free_running`` of them could start now, the rest wait for those)."""
+    now = min(jobs, free_running)
+    plan = f"all {jobs} start now" if now == jobs else f"{now} start now, {jobs - now} wait for a free slot"
+    return f"This prompt makes **{jobs} jobs** ({plan}). Do you want to submit them all?"
 
 
 # --- embeds -----------------------------------------------------------------------------------
@@ -414,16 +420,21 @@ def queue_embed(ov: Overview) -> Embed:
     return clip_embed({"title": "Queue", "color": YELLOW, "fields": fields})
 
 
-def config_embed(config: GuildConfig, banned_words: int, banned_users: int) -> Embed:
-    """/admin config: this server's settings as they are now."""
+def config_embed(config: GuildConfig, banned_words: int, banned_users: int, default_model: str | None) -> Embed:
+    """/admin config: this server's settings as they are now (``default_model``: the stored one
+    when it is still configured, else None)."""
     channels = ", ".join(f"<#{c}>" for c in config.allowed_channels) or "every channel"
+    model = default_model or "the deployment default"
+    if config.default_model and default_model is None:
+        model += f" (`{config.default_model}` is no longer configured)"
     lines = [
         f"channels: {channels}",
-        f"default model: {config.default_model or 'the deployment default'}",
+        f"default model: {model}",
         f"limits per user: {config.running_limit or 'default'} running, {config.waiting_limit or 'default'} waiting",
         f"speed: {config.speed_policy}",
         f"diagnostics: {'on' if config.diagnostics else 'off'}",
         f"output filter: {config.output_filter}",
+        f"a job no worker serves: {'is refused' if config.unserved == 'refuse' else 'waits'}",
         f"banned words: {banned_words}, banned users: {banned_users}",
     ]
     return clip_embed({"title": "Server settings", "description": "\n".join(lines), "color": YELLOW})

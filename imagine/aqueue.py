@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar, Unpack
 
 import redis
@@ -95,18 +95,32 @@ class AsyncJobQueue(QueueRules):
         """``JobQueue.submit``: admit (atomically) and, when a running slot is free, enqueue.
         ``also`` queues the caller's own writes on the pipeline that follows an admission (the
         bot counts the user's usage there): no round trip of their own."""
-        call = self.admission_call(job, running_limit, waiting_limit)
-        outcome, place = call.outcome(await self._admit(keys=call.keys, args=call.args))
+        [admission] = await self.submit_all([job], running_limit=running_limit, waiting_limit=waiting_limit,
+                                            also=also)
+        return admission
+
+    @_redis_errors
+    async def submit_all(self, jobs: Sequence[Job], *, running_limit: int | None = None,
+                         waiting_limit: int | None = None,
+                         also: Callable[[Any], object] | None = None) -> list[Admission]:
+        """Admit one user's jobs (a prompt's permutations and repeats) as one unit: all of them,
+        in order, the first into the free running slots and the rest held, or none (QueueFull,
+        saying how many would fit). Then one pipeline enqueues those with a slot."""
+        call = self.admission_call(jobs, running_limit, waiting_limit)
+        outcomes = call.outcome(await self._admit(keys=call.keys, args=call.args))
         pipe = self.redis.pipeline(transaction=False)  # no MULTI: an idle worker's BLPOP must be served
         if also is not None:                           # before the place is read
             also(pipe)
-        if outcome == "queued":
-            self.enqueue_into(pipe, job.id, call.qname)
-            self.position_into(pipe, job.id)
+        queued = [i for i, (outcome, _) in enumerate(outcomes) if outcome == "queued"]
+        for i in queued:
+            self.enqueue_into(pipe, jobs[i].id, call.qnames[i])
+        for i in queued:
+            self.position_into(pipe, jobs[i].id)
         replies = await pipe.execute()
-        if outcome == "queued":
-            place = int(replies[-1])  # 0 when an idle worker took it already
-        return self.submitted(job, outcome, call.qname, place)
+        # a queued job's place in line: 0 when an idle worker took it already
+        places = dict(zip(queued, (int(r) for r in replies[len(replies) - len(queued):]), strict=True))
+        return [self.submitted(job, outcome, qname, places.get(i, place))
+                for i, (job, qname, (outcome, place)) in enumerate(zip(jobs, call.qnames, outcomes, strict=True))]
 
     # --- reading state -------------------------------------------------------------------------
 
@@ -143,6 +157,15 @@ class AsyncJobQueue(QueueRules):
         pipe.lrange(held_key(scope), 0, -1)
         active, held = await pipe.execute()
         return sorted(text(x) for x in active), [text(x) for x in held]
+
+    @_redis_errors
+    async def room(self, job: Job, *, running_limit: int | None = None,
+                   waiting_limit: int | None = None) -> tuple[int, int]:
+        """Free running slots and free waiting places of ``job``'s user (within a guild's limits,
+        when given): how many of their next jobs would start now, and how many more could wait."""
+        active, held = await self.active_and_held(user_scope(job))
+        running, waiting = self.limits(running_limit, waiting_limit)
+        return max(0, running - len(active)), max(0, waiting - len(held))
 
     # --- cancel --------------------------------------------------------------------------------
 

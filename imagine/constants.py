@@ -34,6 +34,9 @@ JOB_TIMEOUT_S = 600
 RESULT_TTL_S = 7 * 24 * 3600
 """How long results, job state and artifacts are kept in Redis."""
 
+UNSERVED_WAIT_S = 1800
+"""A job whose model no live worker serves fails after waiting this long (30 minutes)."""
+
 KEY_PREFIX = "imagine"
 """Prefix of every Redis key the product writes (RQ's own keys start with rq:)."""
 

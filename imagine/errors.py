@@ -18,11 +18,15 @@
      ├── RetryableError       a failure of ours that may pass: try again later
      │    ├── RedisUnavailable    Redis cannot be reached
      │    ├── OutOfMemory         the GPU ran out of memory even at a smaller batch
-     │    └── WorkerLost          the worker died while running the job
+     │    ├── WorkerLost          the worker died while running the job
+     │    ├── LostInCrash         a queue crash lost the job's end ("press 🔄 to run it again")
+     │    └── ModelUnserved       no live worker serves the job's model (refused, or failed after a wait)
      ├── SetupError           the installation lacks something only its operator can provide; the
      │    │                   message says what to install or set (printed as one line, never retried)
      │    ├── RedisServerMissing  no redis-server to start for `imagine run` / the tests
      │    └── ModelNotCached      a model's weights are not in the cache and downloads are off
+     ├── UnreadableJob        a stored job no worker can read: failed once, never run
+     │    └── JobFromNewerVersion   written by a newer bot (a higher schema_version)
      └── JobCancelled         the job's owner cancelled it; not a failure
 
 Bugs are everything else: an exception that is none of these is logged with its traceback
@@ -151,6 +155,13 @@ class JobFromNewerVersion(UnreadableJob):
     """A job written by a newer bot (a higher ``schema_version``) than this worker reads."""
 
     title = "Job from a newer version"
+
+
+class ModelUnserved(RetryableError):
+    """No live worker serves the job's model: refused at submit (the guild's ``unserved: refuse``)
+    or failed once it waited past ``IMAGINE_UNSERVED_WAIT_S`` (``imagine.unserved``)."""
+
+    title = "No worker for this model"
 
 
 class SetupError(ImagineError):

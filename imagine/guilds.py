@@ -1,7 +1,8 @@
 """Per-guild moderation and policy, kept in Redis: what /admin sets and /imagine obeys.
 
 A guild's ``GuildConfig`` (allowed channels, default model, per-user limits, speed policy,
-diagnostics default, output-filter policy) and its banned words and banned users live under
+diagnostics default, output-filter policy, what to do with a job no live worker can serve) and
+its banned words and banned users live under
 ``imagine:guild:{id}:*``. ``admit`` is the one check the bot runs before queueing anything:
 banned user, channel, banned words (whole words, ignoring case and accents), speed policy.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,8 +20,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagine import constants as c
-from imagine.errors import BannedPrompt, NotAllowedHere, quote
+from imagine.errors import BannedPrompt, InvalidParameter, NotAllowedHere, quote
 from imagine.jobs import Requester
+from imagine.model_specs import configured_name
 from imagine.redis_replies import members
 
 
@@ -35,6 +38,7 @@ class GuildConfig(BaseModel):
     speed_policy: Literal["any", "relax-only"] = "any"  # relax-only: --fast is refused
     diagnostics: bool = True  # default for the guild's users
     output_filter: Literal["block", "spoiler", "off"] = "block"
+    unserved: Literal["wait", "refuse"] = "wait"  # a job for a model no live worker serves
 
 
 def _key(guild_id: str, what: str) -> str:
@@ -104,6 +108,24 @@ def fold(text: str) -> str:
 def merged_config(current: GuildConfig, changes: dict[str, object]) -> GuildConfig:
     """``current`` with some fields changed (validated: a bad value raises pydantic's ValidationError)."""
     return GuildConfig.model_validate({**current.model_dump(), **changes})
+
+
+RESET_MODEL = "default"
+"""What an admin gives ``default_model`` to go back to the deployment's default."""
+
+
+def default_model_choice(name: str, models: Collection[str], deployment_default: str) -> str | None:
+    """The guild default an admin asked for: a configured model's name as configured, or None
+    (the deployment's default) for ``RESET_MODEL``; InvalidParameter for any other name."""
+    if name.strip().lower() == RESET_MODEL:
+        return None
+    model = configured_name(name, models)
+    if model is None:
+        allowed = ", ".join(f"`{m}`" for m in sorted(models))
+        raise InvalidParameter(
+            f"{quote(name)} is not one of this bot's models; default_model takes {allowed}, "
+            f"or `{RESET_MODEL}` for the bot's own default (`{deployment_default}`).")
+    return model
 
 
 def folded_words(words: tuple[str, ...]) -> list[str]:

@@ -10,7 +10,8 @@
 Every job field that is decided rather than typed is decided here:
 
 - model: the prompt's ``--v`` > the user's /settings (when still configured) > the guild's
-  default > the deployment's default (a button: the parent's model in place of the deployment's);
+  default (when still configured) > the deployment's default (a button: the parent's model in
+  place of the deployment's);
 - speed: a relax-only guild runs everything relaxed (a typed ``--fast`` is refused there) >
   the prompt's ``--fast``/``--relax`` > the user's /settings > fast (a button: the parent's speed);
 - seed: the prompt's ``--seed`` or drawn here, once per job (a button always draws a new one);
@@ -24,12 +25,14 @@ here too, before any job exists: a refused prompt submits nothing.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Collection
 from typing import Literal
 
-from imagine.guilds import GuildPolicy
+from imagine.guilds import GuildConfig, GuildPolicy
 from imagine.jobs import Job, JobKind, Requester
+from imagine.model_specs import configured_name
 from imagine.request import ImagineRequest, Params, Speed, SubPrompt
 from imagine.user_settings import UserSettings
 
@@ -41,6 +44,8 @@ NO_POLICY = GuildPolicy()
 
 FOLLOW_UPS = (JobKind.VARIATION, JobKind.UPSCALE, JobKind.REROLL)
 """The kinds a button makes from one of a parent job's images (or its request, for 🔄)."""
+
+log = logging.getLogger(__name__)
 
 _rng = random.SystemRandom()
 
@@ -143,7 +148,18 @@ class JobFactory:
 
     def _model(self, request: ImagineRequest, guild: GuildPolicy, fallback: str | None) -> str:
         """``--v`` (or the /settings' model, already in the request) > the guild's > the fallback."""
-        return request.params.model or guild.config.default_model or fallback or self.default_model
+        return request.params.model or self.guild_default(guild.config) or fallback or self.default_model
+
+    def guild_default(self, config: GuildConfig) -> str | None:
+        """The guild's default model when it is still configured; one that is not (the deployment
+        dropped it since an admin chose it) is ignored with a log line, as a user's stored one is."""
+        stored = config.default_model
+        if stored is None or self.models is None:
+            return stored
+        model = configured_name(stored, self.models)
+        if model is None:
+            log.warning("a guild's default model %r is not configured any more; using the default", stored)
+        return model
 
     @staticmethod
     def _speed(typed: Speed | None, chosen: Speed | None, guild: GuildPolicy) -> Speed:

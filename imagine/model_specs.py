@@ -15,6 +15,7 @@ adds more or overrides fields::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal, Self
 
@@ -129,3 +130,10 @@ def load_model_specs(config_path: Path | None) -> dict[str, ModelSpec]:
 def model_names(config_path: Path | None) -> list[str]:
     """The configured models' names, sorted: what ``--model NAME`` may say."""
     return sorted(load_model_specs(config_path))
+
+
+def configured_name(name: str, models: Collection[str]) -> str | None:
+    """The configured spelling of ``name`` (names match case-insensitively, as ``--v``), or None
+    when no configured model has that name."""
+    folded = name.strip().lower()
+    return next((model for model in models if model.lower() == folded), None)

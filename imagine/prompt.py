@@ -53,6 +53,7 @@ from pydantic import ValidationError
 
 from imagine.constants import MAX_ASPECT, MAX_JOBS_PER_PROMPT, MAX_PROMPT_CHARS, NO_WEIGHT
 from imagine.errors import InvalidLink, InvalidParameter, InvalidPrompt, quote
+from imagine.model_specs import configured_name
 from imagine.params import PARAMETERS, AspectRatio, Parameter, or_list
 from imagine.params import fmt as _fmt
 from imagine.request import ImagineRequest, Params, SubPrompt
@@ -519,9 +520,9 @@ def _choice_value(spec: Parameter, raw: str, written: str, flag: str, models: An
 def _model_value(spec: Parameter, raw: str, written: str, flag: str, models: Collection[str] | None) -> str:
     if models is None:
         return raw
-    for model in models:
-        if model.lower() == raw.lower():
-            return model
+    model = configured_name(raw, models)
+    if model is not None:
+        return model
     if not models:
         raise InvalidParameter(f"{quote(written)} cannot be used: no models are configured to choose from.")
     allowed = or_list([f"`{m}`" for m in sorted(models)])

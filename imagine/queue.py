@@ -59,6 +59,8 @@ from imagine.errors import (
 from imagine.jobs import ErrorInfo, Job, JobResult, JobStatus
 from imagine.reconcile import SUSPECTS, OpenJob, Problem, due, judge, judge_scope
 from imagine.redis_replies import members, text
+from imagine.unserved import OpenJob as WaitingJob
+from imagine.unserved import overdue, served_models
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ FINISHED_JOBS = f"{P}:jobs:finished"
 FINISHED_KEEP_S = 24 * 3600
 DELIVERIES = f"{P}:deliveries"
 WORKERS = f"{P}:workers"
+SERVED_MODELS = f"{P}:models:served"
+"""Hash: model -> the last time a live worker announced it (``imagine.unserved``)."""
 
 
 def job_key(job_id: str) -> str:
@@ -110,6 +114,11 @@ def runtimes_key(model: str) -> str:
 def queue_name(speed: str, model: str) -> str:
     """RQ queue of one speed and one model: a worker listens only to its models' queues."""
     return f"{P}:{speed}:{model}"
+
+
+def model_of_queue(name: str) -> str:
+    """The model of an RQ queue named by ``queue_name``."""
+    return name.split(":", 2)[2]
 
 
 def rq_queue_key(name: str) -> str:
@@ -152,22 +161,33 @@ _redis_errors = redis_errors(REDIS_DOWN)
 # --- Lua scripts: each runs atomically inside Redis -------------------------------------------
 
 _ADMIT = """
--- KEYS: job hash, active set, held list, open zset
--- ARGV: id, job json, running limit, waiting limit, now, ttl, queue name, user scope
-local status, place = nil, 0
-if redis.call('SCARD', KEYS[2]) < tonumber(ARGV[3]) then
-  redis.call('SADD', KEYS[2], ARGV[1]); status = 'queued'
-elseif redis.call('LLEN', KEYS[3]) < tonumber(ARGV[4]) then
-  status = 'held'
-  place = redis.call('RPUSH', KEYS[3], ARGV[1])
-else
-  return {'full', 0}
+-- KEYS: active set, held list, open zset, then each job's hash
+-- ARGV: running limit, waiting limit, ttl, user scope, then per job: id, job json, created at, queue name
+-- Admits the jobs as one unit, in order: the first into the free running slots ('queued'), the
+-- rest held; none when they do not all fit. Returns {status, place, ...} per job, or
+-- {'full', free running slots, free waiting places}.
+local running, waiting, n = tonumber(ARGV[1]), tonumber(ARGV[2]), #KEYS - 3
+local free_run = math.max(0, running - redis.call('SCARD', KEYS[1]))
+local free_wait = math.max(0, waiting - redis.call('LLEN', KEYS[2]))
+if n > free_run + free_wait then return {'full', free_run, free_wait} end
+local out = {}
+for i = 1, n do
+  local a = 4 + (i - 1) * 4
+  local id, status, place = ARGV[a + 1], 'queued', 0
+  if i <= free_run then
+    redis.call('SADD', KEYS[1], id)
+  else
+    status = 'held'
+    place = redis.call('RPUSH', KEYS[2], id)
+  end
+  redis.call('HSET', KEYS[3 + i], 'job', ARGV[a + 2], 'status', status, 'queue', ARGV[a + 4],
+             'scope', ARGV[4], 'limit', ARGV[1], 'created_at', ARGV[a + 3])
+  redis.call('EXPIRE', KEYS[3 + i], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[a + 3], id)
+  out[#out + 1] = status
+  out[#out + 1] = place
 end
-redis.call('HSET', KEYS[1], 'job', ARGV[2], 'status', status, 'queue', ARGV[7],
-           'scope', ARGV[8], 'limit', ARGV[3], 'created_at', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-return {status, place}
+return out
 """
 
 _RELEASE = """
@@ -222,6 +242,22 @@ if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
   return 'cancelled'
 end
 return 'cancelling'
+"""
+
+
+_WITHDRAW = """
+-- KEYS: job hash, held list, rq queue list, RQ's job hash ; ARGV: id
+-- Takes a job that has not started out of line (the user's held list or its RQ queue) and marks
+-- it failed, so no worker starts it and no cancel ends it again; 1 if it did, 0 if it had
+-- started or ended (or a worker has just taken it from RQ's list).
+local st = redis.call('HGET', KEYS[1], 'status')
+local taken = 0
+if st == 'held' then taken = redis.call('LREM', KEYS[2], 0, ARGV[1]) end
+if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
+  redis.call('DEL', KEYS[4]); taken = 1
+end
+if taken > 0 then redis.call('HSET', KEYS[1], 'status', 'failed') end
+return taken
 """
 
 
@@ -402,23 +438,33 @@ def fill_enqueue(pipe: Any, job_id: str, qname: str, *, timeout_s: int, ttl_s: i
 
 @dataclass(frozen=True)
 class AdmissionCall:
-    """One submission's ``_ADMIT`` call, with the limits it runs under."""
+    """One submission's ``_ADMIT`` call (one job, or a prompt's jobs as one unit), with the limits
+    it runs under."""
 
-    qname: str
+    qnames: list[str]
     keys: list[str]
     args: list[Any]
     running: int
     waiting: int
 
-    def outcome(self, reply: Sequence[Any]) -> tuple[str, int]:
-        """``_ADMIT``'s reply: ("queued" or "held", place); QueueFull when the user has no room."""
-        outcome, place = reply[0].decode(), int(reply[1])
-        if outcome == "full":
-            raise QueueFull(
-                f"You already have {self.running} jobs running and {self.waiting} "
-                "waiting; wait for one to finish or cancel one, then submit again."
-            )
-        return outcome, place
+    def outcome(self, reply: Sequence[Any]) -> list[tuple[str, int]]:
+        """``_ADMIT``'s reply: ("queued" or "held", place) per job; QueueFull when the user has no
+        room for them all (then none was admitted)."""
+        if text(reply[0]) == "full":
+            raise full_queue(len(self.qnames), int(reply[1]), int(reply[2]), self.running, self.waiting)
+        return [(text(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+
+def full_queue(jobs: int, free_running: int, free_waiting: int, running: int, waiting: int) -> QueueFull:
+    """The refusal of ``jobs`` jobs that do not all fit the user's free slots."""
+    if jobs == 1:
+        return QueueFull(f"You already have {running} jobs running and {waiting} "
+                         "waiting; wait for one to finish or cancel one, then submit again.")
+    room = free_running + free_waiting
+    return QueueFull(
+        f"This prompt makes {jobs} jobs and you have room for {room} now ({free_running} to run, {free_waiting} "
+        f"to wait; at most {running} running and {waiting} waiting): nothing was submitted. Use fewer "
+        "permutations or a smaller --repeat, or wait for your jobs to finish.")
 
 
 class QueueLimits(TypedDict, total=False):
@@ -428,6 +474,7 @@ class QueueLimits(TypedDict, total=False):
     waiting_limit: int
     job_timeout_s: int
     result_ttl_s: int
+    unserved_wait_s: float
 
 
 class QueueRules:
@@ -441,24 +488,32 @@ class QueueRules:
         waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
         job_timeout_s: int = c.JOB_TIMEOUT_S,
         result_ttl_s: int = c.RESULT_TTL_S,
+        unserved_wait_s: float = c.UNSERVED_WAIT_S,
     ) -> None:
         self.running_limit = running_limit
         self.waiting_limit = waiting_limit
         self.job_timeout_s = job_timeout_s
         self.result_ttl_s = result_ttl_s
+        self.unserved_wait_s = unserved_wait_s
 
-    def admission_call(self, job: Job, running_limit: int | None, waiting_limit: int | None) -> AdmissionCall:
-        """The limits default to the queue's; a guild's own limits are passed by the bot."""
-        scope = user_scope(job)
-        running = running_limit or self.running_limit
-        waiting = self.waiting_limit if waiting_limit is None else waiting_limit
-        qname = queue_name(job.speed, job.model)
-        return AdmissionCall(
-            qname,
-            keys=[job_key(job.id), active_key(scope), held_key(scope), OPEN_JOBS],
-            args=[job.id, job.model_dump_json(), running, waiting, job.created_at, self.result_ttl_s, qname, scope],
-            running=running, waiting=waiting,
-        )
+    def limits(self, running_limit: int | None, waiting_limit: int | None) -> tuple[int, int]:
+        """The running and waiting limits a user works under: a guild's own (when set), else the queue's."""
+        return running_limit or self.running_limit, self.waiting_limit if waiting_limit is None else waiting_limit
+
+    def admission_call(
+        self, jobs: Sequence[Job], running_limit: int | None, waiting_limit: int | None
+    ) -> AdmissionCall:
+        """The admission of one user's jobs as one unit (all or none). The limits default to the
+        queue's; a guild's own limits are passed by the bot."""
+        scope = user_scope(jobs[0])
+        running, waiting = self.limits(running_limit, waiting_limit)
+        qnames = [queue_name(job.speed, job.model) for job in jobs]
+        args: list[Any] = [running, waiting, self.result_ttl_s, scope]
+        for job, qname in zip(jobs, qnames, strict=True):
+            args += [job.id, job.model_dump_json(), job.created_at, qname]
+        return AdmissionCall(qnames, keys=[active_key(scope), held_key(scope), OPEN_JOBS,
+                                           *(job_key(job.id) for job in jobs)],
+                             args=args, running=running, waiting=waiting)
 
     def submitted(self, job: Job, outcome: str, qname: str, place: int) -> Admission:
         metrics.JOBS_SUBMITTED.labels(job.kind.value, job.model, job.speed).inc()
@@ -554,15 +609,17 @@ class JobQueue(QueueRules):
         waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
         job_timeout_s: int = c.JOB_TIMEOUT_S,
         result_ttl_s: int = c.RESULT_TTL_S,
+        unserved_wait_s: float = c.UNSERVED_WAIT_S,
     ) -> None:
         super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
-                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s)
+                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s, unserved_wait_s=unserved_wait_s)
         self.redis = connection
         self._admit = connection.register_script(_ADMIT)
         self._release = connection.register_script(_RELEASE)
         self._start = connection.register_script(_START)
         self._cancel = connection.register_script(_CANCEL)
         self._position = connection.register_script(_POSITION)
+        self._withdraw = connection.register_script(_WITHDRAW)
         self._queues: dict[str, Queue] = {}
 
     @classmethod
@@ -576,6 +633,7 @@ class JobQueue(QueueRules):
             waiting_limit=settings.waiting_limit,
             job_timeout_s=settings.job_timeout_s,
             result_ttl_s=settings.result_ttl_s,
+            unserved_wait_s=settings.unserved_wait_s,
         )
 
     def rq_queue(self, name: str) -> Queue:
@@ -592,14 +650,14 @@ class JobQueue(QueueRules):
     def submit(self, job: Job, *, running_limit: int | None = None, waiting_limit: int | None = None) -> Admission:
         """Admit a job for its user (atomically) and, when a running slot is free, enqueue it.
         The limits default to the queue's; a guild's own limits are passed by the bot."""
-        call = self.admission_call(job, running_limit, waiting_limit)
-        outcome, place = call.outcome(self._admit(keys=call.keys, args=call.args))
+        call = self.admission_call([job], running_limit, waiting_limit)
+        [(outcome, place)] = call.outcome(self._admit(keys=call.keys, args=call.args))
         if outcome == "queued":  # no MULTI: an idle worker's BLPOP must be served before the place is read
             pipe = self.redis.pipeline(transaction=False)
-            self.enqueue_into(pipe, job.id, call.qname)
+            self.enqueue_into(pipe, job.id, call.qnames[0])
             self.position_into(pipe, job.id)
             place = pipe.execute()[-1]  # 0 when an idle worker took it already
-        return self.submitted(job, outcome, call.qname, place)
+        return self.submitted(job, outcome, call.qnames[0], place)
 
     def _place(self, job_id: str) -> int:
         """``_POSITION``'s answer: the place in line, 0 out of line, -1 unknown."""
@@ -816,12 +874,44 @@ class JobQueue(QueueRules):
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(worker_key(info["name"]), json.dumps(info), px=int(ttl_s * 1000))
         pipe.sadd(WORKERS, info["name"])
+        if info.get("models"):
+            pipe.hset(SERVED_MODELS, mapping=dict.fromkeys(info["models"], time.time()))
         pipe.execute()
 
     @_redis_errors
+    def fail_unserved(self, now: float | None = None) -> list[str]:
+        """Fail the jobs not started whose model no live worker serves and that waited past
+        ``unserved_wait_s`` (``imagine.unserved``), each with the reason its user reads; their ids.
+        Each job is handled on its own: one that cannot be read is skipped, never the pass."""
+        now = time.time() if now is None else now
+        scored: Any = self.redis.zrange(OPEN_JOBS, 0, -1, withscores=True)  # [(member, created_at)]
+        entries = [(text(m), float(t)) for m, t in scored]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _ in entries:
+            pipe.hmget(job_key(job_id), "status", "queue")
+        rows = pipe.execute() if entries else []
+        jobs = [WaitingJob(job_id, text(status), model_of_queue(text(qname)), created)
+                for (job_id, created), (status, qname) in zip(entries, rows, strict=True) if status and qname]
+        last_served = {text(m): float(t) for m, t in self.redis.hgetall(SERVED_MODELS).items()}
+        failed = []
+        for late in overdue(jobs, served_models(self.workers()), last_served, now, self.unserved_wait_s):
+            try:
+                st = self.state(late.job_id)
+                if not self._withdraw(*self.cancel_call(st, "", admin=True)):
+                    continue  # a worker took it meanwhile, or it ended
+                log.warning("job %s: no live worker serves %s; failing it", late.job_id, late.model)
+                self.finish(late.job_id, JobResult(job_id=late.job_id, status=JobStatus.FAILED,
+                                                   error=ErrorInfo(**late.error.to_dict())), job=st.job)
+                failed.append(late.job_id)
+            except (ValueError, JobNotFound):  # unreadable or gone: the reconciler's to repair
+                log.exception("job %s: could not be failed as unserved", late.job_id)
+        return failed
+
+    @_redis_errors
     def recover(self, grace_s: float = 0.0) -> list[str]:
-        """Run the reconciler (``imagine.reconcile``) once; the ids of the jobs it repaired."""
-        return [p.job_id for p in self.reconcile(grace_s)[0]]
+        """Run the reconciler (``imagine.reconcile``) once, then fail the jobs no worker served in
+        time (``fail_unserved``); the ids of the jobs it repaired or failed."""
+        return [p.job_id for p in self.reconcile(grace_s)[0]] + self.fail_unserved()
 
     @_redis_errors
     def reconcile(self, grace_s: float = 0.0) -> tuple[list[Problem], list[Problem]]:

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     waiting_limit: int = Field(default=c.DEFAULT_WAITING_LIMIT, ge=0)
     job_timeout_s: int = Field(default=c.JOB_TIMEOUT_S, ge=10)
     result_ttl_s: int = Field(default=c.RESULT_TTL_S, ge=60)
+    unserved_wait_s: float = Field(default=c.UNSERVED_WAIT_S, gt=0)
+    """A job whose model no live worker serves fails after waiting this long (``imagine.unserved``)."""
 
     # Artifacts: unset means "in Redis with result_ttl_s"
     artifact_dir: Path | None = None

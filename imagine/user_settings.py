@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 
 from imagine.aqueue import async_redis_errors
 from imagine.constants import KEY_PREFIX, MAX_ASPECT
+from imagine.model_specs import configured_name
 from imagine.params import AspectRatio, field_definitions
 from imagine.queue import redis_errors
 from imagine.request import ImagineRequest, Speed
@@ -122,9 +123,9 @@ def _configured(model: str, models: Collection[str] | None) -> str | None:
     """The configured spelling of ``model`` (case-insensitive, as ``--v``), or None."""
     if models is None:
         return model
-    for name in models:
-        if name.lower() == model.lower():
-            return name
+    name = configured_name(model, models)
+    if name is not None:
+        return name
     log.warning("a user's default model %r is not configured any more; using the default", model)
     return None
 

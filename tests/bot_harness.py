@@ -53,9 +53,12 @@ def artifacts_of(bot: ImagineBot) -> RedisArtifacts:
 
 @asynccontextmanager
 async def running_bot(
-    redis_url: str, fake: FakeDiscord, *, consumer: str = "test-bot", **settings: Any
+    redis_url: str, fake: FakeDiscord, *, consumer: str = "test-bot", worker_models: tuple[str, ...] | None = None,
+    **settings: Any
 ) -> AsyncIterator[ImagineBot]:
-    """A logged-in ImagineBot (setup_hook done: cogs, buttons, sync, background loops)."""
+    """A logged-in ImagineBot (setup_hook done: cogs, buttons, sync, background loops), with the
+    simulated worker (``FakeWorker``) announced as live and serving ``worker_models`` (None: every
+    configured model; () announces none)."""
     old_base = discord.http.Route.BASE
     discord.http.Route.BASE = fake.base_url
     conn = redis.Redis.from_url(redis_url)
@@ -65,6 +68,9 @@ async def running_bot(
     bot = ImagineBot(settings=cfg, queue=queue, artifacts=AsyncRedisArtifacts(stream_conn),
                      consumer=consumer, delivery_block_ms=20)
     _sync_queues[bot] = JobQueue(conn, running_limit=cfg.running_limit, waiting_limit=cfg.waiting_limit)
+    models = bot.models if worker_models is None else list(worker_models)
+    if models:
+        _sync_queues[bot].announce_worker({"name": FAKE_WORKER, "models": models}, ttl_s=3600)
     try:
         await bot.login(TOKEN)
         yield bot
@@ -84,6 +90,10 @@ def png(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes:
     return encoded("PNG", size, color)
 
 
+FAKE_WORKER = "fake-worker"
+"""The simulated worker's name, in its announcement and in the jobs it starts."""
+
+
 class FakeWorker:
     """A worker at the queue's lowest level: what worker/ does, without a model."""
 
@@ -95,7 +105,7 @@ class FakeWorker:
         return [x.decode() for x in self.queue.redis.zrange(OPEN_JOBS, 0, -1)]
 
     def start(self, job_id: str) -> None:
-        assert self.queue.start(job_id, "fake-worker") is not None
+        assert self.queue.start(job_id, FAKE_WORKER) is not None
 
     def progress(self, job_id: str, step: int, steps: int = 10, preview: bool = True) -> None:
         preview_png = png((step * 20 % 256, 0, 0), (16, 16)) if preview else None
@@ -110,7 +120,7 @@ class FakeWorker:
             grid_png = png((1, 2, 3), image_size)
             grid = self.artifacts.put(artifact_key(job_id, "grid.png"), grid_png) if images == 4 else None
             result = JobResult(job_id=job_id, status=status, images=keys, grid=grid, seeds=(1, 2, 3, 4)[:images],
-                               timings={"total": 1.5}, worker="fake-worker", flagged=flagged,
+                               timings={"total": 1.5}, worker=FAKE_WORKER, flagged=flagged,
                                diagnostics=diagnostics)
         else:
             error = ErrorInfo(type="OutOfMemory", title="Out of GPU memory", message="The GPU ran out of memory.")

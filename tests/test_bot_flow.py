@@ -210,6 +210,41 @@ async def test_many_permutations_ask_yes_or_no_first(redis_server, redis_conn) -
         assert len(FakeWorker(redis_conn).open_jobs()) == 6
 
 
+async def test_a_prompt_s_jobs_are_admitted_whole_and_the_question_says_how_many_start_now(
+        redis_server, redis_conn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:  # 3 running, 10 waiting
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f, g, h} {1, 2, 3, 4, 5} bird"))
+        [refused] = await fake.wait_for("POST", r"/callback$")  # 40 jobs: no question, nothing queued
+        [embed] = refused.json["data"]["embeds"]
+        assert refused.json["data"]["flags"] == 64 and embed["title"] == "Queue full"
+        assert embed["description"].startswith(
+            "This prompt makes 40 jobs and you have room for 13 now (3 to run, 10 to wait; at most 3 running and "
+            "10 waiting): nothing was submitted.")
+        assert FakeWorker(redis_conn).open_jobs() == []
+
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f, g, h} bird"))
+        [_, ask] = await fake.wait_for("POST", r"/callback$", count=2)
+        assert "**8 jobs** (3 start now, 5 wait for a free slot)" in ask.json["data"]["content"]
+        yes = ask.json["data"]["components"][0]["components"][0]
+        await view_attached(bot, max(fake.messages))
+        feed(bot, fake.press(yes["custom_id"], fake.message_of(max(fake.messages))))
+        await fake.wait_for("POST", r"/webhooks/\d+/[^/]+$", count=8)
+        statuses = [queue_of(bot).state(j).status.value for j in FakeWorker(redis_conn).open_jobs()]
+        assert sorted(statuses) == ["held"] * 5 + ["queued"] * 3
+
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c, d, e, f} cat"))  # 6 jobs, 5 places left
+        [*_, whole] = await fake.wait_for("POST", r"/callback$", count=4)
+        assert whole.json["data"]["embeds"][0]["description"].startswith(
+            "This prompt makes 6 jobs and you have room for 5 now (0 to run, 5 to wait;")
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c} dog"))  # a few jobs (no question) that fit
+        await fake.wait_for("POST", r"/webhooks/\d+/[^/]+$", count=10)
+        feed(bot, fake.slash("imagine", prompt="a {a, b, c} fish"))  # 3 jobs, 2 places: none is queued
+        [*_, small] = await fake.wait_for("POST", r"/callback$", count=6)
+        assert small.json["data"]["embeds"][0]["description"].startswith(
+            "This prompt makes 3 jobs and you have room for 2 now (0 to run, 2 to wait;")
+        assert len(FakeWorker(redis_conn).open_jobs()) == 11
+
+
 async def test_u_posts_the_image_and_v_vary_upscale_reroll_start_follow_up_jobs(redis_server, redis_conn) -> None:
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:

@@ -199,6 +199,7 @@ def build(
         waiting_limit=settings.waiting_limit,
         job_timeout_s=settings.job_timeout_s,
         result_ttl_s=settings.result_ttl_s,
+        unserved_wait_s=settings.unserved_wait_s,
     )
     runtime = tasks.WorkerRuntime(
         name=name,

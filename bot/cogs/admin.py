@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from bot import render, replies
 from bot.cogs.buttons import may_act_for_others
 from imagine.errors import AdminOnly, ImagineError, InvalidParameter, quote
+from imagine.guilds import default_model_choice
 from imagine.jobs import JobStatus
 from imagine.monitor import overview_async
 
@@ -100,6 +101,7 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
         diagnostics="Show what the text encoder saw with every result",
         output_filter="What to do with images the output filter flags", allow_channel="Allow images in this channel",
         all_channels="Allow images in every channel again",
+        unserved="A job for a model no worker serves right now: wait for one, or refuse it",
     )
     async def config(
         self, interaction: discord.Interaction, default_model: str | None = None,
@@ -108,13 +110,17 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
         speed: Literal["any", "relax-only"] | None = None, diagnostics: bool | None = None,
         output_filter: Literal["block", "spoiler", "off"] | None = None,
         allow_channel: discord.TextChannel | None = None, all_channels: bool = False,
+        unserved: Literal["wait", "refuse"] | None = None,
     ) -> None:
-        """Show or change this server's settings."""
+        """Show or change this server's settings (default_model: `default` goes back to the bot's own)."""
         guild_id = check_admin(interaction)
         changes: dict[str, object] = {k: v for k, v in {
-            "default_model": default_model, "running_limit": running_limit, "waiting_limit": waiting_limit,
-            "speed_policy": speed, "diagnostics": diagnostics, "output_filter": output_filter,
+            "running_limit": running_limit, "waiting_limit": waiting_limit, "speed_policy": speed,
+            "diagnostics": diagnostics, "output_filter": output_filter, "unserved": unserved,
         }.items() if v is not None}
+        if default_model is not None:  # a configured name, or None for the deployment's
+            changes["default_model"] = default_model_choice(default_model, self.bot.models,
+                                                            self.bot.settings.default_model)
         current = await self.guilds.config(guild_id)
         if allow_channel is not None:
             changes["allowed_channels"] = (*current.allowed_channels, str(allow_channel.id))
@@ -128,7 +134,8 @@ class Admin(app_commands.Group, name="admin", description="Moderate the image bo
         users = await self.guilds.banned_user_count(guild_id)
         if changes:
             log.info("guild %s: %s changed %s", guild_id, interaction.user.id, sorted(changes))
-        await replies.notice(interaction, render.config_embed(config, len(words), int(users)))
+        await replies.notice(interaction, render.config_embed(config, len(words), int(users),
+                                                              self.bot.jobs.guild_default(config)))
 
     @app_commands.command(name="ban-user")
     @app_commands.describe(user="Who may no longer use the bot on this server")

@@ -2,7 +2,9 @@
 
 A prompt with an error is answered with Midjourney's red embed ("Invalid parameter",
 "Invalid prompt", "Invalid link") only the user sees. A prompt that expands to more than
-``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does.
+``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does,
+saying how many start now and how many wait; a prompt's jobs are admitted as one unit, so one
+that does not fit the user's free slots is refused whole, before the question.
 Image links must be Discord attachments (``bot.attachments.check_links``).
 The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``).
 """
@@ -23,6 +25,7 @@ from imagine.errors import ImagineError
 from imagine.guilds import GuildConfig
 from imagine.jobs import Job
 from imagine.prompt import parse
+from imagine.queue import full_queue
 
 if TYPE_CHECKING:
     from bot.app import ImagineBot
@@ -71,11 +74,25 @@ class ImagineCog(commands.Cog):
             await replies.error(interaction, exc)
             return
         if len(jobs) > CONFIRM_JOBS_ABOVE:
-            await interaction.response.send_message(
-                render.confirm_text(len(jobs)), view=ConfirmJobs(self.bot, jobs, guild.config), ephemeral=True
-            )
+            await self._confirm(interaction, jobs, guild.config)
             return
         await _launch(self.bot, interaction, jobs, guild.config)
+
+
+    async def _confirm(self, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:
+        """Ask Yes/No, saying how many jobs start now and how many wait; when they cannot all be
+        taken (the user's free slots), refuse at once: the jobs are admitted as one unit."""
+        try:
+            free_running, free_waiting = await self.bot.queue.room(
+                jobs[0], running_limit=guild.running_limit, waiting_limit=guild.waiting_limit)
+            if len(jobs) > free_running + free_waiting:
+                running, waiting = self.bot.queue.limits(guild.running_limit, guild.waiting_limit)
+                raise full_queue(len(jobs), free_running, free_waiting, running, waiting)
+        except ImagineError as exc:
+            await replies.error(interaction, exc)
+            return
+        await interaction.response.send_message(
+            render.confirm_text(len(jobs), free_running), view=ConfirmJobs(self.bot, jobs, guild), ephemeral=True)
 
 
 async def _launch(bot: ImagineBot, interaction: discord.Interaction, jobs: list[Job], guild: GuildConfig) -> None:

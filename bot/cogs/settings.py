@@ -54,8 +54,10 @@ class Defaults:
     relax_only: bool
 
     @classmethod
-    def of(cls, guild: GuildConfig, deployment_model: str) -> Defaults:
-        return cls(guild.default_model or deployment_model, guild.diagnostics, guild.speed_policy == "relax-only")
+    def of(cls, guild: GuildConfig, model: str) -> Defaults:
+        """``model``: the one a prompt without ``--v`` gets here (``JobFactory.guild_default`` or the
+        deployment's)."""
+        return cls(model, guild.diagnostics, guild.speed_policy == "relax-only")
 
 
 # --- what the panel shows (plain data; tests call these) ---------------------------------------
@@ -213,7 +215,7 @@ class SettingsCog(commands.Cog):
             await replies.error(interaction, exc)
             return
         guild = await self.bot.guild_policy.config(guild_id)
-        defaults = Defaults.of(guild, self.bot.settings.default_model)
+        defaults = Defaults.of(guild, self.bot.jobs.guild_default(guild) or self.bot.settings.default_model)
         panel = SettingsPanel(self.bot, self.store, user_id, settings, defaults, self.bot.models)
         await interaction.response.send_message(embed=panel.embed(), view=panel, ephemeral=True)
 
