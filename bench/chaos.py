@@ -541,8 +541,8 @@ def print_report(rep: Report, console: Console) -> None:
 
 
 def as_json(rep: Report) -> dict[str, Any]:
-    data = asdict(rep)
-    data["ok"] = rep.ok
+    data = asdict(rep)  # Counters come back as Counters of (key, count) pairs: rebuild them
+    data.update(refused=dict(rep.refused), failed=dict(rep.failed), ok=rep.ok)
     return data
 
 
