@@ -53,8 +53,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imagine.redis_replies import text, text_hash  # noqa: E402
 from imagine.redis_server import free_port  # noqa: E402
-from tests.discord_stub import GUILD_ID, TOKEN, Call, FakeDiscord, FakeGateway  # noqa: E402
+from tests.discord_stub import GUILD_ID, TOKEN, FakeDiscord, FakeGateway  # noqa: E402
 
 KINDS = ("kill-worker", "kill-bot", "kill-redis", "pause-worker", "truncate-aof")
 HEARTBEAT_S, TTL_S = 1.0, 4.0
@@ -367,7 +368,7 @@ class Chaos:
             if sub.job_id is None:
                 continue
             status, shown = conn.hmget(f"imagine:job:{sub.job_id}", ["status", "delivered_message_id"])
-            if status is not None and (status.decode() not in TERMINAL or shown is None):
+            if status is not None and (text(status) not in TERMINAL or shown is None):
                 open_ += 1
         return open_
 
@@ -423,12 +424,12 @@ class Chaos:
             if sub.refused:
                 rep.refused[sub.refused] += 1
         cuts = [(f.cut_at, f.ended) for f in self.faults if f.cut_at is not None]
-        jobs = [(s.job_id, s.n, s.answered_at) for s in self.subs.values() if s.job_id] + [(j, None, None) for j in extra]
+        jobs: list[tuple[str, int | None, float | None]] = [
+            (s.job_id, s.n, s.answered_at) for s in self.subs.values() if s.job_id]
+        jobs += [(job_id, None, None) for job_id in extra]
         rep.accepted = len(jobs)
         for job_id, n, answered_at in jobs:
-            assert job_id is not None
-            raw = conn.hgetall(f"imagine:job:{job_id}")
-            h = {k.decode(): v.decode() for k, v in raw.items()}
+            h = text_hash(conn.hgetall(f"imagine:job:{job_id}"))
             if n is None and "job" in h:
                 n = int(m[1]) if (m := TAG.search(h["job"])) else None
             shown = by_job[job_id] + (by_tag[n] if n is not None else 0)
