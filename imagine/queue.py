@@ -247,8 +247,9 @@ return 'cancelling'
 
 _WITHDRAW = """
 -- KEYS: job hash, held list, rq queue list, RQ's job hash ; ARGV: id
--- Takes a job that has not started out of line (the user's held list or its RQ queue) and marks
--- it failed, so no worker starts it and no cancel ends it again; 1 if it did, 0 if it had
+-- Takes a job that has not started out of line (the user's held list or its RQ queue) and flags
+-- it (as a cancel does), so no worker starts it and no cancel ends it again; the caller then
+-- finishes it (``finish`` writes an end only while it is open); 1 if it did, 0 if it had
 -- started or ended (or a worker has just taken it from RQ's list).
 local st = redis.call('HGET', KEYS[1], 'status')
 local taken = 0
@@ -256,7 +257,7 @@ if st == 'held' then taken = redis.call('LREM', KEYS[2], 0, ARGV[1]) end
 if st == 'queued' and redis.call('LREM', KEYS[3], 0, ARGV[1]) > 0 then
   redis.call('DEL', KEYS[4]); taken = 1
 end
-if taken > 0 then redis.call('HSET', KEYS[1], 'status', 'failed') end
+if taken > 0 then redis.call('HSET', KEYS[1], 'cancel', '1') end
 return taken
 """
 

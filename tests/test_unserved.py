@@ -94,7 +94,7 @@ async def test_a_job_no_worker_serves_says_so_and_fails_with_the_reason_after_th
         patient = JobQueue(redis_conn, unserved_wait_s=0.2)  # a deployment whose limit has passed
         time.sleep(0.3)
         assert patient.recover() == [sd15_job]
-        assert patient.recover() == []  # once
+        assert patient.recover() == []  # once, and nothing left for the reconciler to repair
         [final] = await fake.wait_for("PATCH", r"/messages/@original$")
         assert final.json["content"].endswith("(failed)")
         [embed] = final.json["embeds"]
