@@ -43,8 +43,6 @@ def test_every_accepted_job_is_accounted_for_and_shown_at_most_once(chaos: dict[
     assert chaos["done"] >= 1, chaos["output"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs the reconciler of issue 12 (part H): a host crash can leave a "
-                                        "job running or queued for ever until it is merged")
 def test_nothing_is_stuck_after_the_faults(chaos: dict[str, Any]) -> None:
     """0 stuck: every accepted job (but those a host crash lost by design) ended and was shown."""
     assert chaos["stuck"] == [], chaos["output"]
