@@ -93,3 +93,27 @@ class RideOut:
         if what in self._noted:
             self._noted.discard(what)
             log.info("job %s: Redis reachable again (%s)", self.job_id, what)
+
+
+def wait_for_redis(connection: redis.Redis, where: str, *, first_delay_s: float = 0.5, max_delay_s: float = 10.0,
+                   sleep: Callable[[float], None] = time.sleep) -> float:
+    """Block until ``connection`` answers PING; the seconds it waited. A worker started before
+    its Redis (a host reboot, compose starting services in any order) waits with backoff
+    (``first_delay_s`` doubling up to ``max_delay_s``) and says so in one log line, and one more
+    when Redis answers; ``where`` names it (host:port/db, never the URL: it may hold a password)."""
+    t0, delay, said = time.monotonic(), first_delay_s, False
+    while True:
+        try:
+            connection.ping()
+        except OUTAGE as exc:
+            if not said:
+                said = True
+                log.warning("Redis at %s unreachable (%s); waiting for it, retrying with backoff up to every %.0f s",
+                            where, type(exc).__name__, max_delay_s)
+            sleep(delay)
+            delay = min(2 * delay, max_delay_s)
+            continue
+        waited = time.monotonic() - t0
+        if said:
+            log.warning("Redis at %s reachable after %.1f s; starting", where, waited)
+        return waited

@@ -39,6 +39,7 @@ from worker.diagnostics import Diagnostician
 from worker.generate import generate
 from worker.gpus import GpuClaim, claim_gpu, gpu_count
 from worker.models import LoadedModel, load_model, load_model_specs, pick_device
+from worker.outage import wait_for_redis
 from worker.safety import OutputFilter
 from worker.semantic import SemanticEncoder
 
@@ -226,6 +227,7 @@ def run(models: list[str], speeds: list[str], settings: Settings, *, burst: bool
     """Load models, then work until stopped (or, with burst, until the queues are empty)."""
     set_torch_threads(settings)
     conn = connection or JobQueue.from_settings(settings).redis
+    wait_for_redis(conn, redis_address(conn))  # before anything names its connection or claims a GPU
     name, gpu = worker_name(), None
     if settings.gpu == "auto":  # before anything touches CUDA
         gpu = claim_gpu(conn, settings.host_id, gpu_count(), name, settings.worker_ttl_s)
