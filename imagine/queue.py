@@ -31,7 +31,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypedDict, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar, Unpack
 
 import redis
 from pydantic import ValidationError
@@ -602,18 +602,8 @@ def wait_per_place(recent: Sequence[bytes | str], workers: Sequence[dict[str, An
 class JobQueue(QueueRules):
     """The producer and bookkeeping side of the queue, shared by the bot, the CLI and workers."""
 
-    def __init__(
-        self,
-        connection: redis.Redis,
-        *,
-        running_limit: int = c.DEFAULT_RUNNING_LIMIT,
-        waiting_limit: int = c.DEFAULT_WAITING_LIMIT,
-        job_timeout_s: int = c.JOB_TIMEOUT_S,
-        result_ttl_s: int = c.RESULT_TTL_S,
-        unserved_wait_s: float = c.UNSERVED_WAIT_S,
-    ) -> None:
-        super().__init__(running_limit=running_limit, waiting_limit=waiting_limit,
-                         job_timeout_s=job_timeout_s, result_ttl_s=result_ttl_s, unserved_wait_s=unserved_wait_s)
+    def __init__(self, connection: redis.Redis, **limits: Unpack[QueueLimits]) -> None:
+        super().__init__(**limits)
         self.redis = connection
         self._admit = connection.register_script(_ADMIT)
         self._release = connection.register_script(_RELEASE)
