@@ -3,7 +3,8 @@
 It listens on a free port of 127.0.0.1, keeps its files in a temp dir, saves nothing to
 disk and is stopped with the process that started it: it never touches anyone's Redis.
 (``appendonly=True`` keeps an append-only file in ``directory``, as the compose file's Redis
-does, so that a test can restart it on the same port and find its data again.)
+does, so that a test can restart it on the same port and find its data again; ``appendfsync``
+is its fsync policy: ``always`` here by default, ``everysec`` in the compose file.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def free_port() -> int:
 class RedisServer:
     """``with RedisServer() as r: r.url``: a private redis-server child process."""
 
-    def __init__(self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(self, directory: Path | None = None, *, port: int | None = None, appendonly: bool = False,
+                 appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerMissing(INSTALL_HINT)
@@ -44,7 +46,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(workdir),
-             "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", "always",
+             "--save", "", "--appendonly", "yes" if appendonly else "no", "--appendfsync", appendfsync,
              "--daemonize", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
