@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import time
 import zlib
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -50,3 +53,15 @@ def make_job(
         kind=kind,
         requester=Requester(user_id=user, guild_id="222", channel_id="333"),
     )
+
+
+def wait_while_alive(
+    proc: subprocess.Popen[bytes], done: Callable[[], object], what: str, timeout: float = 120
+) -> None:
+    """Poll ``done`` until it is true, failing with the process's stderr if ``proc`` dies first,
+    or with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "the process died"
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)

@@ -30,7 +30,7 @@ from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.redis_server import RedisServer
 from imagine.settings import Settings
-from tests.helpers import make_job
+from tests.helpers import make_job, wait_while_alive
 from tests.worker_fixtures import work_off, worker_settings
 from worker import worker as worker_mod
 from worker.models import LOAD_COUNT, LoadedModel
@@ -147,11 +147,7 @@ def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(
     try:
         job = make_job(model="slow")
         jq.submit(job)
-        deadline = time.monotonic() + 120
-        while jq.state(job.id).status is not JobStatus.RUNNING:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the worker never started the job"
-            time.sleep(0.05)
+        wait_while_alive(proc, lambda: jq.state(job.id).status is JobStatus.RUNNING, "the worker never started the job")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
