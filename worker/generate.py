@@ -400,10 +400,8 @@ def _denoise(
 ) -> torch.Tensor:
     """The pipeline's denoising loop for the images in ``batch``; returns their latents."""
     seeds = plan.seeds[batch]
-    negative = cond.negative_prompt_embeds
     kwargs = dict(
-        prompt_embeds=cond.prompt_embeds.repeat(len(seeds), 1, 1),
-        negative_prompt_embeds=None if negative is None else negative.repeat(len(seeds), 1, 1),
+        **cond.pipeline_kwargs(len(seeds)),
         guidance_scale=plan.guidance_scale,
         num_inference_steps=plan.steps,
         generator=[_generator(seed) for seed in seeds],

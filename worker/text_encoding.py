@@ -50,7 +50,7 @@ import math
 import operator
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -81,12 +81,38 @@ class TokenInfo:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What the pipeline is given: ``prompt_embeds`` C and ``negative_prompt_embeds`` N, [1, L, d]."""
+    """What the pipeline is given, batch 1: ``prompt_embeds`` C [1, L, d] and
+    ``negative_prompt_embeds`` N; for families that also take pooled vectors (SDXL, FLUX, SD3)
+    ``pooled_prompt_embeds`` [1, d_pooled] and ``negative_pooled_prompt_embeds``."""
 
     prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor | None  # None: the job runs without CFG
+    negative_prompt_embeds: torch.Tensor | None  # None: the job runs without a negative branch
     info: dict[str, object]  # for the job result: tokens, chunks, weights, how negatives acted
     notes: list[str] = field(default_factory=list)  # for the user
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def pipeline_kwargs(self, batch: int) -> dict[str, torch.Tensor]:
+        """The tensors as diffusers pipelines name them, each repeated for ``batch`` images
+        (the ones that are None are left out)."""
+        tensors = {
+            "prompt_embeds": self.prompt_embeds,
+            "negative_prompt_embeds": self.negative_prompt_embeds,
+            "pooled_prompt_embeds": self.pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": self.negative_pooled_prompt_embeds,
+        }
+        return {
+            name: tensor.repeat(batch, *[1] * (tensor.dim() - 1))
+            for name, tensor in tensors.items()
+            if tensor is not None
+        }
+
+
+class PromptEncoder(Protocol):
+    """A model family's text-encoding stack: a request (weighted parts, negatives) to the
+    conditioning its pipeline takes. ``cfg``: whether the negative branch is evaluated."""
+
+    def encode_request(self, request: ImagineRequest, *, cfg: bool) -> Conditioning: ...
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
