@@ -13,6 +13,11 @@ to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``b
    entry acknowledged (XACK), in one transaction. An entry whose job already carries that
    marker is acknowledged without posting: a bot that stopped between the post and the
    acknowledgement never posts twice.
+4. Between Discord accepting a post and step 3 there is a gap (the bot killed, Redis away).
+   A result posted but not recorded by this process is remembered in memory and only
+   recorded on the next try. An entry tried before by another run of the bot (claimed, or
+   pending after a failure) is checked against Discord first: when the job's message already
+   shows the result (its text and its grid's file name), it is recorded without posting again.
 
 A transient failure (Discord 5xx or 429, network, Redis) leaves the entry pending: it is tried
 again every ``retry_s``. A channel the bot may no longer post in (403/404) is logged and the
@@ -79,6 +84,7 @@ class Delivery:
         self.delivered = 0  # results posted by this process (for tests and the benchmark)
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[bytes] = set()
+        self._posted: dict[str, int | None] = {}  # job id -> message: posted, not yet recorded (step 4)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = True  # until stop()
 
@@ -90,7 +96,7 @@ class Delivery:
         while self._running:
             for entry_id, fields in await store.read_deliveries(
                     self.redis, self.consumer, ">", count=32, block_ms=self.block_ms):
-                await self._start(entry_id, fields)
+                await self._start(entry_id, fields, fresh=True)
             if time.monotonic() - last_retry >= self.retry_s:
                 await self._deliver_pending()
                 last_retry = time.monotonic()
@@ -119,17 +125,18 @@ class Delivery:
             for entry_id, fields in entries:
                 after = entry_id
                 if entry_id not in self._in_flight:
-                    await self._start(entry_id, fields)
+                    await self._start(entry_id, fields, fresh=False)
 
-    async def _start(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        """Deliver one entry in the background, at most ``concurrency`` at once."""
+    async def _start(self, entry_id: bytes, fields: dict[bytes, bytes], *, fresh: bool) -> None:
+        """Deliver one entry in the background, at most ``concurrency`` at once. ``fresh``: read
+        for the first time (no run of the bot can have posted it yet)."""
         await self._slots.acquire()
         self._in_flight.add(entry_id)
-        task = asyncio.create_task(self._deliver_entry(entry_id, fields), name=f"deliver-{entry_id!r}")
+        task = asyncio.create_task(self._deliver_entry(entry_id, fields, fresh), name=f"deliver-{entry_id!r}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver_entry(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def _deliver_entry(self, entry_id: bytes, fields: dict[bytes, bytes], fresh: bool) -> None:
         try:
             job_id = fields.get(b"job_id", b"").decode()
             if not job_id:  # trimmed from the stream while pending
@@ -138,7 +145,7 @@ class Delivery:
             if fields.get(b"update") == b"diagnostics":
                 await self.add_diagnostics(job_id, entry_id)
             else:
-                await self.deliver(job_id, entry_id)
+                await self.deliver(job_id, entry_id, fresh=fresh)
         except TRANSIENT as exc:
             log.warning("delivery entry %s: %s; it stays pending and is tried again", entry_id.decode(), exc)
         except Exception:  # a bug: logged with its traceback; the entry stays pending
@@ -147,8 +154,12 @@ class Delivery:
             self._in_flight.discard(entry_id)
             self._slots.release()
 
-    async def deliver(self, job_id: str, entry_id: bytes) -> None:
-        """Post one job's result (unless already posted), then mark it and acknowledge the entry."""
+    async def deliver(self, job_id: str, entry_id: bytes, *, fresh: bool = True) -> None:
+        """Post one job's result (unless already posted), then mark it and acknowledge the entry.
+        ``fresh``: no earlier try can have posted it, so Discord is not asked first (step 4)."""
+        if job_id in self._posted:  # posted by this process; recording it failed
+            await self._record(job_id, self._posted[job_id], entry_id, None)
+            return
         if (posted := await store.delivered_message(self.redis, job_id)) is not None:
             log.info("job %s: already delivered as message %s; acknowledging", job_id, posted)
             await store.mark_delivered(self.redis, job_id, None, entry_id)
@@ -164,17 +175,44 @@ class Delivery:
             return
         message = await self._message_of(state)
         post = await self._final_post(state, message.filesize_limit)
+        if not fresh and await self._already_shows(message, post):
+            log.info("job %s: message %s already shows the result (posted by an earlier try); recording it",
+                     job_id, message.message_id)
+            self.progress.unfollow(job_id)
+            self.messages.forget(job_id)
+            await self._record(job_id, message.message_id, entry_id, state)
+            return
         message_id = await self._post(message, post)
+        self._posted[job_id] = message_id
         self.progress.unfollow(job_id)
         self.messages.forget(job_id)
-        gpu_s = state.result.timings.get("total") if state.result else None
-        await store.mark_delivered(
-            self.redis, job_id, message_id, entry_id, gpu_s=gpu_s, user_id=state.job.requester.user_id
-        )
+        await self._record(job_id, message_id, entry_id, state)
         if message_id is not None:
             self.delivered += 1
             log.info("job %s: %s result delivered as message %s in channel %s",
                      job_id, state.status.value, message_id, message.channel_id)
+
+    async def _record(self, job_id: str, message_id: int | None, entry_id: bytes, state: JobState | None) -> None:
+        """Step 3: the posted message on the job and the entry acknowledged (usage counted once,
+        by the try that posted)."""
+        gpu_s = state.result.timings.get("total") if state and state.result else None
+        user_id = state.job.requester.user_id if state else None
+        await store.mark_delivered(self.redis, job_id, message_id, entry_id, gpu_s=gpu_s, user_id=user_id)
+        self._posted.pop(job_id, None)
+
+    async def _already_shows(self, message: JobMessage, post: Post) -> bool:
+        """Whether the job's message, as Discord has it now, shows ``post`` (its text, and its
+        upload's file name when it has one). Any doubt (no message, Discord unreachable): False."""
+        if message.message_id is None:
+            return False
+        try:
+            shown = await self.client.get_partial_messageable(message.channel_id).fetch_message(message.message_id)
+        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.info("job %s: could not read message %s back (%s); posting the result", message.job_id,
+                     message.message_id, exc)
+            return False
+        files = {attachment.filename for attachment in shown.attachments}
+        return shown.content == post.content and (post.upload is None or post.upload.filename in files)
 
     async def add_diagnostics(self, job_id: str, entry_id: bytes) -> None:
         """Edit a delivered result to show the diagnostics the worker made after it (one more edit).

@@ -102,6 +102,54 @@ async def test_an_entry_posted_but_never_acknowledged_is_not_posted_again(redis_
         assert result_posts(fake) == []
 
 
+async def test_a_result_posted_by_a_bot_killed_before_recording_it_is_not_posted_again(
+    redis_server, redis_conn
+) -> None:
+    """The gap between Discord accepting the grid and Redis recording it: the next bot reads the
+    message back, sees the grid, and records it instead of posting it a second time."""
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake:
+        async with running_bot(redis_server.url, fake, consumer="bot-a") as bot:
+            job_id, message_id = await submit(bot, fake, worker)
+            worker.run(job_id)
+            await wait_until(lambda: bot.delivery.delivered == 1)
+        # as if bot-a had died right after the edit: nothing recorded, its entry still pending
+        redis_conn.hdel(f"imagine:job:{job_id}", store.DELIVERED)
+        redis_conn.xadd(DELIVERIES, {"job_id": job_id})
+        redis_conn.xreadgroup(store.GROUP, "bot-a", {DELIVERIES: ">"})
+        async with running_bot(redis_server.url, fake, consumer="bot-b") as bot:
+            await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
+            assert bot.delivery.delivered == 0
+        assert len(result_posts(fake)) == 1
+        assert fake.find("GET", rf"/messages/{message_id}$")  # it looked before posting
+        assert redis_conn.hget(f"imagine:job:{job_id}", store.DELIVERED) == str(message_id).encode()
+
+
+async def test_a_result_whose_recording_failed_is_recorded_without_posting_again(
+    redis_server, redis_conn, monkeypatch
+) -> None:
+    """Redis went away between the post and its record: the retry records it, nothing more."""
+    worker = FakeWorker(redis_conn)
+    real = store.mark_delivered
+    failures = [redis.exceptions.ConnectionError("Redis went away")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(*args, **kwargs)
+
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        bot.delivery.retry_s = 0.05
+        job_id, message_id = await submit(bot, fake, worker)
+        monkeypatch.setattr(store, "mark_delivered", flaky)
+        worker.run(job_id)
+        await wait_until(lambda: redis_conn.hexists(f"imagine:job:{job_id}", store.DELIVERED))
+        await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
+        await asyncio.sleep(0.2)
+        assert not failures and len(result_posts(fake)) == 1
+        assert not fake.find("GET", rf"/messages/{message_id}$")  # remembered: no need to ask Discord
+
+
 async def test_pending_entries_of_a_crashed_bot_are_delivered_at_start(redis_server, redis_conn) -> None:
     worker = FakeWorker(redis_conn)
     async with FakeDiscord() as fake:
