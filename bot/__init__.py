@@ -5,6 +5,7 @@
     launch.py       admit jobs from an interaction and give each its message
     progress.py     follow running jobs' event streams; throttled progress edits
     delivery.py     the imagine:deliveries consumer group: results posted exactly once
+    vanished.py     open messages whose job vanished from Redis say "(lost)" within a minute
     messages.py     where a job's message lives; edits via the interaction or the channel
     render.py       every line, embed and button as plain data (no discord import)
     custom_ids.py   the buttons' custom_id formats and templates

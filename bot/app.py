@@ -9,7 +9,8 @@ their results over through Redis; see ``bot.delivery``).
 
     ImagineBot(settings=, queue=, artifacts=)   dependencies injected (the queue holds the client)
       setup_hook: one extension per feature (the buttons' adds the DynamicItems), command sync,
-                  then the progress follower and the delivery reader as background tasks
+                  then the progress follower, the delivery reader and the vanished-job
+                  sweep as background tasks
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bot.delivery import Delivery, default_consumer
 from bot.launch import WaitEstimates
 from bot.messages import JobMessages
 from bot.progress import ProgressFollower, Throttle
+from bot.vanished import VanishedJobs
 from imagine.aqueue import AsyncJobQueue
 from imagine.artifacts import AsyncArtifactStore, async_artifact_store
 from imagine.errors import RedisUnavailable
@@ -95,6 +97,7 @@ class ImagineBot(commands.Bot):
         self.progress = ProgressFollower(self, queue, Throttle(settings.progress_interval_s))
         self.delivery = Delivery(self, queue, artifacts, self.messages, self.progress,
                                  consumer or default_consumer(), block_ms=delivery_block_ms)
+        self.vanished = VanishedJobs(self, queue.redis, self.messages, self.progress)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -121,6 +124,7 @@ class ImagineBot(commands.Bot):
         self._loops = [
             asyncio.create_task(self._keep_running("progress", self.progress.run), name="imagine-progress"),
             asyncio.create_task(self._keep_running("delivery", self.delivery.run), name="imagine-delivery"),
+            asyncio.create_task(self._keep_running("vanished", self.vanished.run), name="imagine-vanished"),
         ]
 
     async def sync_commands(self) -> None:
@@ -151,6 +155,7 @@ class ImagineBot(commands.Bot):
         self._stopping = True
         self.progress.stop()  # each loop ends after its current blocking read: cancelling
         self.delivery.stop()  # a blocking read can leave redis-py's connection stuck
+        self.vanished.stop()
         if self._loops:
             _done, stuck = await asyncio.wait(self._loops, timeout=SHUTDOWN_GRACE_S)
             for task in stuck:

@@ -145,7 +145,7 @@ async def launch(bot: Launcher, interaction: discord.Interaction, jobs: list[Job
     channel_id = interaction.channel_id
     if channel_id is None:
         raise ValueError(f"interaction {interaction.id} has no channel")
-    messages = {job.id: bot.messages.expect(job.id, channel_id, interaction) for job in jobs}
+    messages = {job.id: bot.messages.expect(job, channel_id, interaction) for job in jobs}
     try:
         every = await _admit_in_time(bot, interaction, jobs, guild)
     except ImagineError as exc:

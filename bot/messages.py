@@ -23,6 +23,7 @@ import discord
 
 from bot.images import DEFAULT_LIMIT, Upload
 from bot.render import ButtonSpec, Embed
+from imagine.jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class JobMessage:
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once the message exists (or failed)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one edit at a time
     closed: bool = False  # result delivered or cancel pressed: no more progress edits
+    job: Job | None = None  # the job it shows, when this process posted it
 
     @property
     def route(self) -> str:
@@ -156,11 +158,11 @@ class JobMessages:
     def __init__(self) -> None:
         self._by_job: dict[str, JobMessage] = {}
 
-    def expect(self, job_id: str, channel_id: int, interaction: discord.Interaction | None) -> JobMessage:
-        msg = JobMessage(job_id, channel_id, interaction=interaction)
+    def expect(self, job: Job, channel_id: int, interaction: discord.Interaction | None) -> JobMessage:
+        msg = JobMessage(job.id, channel_id, interaction=interaction, job=job)
         if interaction is not None:
             msg.filesize_limit = interaction.filesize_limit
-        self._by_job[job_id] = msg
+        self._by_job[job.id] = msg
         return msg
 
     def get(self, job_id: str) -> JobMessage | None:
@@ -168,6 +170,10 @@ class JobMessages:
 
     def forget(self, job_id: str) -> None:
         self._by_job.pop(job_id, None)
+
+    def posted_open(self) -> list[JobMessage]:
+        """The messages posted and still open (no result shown, no cancel pressed)."""
+        return [m for m in self._by_job.values() if m.message_id is not None and not m.closed]
 
     def __len__(self) -> int:
         return len(self._by_job)

@@ -329,3 +329,25 @@ async def test_diagnostics_of_a_job_not_from_discord_are_acknowledged_without_wa
         await wait_until(read_and_acknowledged)
         assert asyncio.get_running_loop().time() - started < 5  # not the 10 s wait for a post
         assert not [c for c in fake.calls if c.method in ("PATCH", "POST") and "/messages" in c.path]
+
+
+async def test_a_message_whose_job_vanished_says_so(redis_server, redis_conn) -> None:
+    """A host crash lost the job's hash (the last second of the append-only file): its message
+    stops waiting and says the job was lost; a job that still exists is left alone."""
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        bot.vanished.interval_s = 0.05
+        lost_id, lost_message = await submit(bot, fake, worker, "a lost harbour")
+        kept_id, kept_message = await submit(bot, fake, worker, "a kept harbour")
+        for key in redis_conn.scan_iter(f"*{lost_id}*"):  # everything Redis knew of the job
+            redis_conn.delete(key)
+        await wait_until(lambda: bot.vanished.closed == 1)
+        shown = fake.message_of(lost_message)
+        assert shown["content"] == "**a lost harbour** - <@111111111111111111> (lost)"
+        assert shown["embeds"][0]["title"] == "Job lost" and "run the prompt again" in shown["embeds"][0]["description"]
+        assert shown["components"] == []  # no Cancel button on a job that is gone
+        assert "(lost)" not in fake.message_of(kept_message)["content"]
+        worker.run(kept_id)
+        await wait_until(lambda: bot.delivery.delivered == 1)
+        await asyncio.sleep(0.2)
+        assert bot.vanished.closed == 1
