@@ -207,7 +207,7 @@ class Delivery:
             return False
         try:
             shown = await self.client.get_partial_messageable(message.channel_id).fetch_message(message.message_id)
-        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, discord.HTTPException, aiohttp.ClientError) as exc:
             log.info("job %s: could not read message %s back (%s); posting the result", message.job_id,
                      message.message_id, exc)
             return False
