@@ -275,3 +275,49 @@ def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, 
     assert result.status is JobStatus.DONE and result.images == ()
     shortened = json.loads(RedisArtifacts(redis_conn).get(result.shorten))
     assert 1 <= len(shortened["proposals"]) <= 5 and shortened["text"] == job.request.positive_text
+
+
+def test_a_finished_job_waiting_for_redis_past_its_timeout_ends_done(tiny, model_cache, tmp_path) -> None:
+    """RQ's job timeout stops a runaway generation, not a finished job that waits for Redis to
+    store its images: Redis stays away longer than the whole timeout, and the job still ends done."""
+    server = RedisServer(tmp_path, appendonly=True)
+    settings = Settings(redis_url=server.url, model_cache_dir=model_cache, torch_threads=1,
+                        worker_heartbeat_s=0.2, worker_ttl_s=60.0, job_timeout_s=10)
+    conn = redis.Redis.from_url(server.url)
+    jq = JobQueue(conn, job_timeout_s=settings.job_timeout_s)  # RQ's timeout is set when a job is queued
+    job = make_job()
+    jq.submit(job)
+    outage: dict[str, Any] = {}
+    waiting_to_store = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "while storing its images" in record.getMessage():
+                waiting_to_store.set()
+
+    def stop_redis_at_first_progress() -> None:
+        follower = JobQueue(redis.Redis.from_url(server.url))
+        next(e for e in follower.follow(job.id, poll_ms=20) if e.type == "progress")
+        server.stop()
+        waiting_to_store.wait(120)
+        time.sleep(settings.job_timeout_s + 1)  # past the job's whole timeout
+        outage["server"] = RedisServer(tmp_path, port=server.port, appendonly=True)
+
+    restarter = threading.Thread(target=stop_redis_at_first_progress)
+    restarter.start()
+    watch = Watch()
+    logging.getLogger("worker.outage").addHandler(watch)
+    try:
+        rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny}, ["fast"], settings)
+        try:
+            rq_worker.work(burst=True, logging_level="CRITICAL", max_jobs=1)
+        finally:
+            restarter.join(60)
+            heartbeat.stop()
+        assert waiting_to_store.is_set()
+        state = jq.state(job.id)
+        assert state.status is JobStatus.DONE, state.result
+        assert len(state.result.images) == 4
+    finally:
+        logging.getLogger("worker.outage").removeHandler(watch)
+        outage.get("server", server).stop()

@@ -14,12 +14,18 @@ be reached, one job's calls to it behave so:
           from Redis can take no other job meanwhile anyway)
 
 Each kind of call logs the outage once per job, then the moment it got through.
+
+RQ's job timeout is there to stop a runaway generation, not a wait for Redis: once a job's
+pictures are made, ``end_job_timeout`` disarms it, so that storing them and recording the end
+may wait out an outage of any length and a finished job never turns into "Job timed out".
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +99,15 @@ class RideOut:
         if what in self._noted:
             self._noted.discard(what)
             log.info("job %s: Redis reachable again (%s)", self.job_id, what)
+
+
+def end_job_timeout() -> None:
+    """Disarm RQ's timeout of the job running now: its GPU work is done (module doc). RQ's
+    ``SimpleWorker`` arms it as SIGALRM in the main thread (``UnixSignalDeathPenalty``), and
+    disarms it after the job the same way (a second ``alarm(0)`` is harmless). Off the main
+    thread (a job run by hand) there is none to end."""
+    if threading.current_thread() is threading.main_thread():
+        signal.alarm(0)
 
 
 def wait_for_redis(connection: redis.Redis, where: str, *, first_delay_s: float = 0.5, max_delay_s: float = 10.0,

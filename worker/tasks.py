@@ -30,7 +30,7 @@ from worker.describe import Describer, as_shown, read_upload
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
-from worker.outage import RideOut
+from worker.outage import RideOut, end_job_timeout
 from worker.safety import OutputFilter
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_call
 
 def _finish(rt: WorkerRuntime, job: Job, result: JobResult, redis_calls: RideOut) -> None:
     """Record the end; the heartbeat names the job until it is recorded, so no reconciler takes
-    a job whose end waits for Redis for a lost one."""
+    a job whose end waits for Redis for a lost one; RQ's timeout no longer applies (``end_job_timeout``)."""
+    end_job_timeout()
     redis_calls.until_back("recording its end", rt.queue.finish, job.id, result, job=job)
     rt.current_job = None
     metrics.WORKER_BUSY.set(0)
@@ -174,7 +175,9 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     )
     # 4. The output filter, before anything is stored.
     flagged = _screen(rt, job, gen.images)
-    # 5. Store the images; the result carries their keys only.
+    # 5. Store the images; the result carries their keys only. The pictures exist: from here
+    #    on the job waits for Redis however long an outage lasts, never timed out.
+    end_job_timeout()
     t_store = time.perf_counter()
     images = {f"image_{i}.png": img for i, img in enumerate(gen.images, start=1)}
     if len(gen.images) == 4:
@@ -199,6 +202,7 @@ def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     if diagnostician is None:
         raise RuntimeError("this worker has no diagnostics loaded, so it cannot /shorten")
     result = diagnostician.shorten(job.request.positive_text)
+    end_job_timeout()
     key = redis_calls.must("storing its analysis", rt.artifacts.put,
                            artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
     return JobResult(job_id=job.id, status=JobStatus.DONE, shorten=key, worker=rt.name,
@@ -214,6 +218,7 @@ def _describe(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
         raise RuntimeError(f"this worker has no describer for model {job.model}, so it cannot /describe")
     image = redis_calls.must("reading its upload", read_upload, rt.artifacts, job.id)
     result = describer.describe(image)
+    end_job_timeout()
     shown = redis_calls.must("storing its image", rt.artifacts.put,
                              artifact_key(job.id, "image.png"), png(as_shown(image)))
     result = result.model_copy(update={"image": shown})
