@@ -18,8 +18,9 @@ faults, the kinds taken in turn (the order shuffled by ``--seed``):
 At the end it waits until every accepted job has ended and been shown, or ``--deadline`` passes,
 and prints: accepted, done, failed (by reason), cancelled, stuck (open past the deadline),
 ended but never shown, missing (accepted, not lost by design, no record and no delivery), lost by
-design, delivered once / twice (final result posts or edits the stand-in took per job), and the
-recovery time of each fault: from the fault to the first result delivered after it was over.
+design, delivered once / twice (final result posts or edits the stand-in took per job), shown
+failed then its grid (a job given up as "Worker lost" whose worker, paused or cut off, finished
+it after all: its message is corrected, not duplicated), and the recovery time of each fault: from the fault to the first result delivered after it was over.
 
     .venv/bin/python bench/chaos.py --jobs 300 --users 6 --workers 2 --faults 15 --duration 600
 
@@ -222,6 +223,7 @@ class Report:
     lost_by_design: list[str] = field(default_factory=list)
     delivered_once: int = 0
     delivered_twice: list[str] = field(default_factory=list)
+    corrected_late: list[str] = field(default_factory=list)  # shown failed, then its grid (its worker was alive)
     failed_without_reason: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     seconds: float = 0.0
@@ -462,6 +464,8 @@ class Chaos:
                 rep.ended_unseen.append(job_id)
             if shown == 1:
                 rep.delivered_once += 1
+            elif status == "done" and by_job[job_id] == 1 and shown == 2:
+                rep.corrected_late.append(job_id)
             elif shown > 1:
                 rep.delivered_twice.append(job_id)
         for fault in self.faults:
@@ -524,6 +528,7 @@ def print_report(rep: Report, console: Console) -> None:
         ("lost by design (host crash, AOF cut back)", len(rep.lost_by_design)),
         ("delivered once", rep.delivered_once),
         ("delivered twice or more", len(rep.delivered_twice)),
+        ("shown failed, then its grid (a lost verdict corrected)", len(rep.corrected_late)),
     ]
     for name, value in rows:
         bad = name.startswith(("stuck", "ended but", "missing", "delivered twice")) and value

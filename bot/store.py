@@ -23,12 +23,12 @@ from imagine.constants import KEY_PREFIX
 from imagine.errors import RedisUnavailable
 from imagine.guilds import GuildPolicy, policy_from, queue_policy
 from imagine.jobs import Job, Requester
-from imagine.queue import DELIVERIES, job_key
+from imagine.queue import DELIVERED_MARKER, DELIVERIES, job_key
 from imagine.user_settings import UserSettings, load, settings_key
 
 CHANNEL_ID = "channel_id"
 MESSAGE_ID = "message_id"
-DELIVERED = "delivered_message_id"
+DELIVERED = DELIVERED_MARKER
 GROUP = "bot"
 """The consumer group of ``imagine:deliveries`` the bot reads."""
 

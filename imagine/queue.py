@@ -77,6 +77,14 @@ SERVED_MODELS = f"{P}:models:served"
 """Hash: model -> the last time a live worker announced it (``imagine.unserved``)."""
 
 
+RECONCILER_VERDICTS = frozenset({WorkerLost.__name__, LostInCrash.__name__})
+"""Failures the reconciler records on a running job it gives up on; its own worker's done
+result replaces them (``JobQueue.finish``)."""
+
+DELIVERED_MARKER = "delivered_message_id"
+"""The job-hash field where the bot records the message a result was posted as (``bot.store``)."""
+
+
 def job_key(job_id: str) -> str:
     return f"{P}:job:{job_id}"
 
@@ -781,8 +789,43 @@ class JobQueue(QueueRules):
         first end (one delivery per job): False then. (``job`` is read from Redis.)"""
         if self._settle(job_id, result, statuses=OPEN_STATUSES):
             return True
+        if result.status is JobStatus.DONE and self._correct_verdict(job_id, result):
+            return True
         log.warning("job %s had ended already; its %s end is not recorded", job_id, result.status.value)
         return False
+
+    def _correct_verdict(self, job_id: str, result: JobResult) -> bool:
+        """A done result from the worker a reconciler gave up on ("Worker lost", "Lost in a queue
+        crash": it was only cut off from Redis, or paused) replaces that verdict: a finished job
+        never stays failed. The bot is told again (a new delivery entry, the posted-message marker
+        cleared), so the job's message turns from the failure into the grid. Any other end (a
+        cancel, a real failure) stands. The slot was freed by the verdict; nothing is promoted."""
+        key = job_key(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                status, raw_result, raw_job, scope = (None if v is None else text(v) for v in
+                                                      pipe.hmget(key, "status", "result", "job", "scope"))
+                if status != JobStatus.FAILED.value or raw_result is None:
+                    return False
+                verdict = JobResult.model_validate_json(raw_result)
+                if (verdict.error is None or verdict.error.type not in RECONCILER_VERDICTS
+                        or verdict.worker is None or verdict.worker != result.worker):
+                    return False
+                try:
+                    job: Job | None = read_job(job_id, raw_job)
+                except UnreadableJob:
+                    job = None
+                pipe.multi()
+                pipe.hdel(key, DELIVERED_MARKER)
+                self.fill_finish(pipe, job_id, job, result, scope or "")
+                pipe.execute()
+            except (redis.WatchError, ValidationError):
+                return False
+        log.warning("job %s: its worker %s finished it after it was given up as %r; now done",
+                    job_id, result.worker, verdict.error.title)
+        self.finished(job_id, job, result)
+        return True
 
     def _settle(self, job_id: str, result: JobResult, *, statuses: Sequence[str], worker: str | None = None) -> bool:
         """``finish`` only while the job's status is one of ``statuses`` (and, given ``worker``,

@@ -19,7 +19,7 @@ from imagine.diagnostics import ShortenResult, ShortPrompt, WordInfluence
 from imagine.jobs import JobKind, JobResult, JobStatus, Requester
 from imagine.queue import DELIVERIES
 from imagine.redis_server import RedisServer
-from tests.bot_harness import FakeWorker, feed, queue_of, running_bot, wait_until
+from tests.bot_harness import FAKE_WORKER, FakeWorker, feed, queue_of, running_bot, wait_until
 from tests.discord_stub import CHANNEL_ID, GUILD_ID, FakeDiscord
 from tests.helpers import make_job
 
@@ -351,3 +351,21 @@ async def test_a_message_whose_job_vanished_says_so(redis_server, redis_conn) ->
         await wait_until(lambda: bot.delivery.delivered == 1)
         await asyncio.sleep(0.2)
         assert bot.vanished.closed == 1
+
+
+async def test_a_job_given_up_as_lost_then_finished_by_its_worker_shows_its_grid(redis_server, redis_conn) -> None:
+    """A worker cut off from Redis past its heartbeat: a peer fails its job ("Worker lost") and the
+    message says so; then the worker gets through with the pictures, and the same message shows them."""
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, message_id = await submit(bot, fake, worker)
+        worker.start(job_id)
+        redis_conn.delete(f"imagine:worker:{FAKE_WORKER}")  # its heartbeat expired
+        assert worker.queue.recover() == [job_id]
+        await wait_until(lambda: fake.message_of(message_id)["content"].endswith("(failed)"))
+        worker.finish(job_id)  # it was alive after all
+        await wait_until(lambda: bot.delivery.delivered == 2)
+        shown = fake.message_of(message_id)
+        assert shown["content"] == "**a harbour** - <@111111111111111111> (fast)"
+        assert any("grid" in a["filename"] for a in shown["attachments"])
+        assert redis_conn.hget(f"imagine:job:{job_id}", store.DELIVERED) == str(message_id).encode()

@@ -113,13 +113,34 @@ def test_a_job_left_running_on_a_live_worker_that_is_not_on_it_fails_after_the_g
     assert jq.recover(grace_s=0.4) == []
 
 
-def test_the_end_of_a_job_recorded_late_is_not_overwritten_and_a_lost_one_not_recorded_twice(jq, redis_conn) -> None:
+def test_a_job_given_up_as_lost_that_its_worker_finishes_ends_done_and_is_delivered_again(jq, redis_conn) -> None:
+    """Long outage: a peer's reconciler failed the job while its worker, cut off from Redis (or
+    paused), was finishing it. The worker's done result replaces that verdict, and the bot is
+    told again; an end from anyone else, or a failure, leaves the verdict as it is."""
     job = make_job()
     jq.submit(job)
     jq.start(job.id, "w1")
-    assert jq.recover() == [job.id]  # w1 never announced itself: Worker lost
-    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE)) is False  # its late end
+    assert jq.recover() == [job.id]  # w1's heartbeat is gone: Worker lost
+    redis_conn.hset(job_key(job.id), "delivered_message_id", 42)  # the bot posted the failure
+    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE, worker="w2")) is False
+    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.FAILED, worker="w1")) is False
     assert jq.state(job.id).result.error.title == "Worker lost"
+    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE, worker="w1")) is True  # it was alive
+    state = jq.state(job.id)
+    assert state.status is JobStatus.DONE and state.result.error is None
+    assert deliveries(redis_conn) == [job.id, job.id]  # the failure, then the pictures
+    assert not redis_conn.hexists(job_key(job.id), "delivered_message_id")  # the bot edits the message again
+    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE, worker="w1")) is False  # once
+
+
+def test_a_cancelled_job_stays_cancelled_whatever_its_worker_says_late(jq, redis_conn) -> None:
+    job = make_job()
+    jq.submit(job)
+    jq.start(job.id, "w1")
+    jq.cancel(job.id, job.requester.user_id)
+    jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.CANCELLED, worker="w1"))
+    assert jq.finish(job.id, JobResult(job_id=job.id, status=JobStatus.DONE, worker="w1")) is False
+    assert jq.state(job.id).status is JobStatus.CANCELLED
     assert deliveries(redis_conn) == [job.id]
 
 
