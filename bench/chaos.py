@@ -20,7 +20,8 @@ and prints: accepted, done, failed (by reason), cancelled, stuck (open past the 
 ended but never shown, missing (accepted, not lost by design, no record and no delivery), lost by
 design, delivered once / twice (final result posts or edits the stand-in took per job), shown
 failed then its grid (a job given up as "Worker lost" whose worker, paused or cut off, finished
-it after all: its message is corrected, not duplicated), and the recovery time of each fault: from the fault to the first result delivered after it was over.
+it after all: its message is corrected, not duplicated), and the recovery time of each fault:
+from the fault to the first result delivered after it was over.
 
     .venv/bin/python bench/chaos.py --jobs 300 --users 6 --workers 2 --faults 15 --duration 600
 
