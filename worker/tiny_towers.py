@@ -4,7 +4,8 @@ FLUX.1 and SD 3.5 read the prompt with T5-XXL's encoder (``T5EncoderModel``, 409
 SentencePiece Unigram tokenizer. The tiny stand-ins keep every behaviour the encoding code relies
 on, at a size that builds in milliseconds:
 
-Tokenizer: a Unigram model (``tokenizers``) wrapped as ``transformers.T5TokenizerFast``, laid out
+Tokenizer: a Unigram model (``tokenizers.models.Unigram``, which ``T5TokenizerFast`` builds from
+the (piece, score) list below) wrapped as ``transformers.T5TokenizerFast``, laid out
 as T5's: ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, then the pieces. Words are split on
 whitespace and prefixed with the metaspace ``▁`` (so "a cat" is ``▁a ▁cat``); ``</s>`` is
 appended to every text and there is no BOS; characters the vocabulary lacks become ``<unk>``, as
