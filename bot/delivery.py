@@ -18,6 +18,10 @@ to the stream ``imagine:deliveries``; the bot reads it in the consumer group ``b
    recorded on the next try. An entry tried before by another run of the bot (claimed, or
    pending after a failure) is checked against Discord first: when the job's message already
    shows the result (its text and its grid's file name), it is recorded without posting again.
+5. A delivered grid is never replaced by a reconciler's verdict. A host crash can cut off the
+   last second of Redis's file after the bot posted a grid: the job is "running" again, and a
+   reconciler fails it "Lost in a queue crash". Before such a verdict is posted, the message is
+   read back; when it already shows this job's grid, it stays, and the verdict is only recorded.
 
 A transient failure (Discord 5xx or 429, network, Redis) leaves the entry pending: it is tried
 again every ``retry_s``. A channel the bot may no longer post in (403/404) is logged and the
@@ -48,7 +52,7 @@ from imagine.describe import DescribeResult
 from imagine.diagnostics import Diagnostics, ShortenResult
 from imagine.errors import JobNotFound, ResultExpired, RetryableError
 from imagine.jobs import Job, JobKind, JobResult, JobStatus
-from imagine.queue import JobState
+from imagine.queue import RECONCILER_VERDICTS, JobState
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,12 @@ TRANSIENT = (aiohttp.ClientError, asyncio.TimeoutError, RetryableError, redis.ex
 
 MESSAGE_WAIT_S = 10.0
 """How long a result waits for its job's message to be posted (a job faster than its post)."""
+
+
+def _is_verdict(state: JobState) -> bool:
+    """A failure the reconciler recorded on a job it gave up on (``imagine.reconcile``)."""
+    error = state.result.error if state.result else None
+    return state.status is JobStatus.FAILED and error is not None and error.type in RECONCILER_VERDICTS
 
 
 def default_consumer() -> str:
@@ -174,6 +184,13 @@ class Delivery:
             await store.mark_delivered(self.redis, job_id, None, entry_id)
             return
         message = await self._message_of(state)
+        if _is_verdict(state) and await self._shows_grid(message, state.job):
+            log.warning("job %s: given up as lost after its grid was posted; message %s keeps the grid",
+                        job_id, message.message_id)
+            self.progress.unfollow(job_id)
+            self.messages.forget(job_id)
+            await self._record(job_id, message.message_id, entry_id, None)
+            return
         post = await self._final_post(state, message.filesize_limit)
         if not fresh and await self._already_shows(message, post):
             log.info("job %s: message %s already shows the result (posted by an earlier try); recording it",
@@ -203,16 +220,29 @@ class Delivery:
     async def _already_shows(self, message: JobMessage, post: Post) -> bool:
         """Whether the job's message, as Discord has it now, shows ``post`` (its text, and its
         upload's file name when it has one). Any doubt (no message, Discord unreachable): False."""
-        if message.message_id is None:
-            return False
-        try:
-            shown = await self.client.get_partial_messageable(message.channel_id).fetch_message(message.message_id)
-        except (TimeoutError, discord.HTTPException, aiohttp.ClientError) as exc:
-            log.info("job %s: could not read message %s back (%s); posting the result", message.job_id,
-                     message.message_id, exc)
+        shown = await self._read_back(message)
+        if shown is None:
             return False
         files = {attachment.filename for attachment in shown.attachments}
         return shown.content == post.content and (post.upload is None or post.upload.filename in files)
+
+    async def _shows_grid(self, message: JobMessage, job: Job) -> bool:
+        """Whether the job's message shows its finished pictures (step 5)."""
+        shown = await self._read_back(message)
+        if shown is None:
+            return False
+        return shown.content == render.done_line(job) and any(
+            job.id in attachment.filename for attachment in shown.attachments)
+
+    async def _read_back(self, message: JobMessage) -> discord.Message | None:
+        """The job's message as Discord has it now; None when there is none or Discord cannot say."""
+        if message.message_id is None:
+            return None
+        try:
+            return await self.client.get_partial_messageable(message.channel_id).fetch_message(message.message_id)
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("job %s: could not read message %s back (%s)", message.job_id, message.message_id, exc)
+            return None
 
     async def add_diagnostics(self, job_id: str, entry_id: bytes) -> None:
         """Edit a delivered result to show the diagnostics the worker made after it (one more edit).

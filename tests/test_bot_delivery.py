@@ -369,3 +369,25 @@ async def test_a_job_given_up_as_lost_then_finished_by_its_worker_shows_its_grid
         assert shown["content"] == "**a harbour** - <@111111111111111111> (fast)"
         assert any("grid" in a["filename"] for a in shown["attachments"])
         assert redis_conn.hget(f"imagine:job:{job_id}", store.DELIVERED) == str(message_id).encode()
+
+
+async def test_a_delivered_grid_is_not_replaced_by_a_lost_in_crash_verdict(redis_server, redis_conn) -> None:
+    """A host crash cut the last second off Redis's file after the grid was posted: the job is
+    "running" again on an idle worker and the reconciler fails it. The message keeps its grid."""
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job_id, message_id = await submit(bot, fake, worker)
+        worker.run(job_id)
+        await wait_until(lambda: bot.delivery.delivered == 1)
+        grid = fake.message_of(message_id)["attachments"]
+        key = f"imagine:job:{job_id}"  # Redis as it was a second before: running, nothing delivered
+        redis_conn.hset(key, mapping={"status": "running", "worker": FAKE_WORKER})
+        redis_conn.hdel(key, "result", store.DELIVERED)
+        redis_conn.zadd("imagine:jobs:open", {job_id: 1})
+        assert job_id in worker.queue.recover(grace_s=0.0)  # "Lost in a queue crash"
+        assert worker.queue.state(job_id).result.error.title == "Lost in a queue crash"
+        await wait_until(lambda: redis_conn.hexists(key, store.DELIVERED))
+        await wait_until(lambda: redis_conn.xpending(DELIVERIES, store.GROUP)["pending"] == 0)
+        shown = fake.message_of(message_id)
+        assert shown["content"] == "**a harbour** - <@111111111111111111> (fast)" and shown["attachments"] == grid
+        assert bot.delivery.delivered == 1
