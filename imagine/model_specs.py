@@ -275,7 +275,8 @@ def _new_model_fields(where: str, table: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{where}: family {family!r} is not one of {', '.join(FAMILIES)}")
         based_on = read.pop("based_on", None) or FAMILY_DEFAULT[family]
     read.pop("based_on", None)
-    return {**BUILTIN_SPECS[based_on].model_dump(), **read, **table}
+    base = BUILTIN_SPECS[based_on]
+    return {**base.model_dump(), "description": f"Based on {base.name}.", **read, **table}
 
 
 def read_family(where: str, source: str) -> dict[str, Any]:
