@@ -96,7 +96,8 @@ def test_sdxl_weights_and_negatives_follow_the_formula(tiny_sdxl: LoadedModel) -
     # a = min(1, 1.5 / 3); N = (1 - a) E("") + a sum (|r_j| / sum |r_j|) E(n_j): from E(""), not zeros
     a = 0.5
     assert close(ours.negative_prompt_embeds, (1 - a) * empty + a * (people / 3 + 2 * cars / 3))
-    assert close(ours.negative_pooled_prompt_embeds, (1 - a) * empty_pooled + a * (people_pooled / 3 + 2 * cars_pooled / 3))
+    negative_pooled = (1 - a) * empty_pooled + a * (people_pooled / 3 + 2 * cars_pooled / 3)
+    assert close(ours.negative_pooled_prompt_embeds, negative_pooled)
     assert ours.info["negative_alpha"] == a
 
 

@@ -64,7 +64,8 @@ def test_stylize_acts_on_distilled_guidance_and_is_noted_without_any() -> None:
 def test_tile_is_noted_as_ignored_on_families_without_a_unet() -> None:
     params = Params(tile=True)
     assert ignored_notes(params, BUILTIN_SPECS["sdxl"]) == []
-    assert ignored_notes(params, BUILTIN_SPECS["flux-schnell"]) == ["--tile was ignored: flux-schnell does not use it yet."]
+    assert ignored_notes(params, BUILTIN_SPECS["flux-schnell"]) == [
+        "--tile was ignored: flux-schnell does not use it yet."]
 
 
 def test_the_bot_accepts_v_naming_an_sdxl_model() -> None:

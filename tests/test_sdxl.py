@@ -90,7 +90,8 @@ def test_tile_pads_the_unet_and_vae_during_the_job_only(tiny_sdxl: LoadedModel) 
     convs = [m for net in (tiny_sdxl.pipe.unet, tiny_sdxl.pipe.vae) for m in net.modules()
              if isinstance(m, torch.nn.Conv2d)]
     seen: list[str] = []
-    handle = tiny_sdxl.pipe.unet.conv_in.register_forward_pre_hook(lambda module, args: seen.append(module.padding_mode))
+    conv_in = tiny_sdxl.pipe.unet.conv_in
+    handle = conv_in.register_forward_pre_hook(lambda module, args: seen.append(module.padding_mode))
     try:
         generate(tiny_sdxl, sdxl_job(quality=0.25, tile=True))
     finally:

@@ -150,7 +150,8 @@ def blend(
     neg_total = sum(-n.weight for n in negatives)
     alpha = min(1.0, neg_total / sum(p.weight for p in request.parts if p.weight > 0))
     negative = {
-        name: (1 - alpha) * empty[name] + alpha * sum((-n.weight / neg_total) * encoded(n.text)[name] for n in negatives)
+        name: (1 - alpha) * empty[name]
+        + alpha * sum((-n.weight / neg_total) * encoded(n.text)[name] for n in negatives)
         for name in empty
     }
     return cond, negative, alpha

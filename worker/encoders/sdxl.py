@@ -74,7 +74,8 @@ class SDXLPromptEncoder:
             ]
             pooled = encodings[-1][text][1]
             if pooled is None:
-                raise ValueError(f"SDXL's last text tower ({type(self.towers[-1].model).__name__}) gives no pooled vector")
+                tower = type(self.towers[-1].model).__name__
+                raise ValueError(f"SDXL's last text tower ({tower}) gives no pooled vector")
             return {"prompt_embeds": torch.cat(states, dim=-1), "pooled_prompt_embeds": pooled[0].float()}
 
         cond, negative, alpha = blend(request, encoded, encoded(""), cfg=cfg)

@@ -57,8 +57,9 @@ class ModelFamily:
         """The first CLIP tower as a ``TextEncoder``: what the diagnostics analyse."""
         return TextEncoder(pipe.tokenizer, pipe.text_encoder)
 
-    def denoiser(self, pipe: Any) -> torch.nn.Module:
-        return getattr(pipe, self.denoiser_name)  # type: ignore[no-any-return]
+    def denoiser(self, pipe: Any) -> Any:
+        """The UNet or transformer of ``pipe``."""
+        return getattr(pipe, self.denoiser_name)
 
     # Guidance -----------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class ModelFamily:
         vae = pipe.vae
         with torch.inference_mode():
             pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-        return pipe.image_processor.postprocess(pixels, output_type="pil")  # type: ignore[no-any-return]
+        return pipe.image_processor.postprocess(pixels, output_type="pil")
 
     def preview(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> list[Image.Image]:
         """Small approximate pictures of ``latents`` (no VAE) for progress messages."""

@@ -73,7 +73,7 @@ class StableDiffusionXL(ModelFamily):
         finally:
             if upcast:
                 vae.to(torch.float16)
-        return pipe.image_processor.postprocess(pixels, output_type="pil")  # type: ignore[no-any-return]
+        return pipe.image_processor.postprocess(pixels, output_type="pil")
 
     def preview(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> list[Image.Image]:
         return latents_to_preview(latents, SDXL_LATENT_RGB, SDXL_LATENT_RGB_BIAS)
