@@ -18,7 +18,9 @@ from imagine.request import AspectRatio
 from tests.test_cli import imagine
 from tests.worker_fixtures import TINY_SDXL, make_job
 from worker.generate import Generation, Progress, generate
+from worker.diagnostics import Diagnostician
 from worker.models import LoadedModel
+from worker.tiny_sdxl import build_tiny_sdxl_model
 
 
 def sdxl_job(prompt: str = "a red fox in the snow", **kwargs: Any) -> Any:
@@ -138,3 +140,19 @@ def test_upscale_refines_the_parent_at_twice_the_size(tiny_sdxl: LoadedModel, pa
 
 def _distance(a: Image.Image, b: Image.Image) -> float:
     return sum(abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True)) / len(a.tobytes())
+
+
+def test_the_diagnostics_analyse_the_first_clip_tower(tiny_sdxl: LoadedModel, diagnostician: Diagnostician) -> None:
+    job = sdxl_job("a red fox in the snow")
+    images = generate(tiny_sdxl, sdxl_job(quality=0.25)).images
+    diag = diagnostician.analyze(job, images, tiny_sdxl.text_encoder)
+    assert tiny_sdxl.text_encoder.model is tiny_sdxl.pipe.text_encoder  # CLIP-L, what the UNet sees of it
+    assert diag.tokens.parts[0].chunks == [tiny_sdxl.text_encoder.tokenize("a red fox in the snow").tokens]
+
+
+def test_the_tiny_sdxl_build_is_deterministic(tmp_path: Path) -> None:
+    first, second = build_tiny_sdxl_model(tmp_path / "a"), build_tiny_sdxl_model(tmp_path / "b")
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".safetensors"]) == 4  # two towers, the UNet, the VAE
+    assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
