@@ -17,8 +17,8 @@ from imagine.jobs import JobKind
 from imagine.request import AspectRatio
 from tests.test_cli import imagine
 from tests.worker_fixtures import TINY_SDXL, make_job
-from worker.generate import Generation, Progress, generate
 from worker.diagnostics import Diagnostician
+from worker.generate import Generation, Progress, generate
 from worker.models import LoadedModel
 from worker.tiny_sdxl import build_tiny_sdxl_model
 
