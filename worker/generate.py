@@ -274,7 +274,7 @@ def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> 
         steps=steps,
         steps_to_run=steps_to_run,
         guidance_scale=guidance,
-        cfg=model.family.runs_cfg(model.pipe, guidance),  # the pipeline's rule
+        cfg=model.family.runs_cfg(model.pipe, guidance, negatives=bool(job.request.negatives)),  # the pipeline's rule
         seeds=[(job.seed + i) % SEED_SPACE for i in range(n_images)],
         init_image=init_image,
         strength=strength,

@@ -225,7 +225,7 @@ class TextEncoder:
     # 3. Contextual embeddings --------------------------------------------------------------
 
     def contextual_embeddings(self, text: str) -> torch.Tensor:
-        """E(text): the last hidden state of every chunk, concatenated: [k * W, d]."""
+        """E(text): the hidden states (``layer``) of every chunk, concatenated: [k * W, d]."""
         return self.encode_tokens(self.tokenize(text))
 
     def encode_tokens(self, tokens: TokenInfo) -> torch.Tensor:

@@ -63,8 +63,10 @@ class ModelFamily:
 
     # Guidance -----------------------------------------------------------------------------
 
-    def runs_cfg(self, pipe: Any, guidance: float) -> bool:
-        """Whether the pipeline runs classifier-free guidance at ``guidance`` (its own rule)."""
+    def runs_cfg(self, pipe: Any, guidance: float, *, negatives: bool) -> bool:
+        """Whether the pipeline runs classifier-free guidance at ``guidance`` (its own rule);
+        ``negatives``: whether the request has negative parts (FLUX runs true CFG, at twice
+        the cost, only for them)."""
         return guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
 
     def guidance_kwargs(self, guidance: float, cfg: bool) -> dict[str, float]:
