@@ -40,8 +40,7 @@ def test_run_with_only_a_source_makes_the_asked_ratio_and_the_same_bytes_again(
     for out in ("first", "second"):
         done = imagine("run", "a red fox in the snow --no people --ar 3:2 --seed 5", "--model", TINY_SDXL,
                        "--out", out, cwd=tmp_path, timeout=300, IMAGINE_MODELS_CONFIG=str(sdxl_models_toml),
-                       IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false",
-                       IMAGINE_TORCH_THREADS="1")
+                       IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_TORCH_THREADS="1")
         assert done.returncode == 0, done.stderr[-3000:]
         grids.append((tmp_path / out / "grid.png").read_bytes())
         with Image.open(tmp_path / out / "grid.png") as grid, Image.open(tmp_path / out / "image_1.png") as one:
@@ -49,6 +48,7 @@ def test_run_with_only_a_source_makes_the_asked_ratio_and_the_same_bytes_again(
             assert one.width * 2 == one.height * 3  # 3:2 exactly
         result = json.loads((tmp_path / out / "result.json").read_text())
         assert result["job"]["seed"] == 5
+        assert (tmp_path / out / "diagnostics.json").is_file()  # scored offline (the tiny CLIP: an untrained model)
     assert grids[0] == grids[1]
 
 

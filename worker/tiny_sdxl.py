@@ -18,6 +18,7 @@ through the same ``from_pretrained`` path as ``stabilityai/stable-diffusion-xl-b
                             size/crop numbers embedded in 8 each, 32 + 6 * 8 = 80 inputs
       vae/                  the tiny VAE of ``worker.tiny`` with SDXL's scaling factor 0.13025
       scheduler/            EulerDiscreteScheduler with SDXL base's settings ("leading" spacing)
+      imagine-untrained.json  ``worker.cache.UNTRAINED_MARKER``: the diagnostics score it with the tiny CLIP
 
 Its UNet's ``sample_size`` is 16 latents, so a ``[models.NAME]`` table giving only its
 directory as ``source`` serves it at 128 x 128 pixels (``imagine.model_specs``: the base
@@ -27,16 +28,17 @@ the directory name carries ``TINY_SDXL_VERSION``, bumped whenever the recipe cha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from worker.cache import build_once
+from worker.cache import UNTRAINED_MARKER, build_once
 from worker.tiny import SEED, build_tokenizer, tiny_vae
 
-TINY_SDXL_VERSION = 1
+TINY_SDXL_VERSION = 2
 HIDDEN_1, HIDDEN_2, PROJECTION = 32, 64, 32
 TIME_EMBED = 8  # addition_time_embed_dim: each of the six size/crop numbers
 
@@ -56,6 +58,8 @@ def build_tiny_sdxl_model(path: Path) -> Path:
         add_watermarker=False,
     )
     pipe.save_pretrained(path)
+    marker = {"builder": "worker.tiny_sdxl", "version": TINY_SDXL_VERSION, "weights": "random, untrained"}
+    (path / UNTRAINED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return path
 
 
