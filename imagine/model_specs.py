@@ -67,17 +67,13 @@ class ModelSpec(BaseModel):
     base_size: int = Field(ge=64, le=2048)  # pixel side of a 1:1 image; its square is the budget
     size_multiple: int = Field(default=8, ge=8)  # width and height are multiples of it
     description: str = ""
-    licence: str = ""  # a licence to accept before the weights download (gated on the Hub); "": none
+    licence: str = ""  # the weights' licence when it restricts use ("": a permissive one)
+    gated: bool = False  # the Hub gives the weights only to accounts that accepted ``licence``
 
     @property
     def guidance_kind(self) -> GuidanceKind:
         """How ``guidance_scale`` acts (module docstring)."""
         return "cfg" if self.supports_cfg else "distilled" if self.distilled_guidance else "none"
-
-    @property
-    def gated(self) -> bool:
-        """Whether the Hub gives the weights only to accounts that accepted a licence."""
-        return bool(self.licence)
 
     @model_validator(mode="after")
     def _guidance_matches_cfg(self) -> Self:
@@ -92,6 +88,8 @@ class ModelSpec(BaseModel):
                 f"model {self.name}: guidance_scale {self.guidance_scale} contradicts "
                 f"supports_cfg={self.supports_cfg} (CFG runs only with guidance above 1)"
             )
+        if self.gated and not self.licence:
+            raise ValueError(f"model {self.name}: a gated model names the licence to accept (licence)")
         if self.base_size % self.size_multiple:
             raise ValueError(f"model {self.name}: base_size must be a multiple of {self.size_multiple}")
         return self
@@ -164,7 +162,7 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
             base_size=512,
             size_multiple=64,
             description="SDXL distilled to 1-4 steps at 512x512, no guidance.",
-            licence="Stability AI Community License (non-commercial use; accept it on the model's Hub page)",
+            licence="Stability AI's licence on the model card (commercial use restricted)",
         ),
         ModelSpec(
             name="flux-schnell",
@@ -189,7 +187,8 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
             base_size=1024,
             size_multiple=16,
             description="FLUX.1 [dev]: guidance-distilled (the guidance is an input, one pass a step).",
-            licence="FLUX.1 [dev] Non-Commercial License (accept it on the model's Hub page, then log in)",
+            licence="FLUX.1 [dev] Non-Commercial License",
+            gated=True,
         ),
         ModelSpec(
             name="sd3.5-medium",
@@ -201,7 +200,8 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
             base_size=1024,
             size_multiple=16,
             description="Stable Diffusion 3.5 Medium: CLIP-L, CLIP-G and T5 text encoders, MMDiT.",
-            licence="Stability AI Community License (accept it on the model's Hub page, then log in)",
+            licence="Stability AI Community License",
+            gated=True,
         ),
         ModelSpec(
             name="sd3.5-large",
@@ -213,7 +213,8 @@ BUILTIN_SPECS: dict[str, ModelSpec] = {
             base_size=1024,
             size_multiple=16,
             description="Stable Diffusion 3.5 Large: CLIP-L, CLIP-G and T5 text encoders, 8B MMDiT.",
-            licence="Stability AI Community License (accept it on the model's Hub page, then log in)",
+            licence="Stability AI Community License",
+            gated=True,
         ),
     )
 }
@@ -297,7 +298,7 @@ def read_family(where: str, source: str) -> dict[str, Any]:
         known = ", ".join(PIPELINE_FAMILIES)
         raise ValueError(f"{where}: {index} names pipeline {class_name!r}, which is not served "
                          f"(served: {known}); add family = one of {families} if it is one of them")
-    read: dict[str, Any] = {"family": family}
+    read: dict[str, Any] = {"family": family, "gated": False}  # on this disk: nothing to accept on the Hub
     unet, vae = _json(directory / "unet" / "config.json"), _json(directory / "vae" / "config.json")
     if "sample_size" in unet and "block_out_channels" in vae:
         read["base_size"] = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)

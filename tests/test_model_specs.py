@@ -44,6 +44,9 @@ def test_guidance_kinds_of_the_builtins() -> None:
     assert kinds["flux-dev"] == "distilled" and BUILTIN_SPECS["flux-dev"].guidance_scale > 1
     assert BUILTIN_SPECS["flux-dev"].gated and not BUILTIN_SPECS["flux-schnell"].gated
     assert BUILTIN_SPECS["sd3.5-medium"].gated and not BUILTIN_SPECS["sdxl"].gated
+    assert all(spec.licence for spec in BUILTIN_SPECS.values() if spec.gated)  # what to accept is named
+    with pytest.raises(ValueError, match="licence"):
+        ModelSpec.model_validate({**BUILTIN_SPECS["sdxl"].model_dump(), "gated": True})
 
 
 def test_distilled_guidance_is_not_cfg() -> None:
@@ -99,7 +102,7 @@ def test_a_flux_directory_with_a_guidance_embedding_is_dev(tmp_path: Path) -> No
     sd3 = diffusers_dir(tmp_path / "sd3", "StableDiffusion3Pipeline")
     specs = specs_of(tmp_path, f'[models.d]\nsource = "{dev}"\n[models.s]\nsource = "{schnell}"\n'
                                f'[models.t]\nsource = "{sd3}"\n')
-    assert (specs["d"].family, specs["d"].guidance_kind) == ("flux", "distilled")
+    assert (specs["d"].family, specs["d"].guidance_kind, specs["d"].gated) == ("flux", "distilled", False)  # on disk
     assert (specs["s"].family, specs["s"].guidance_kind, specs["s"].default_steps) == ("flux", "none", 4)
     assert specs["t"].family == "sd3" and specs["t"].guidance_kind == "cfg"
 
