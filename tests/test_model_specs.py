@@ -126,5 +126,5 @@ def test_a_table_whose_family_cannot_be_read_is_refused_with_the_families(tmp_pa
 def test_a_hub_id_with_a_family_starts_from_that_familys_builtin(tmp_path: Path) -> None:
     spec = specs_of(tmp_path, '[models.juggernaut]\nsource = "RunDiffusion/Juggernaut-XL-v9"\nfamily = "sdxl"\n')
     juggernaut = spec["juggernaut"]
-    assert (juggernaut.family, juggernaut.base_size, juggernaut.size_multiple) == ("sdxl", 1024, 64)
+    assert (juggernaut.family, juggernaut.base_size, juggernaut.size_multiple) == ("sdxl", 1024, 16)
     assert juggernaut.description == "Based on sdxl."

@@ -64,7 +64,7 @@ def test_sizes_are_sent_as_the_pipelines_size_conditioning(tiny_sdxl: LoadedMode
     finally:
         handle.remove()
     height, width = result.height, result.width
-    assert width > height and width % 64 == 0 and height % 64 == 0  # SDXL's buckets are multiples of 64
+    assert width > height and width % 16 == 0 and height % 16 == 0  # SDXL's sizes: multiples of 16
     # original size (h, w), crop top-left (0, 0), target size (h, w): for each image and each CFG branch
     assert seen and all(ids.tolist() == [[height, width, 0, 0, height, width]] * 8 for ids in seen)
 

@@ -7,9 +7,12 @@
   diagnostics read the first tower (CLIP ViT-L), penultimate layer: what the UNet sees of it.
 - Size and crop conditioning: the pipeline's defaults, ``original_size = target_size =
   (height, width)``, crop ``(0, 0)``: the image is asked for as if it were a whole picture of
-  that size. The sizes themselves come from the spec: SDXL's built-ins use multiples of 64
-  around ``base_size**2`` pixels, which are its training buckets (1024x1024, 1152x896,
-  1216x832, 1344x768, 1536x640 and transposes) or their neighbours.
+  that size. The sizes themselves come from the spec (``worker.generate.image_size``): SDXL
+  was trained on buckets of about one megapixel in multiples of 64 (1024x1024, 1152x896,
+  1216x832, 1344x768, 1536x640 and transposes), but those miss most ratios a user asks
+  for (3:2, 16:9); its built-ins take multiples of 16 (even latent sides) with the asked
+  ratio near ``base_size**2`` pixels instead: 3:2 -> 1248x832, 16:9 -> 1280x720, 4:3 ->
+  1152x864, all within 15% of a megapixel (multiples of 64 would make 16:9 at 1024x576).
 - Guidance: classifier-free at the spec's scale (SDXL base 5.0); none for SDXL-Turbo (0).
 - Latents: ``[1, 4, H/8, W/8]`` like SD 1.x; decoding as the pipeline does it: a VAE marked
   ``force_upcast`` (SDXL's overflows in float16) decodes in float32, and a VAE with
