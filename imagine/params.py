@@ -10,7 +10,8 @@ One row (a :class:`Parameter`) says everything the product needs to know about a
   ``--tile``); None: never printed;
 - ``settable``: whether /settings may store a default for it;
 - ``families``: the model families (``imagine.model_specs.Family``) whose images it changes
-  (``needs_guidance``: and only on models that run classifier-free guidance). On any other
+  (``needs_guidance``: and only on models that take a guidance scale, classifier-free or
+  distilled). On any other
   model the worker says, in the result's notes, that it was ignored.
 
 Everything reads this table: the parser (:mod:`imagine.prompt`: names, values, ranges, error
@@ -34,13 +35,16 @@ from imagine.model_specs import Family
 if TYPE_CHECKING:
     from imagine.model_specs import ModelSpec
 
-__all__ = ["FAMILIES", "PARAMETERS", "QUALITIES", "AspectRatio", "Kind", "Parameter", "by_field",
+__all__ = ["FAMILIES", "PARAMETERS", "QUALITIES", "UNET_FAMILIES", "AspectRatio", "Kind", "Parameter", "by_field",
            "field_definitions", "fmt", "ignored_notes", "or_list", "params_text"]
 
 Kind = Literal["ratio", "int", "number", "quality", "choice", "flag", "list", "model"]
 
 FAMILIES: tuple[Family, ...] = get_args(Family)
 """Every model family: the ``families`` of a parameter that changes the images of all models."""
+
+UNET_FAMILIES: tuple[Family, ...] = ("tiny", "sd15", "sd-turbo", "sdxl")
+"""The families whose denoiser is a convolutional UNet (what --tile pads circularly)."""
 
 QUALITIES = (0.25, 0.5, 1.0, 2.0)
 """The ``--quality`` values we offer; any other positive number is rounded to the nearest."""
@@ -78,7 +82,7 @@ class Parameter:
     echo: str | None = None  # the flag it prints back as in the prompt line; None: not shown
     settable: bool = False  # /settings may store a default for it
     families: tuple[Family, ...] = FAMILIES  # the model families whose images it changes
-    needs_guidance: bool = False  # and only on models that run classifier-free guidance
+    needs_guidance: bool = False  # and only on models that take a guidance scale (CFG or distilled)
     help: str = ""
 
     @property
@@ -129,7 +133,7 @@ class Parameter:
 
     def honoured_by(self, spec: ModelSpec) -> bool:
         """Whether it changes the images of ``spec``'s model."""
-        return spec.family in self.families and (spec.supports_cfg or not self.needs_guidance)
+        return spec.family in self.families and (spec.guidance_kind != "none" or not self.needs_guidance)
 
 
 PARAMETERS: tuple[Parameter, ...] = (
@@ -149,7 +153,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("v", ("version", "model"), "model", "model", None, echo="--v", settable=True,
               help="one of the configured models"),
     Parameter("no", (), "list", "no", (), echo="--no", help="leave these out (each is `item::-.5`)"),
-    Parameter("tile", (), "flag", "tile", False, echo="--tile", help="seamless tile"),
+    Parameter("tile", (), "flag", "tile", False, echo="--tile", families=UNET_FAMILIES, help="seamless tile"),
     Parameter("draft", (), "flag", "draft", False, echo="--draft", help="half the steps: faster, rougher"),
     Parameter("repeat", ("r",), "int", "repeat", 1, 1, MAX_JOBS_PER_PROMPT, help="run the job N times"),
     Parameter("fast", (), "flag", "speed", None, flag_value="fast", settable=True, help="fast mode for this job"),

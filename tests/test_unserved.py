@@ -16,6 +16,7 @@ import pytest
 from imagine.guilds import Guilds
 from imagine.job_factory import JobFactory
 from imagine.jobs import JobStatus, Requester
+from imagine.model_specs import BUILTIN_SPECS
 from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.unserved import OpenJob, overdue, waited_text
@@ -50,9 +51,10 @@ async def test_admin_default_model_refuses_unknown_names_and_default_resets(redi
         refused = await reply(fake, 1)
         [embed] = refused["embeds"]
         assert refused["flags"] == 64 and embed["title"] == "Invalid parameter"
+        models = ", ".join(f"`{name}`" for name in sorted(BUILTIN_SPECS))  # every built-in, sorted
         assert embed["description"] == (
-            "`nonexistent` is not one of this bot's models; default_model takes `sd-turbo`, `sd15`, `shapes`, "
-            "`tiny`, or `default` for the bot's own default (`tiny`).")
+            f"`nonexistent` is not one of this bot's models; default_model takes {models}, "
+            "or `default` for the bot's own default (`tiny`).")
         assert Guilds(redis_conn).config(str(GUILD_ID)).default_model is None
 
         feed(bot, admin_command(fake, ["admin", "config"], default_model="SD15"))

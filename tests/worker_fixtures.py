@@ -21,8 +21,9 @@ from imagine.settings import Settings
 from worker.clip_score import TINY_CLIP, ClipScorer
 from worker.describe import Describer, PhraseList
 from worker.diagnostics import Diagnostician
-from worker.models import BUILTIN_SPECS, LoadedModel, load_model
+from worker.models import BUILTIN_SPECS, LoadedModel, load_model, load_model_specs
 from worker.semantic import SemanticEncoder
+from worker.tiny_sdxl import ensure_tiny_sdxl_model
 from worker.worker import build
 
 
@@ -47,6 +48,26 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory, worker_env: None) -> P
 def tiny(model_cache: Path) -> LoadedModel:
     """The ``tiny`` model, loaded once for the session (tests must leave it as they found it)."""
     return load_model(BUILTIN_SPECS["tiny"], device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+
+
+TINY_SDXL = "tiny-sdxl"
+"""The name the tests serve the tiny SDXL under (``sdxl_models_toml``)."""
+
+
+@pytest.fixture(scope="session")
+def sdxl_models_toml(model_cache: Path) -> Path:
+    """A models.toml serving the tiny SDXL (``worker.tiny_sdxl``, built here) as a deployment
+    names a local SDXL directory: only its ``source``."""
+    config = model_cache / "sdxl-models.toml"
+    config.write_text(f'[models.{TINY_SDXL}]\nsource = "{ensure_tiny_sdxl_model(model_cache)}"\n')
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(model_cache: Path, sdxl_models_toml: Path) -> LoadedModel:
+    """The tiny SDXL, loaded once for the session (tests must leave it as they found it)."""
+    spec = load_model_specs(sdxl_models_toml)[TINY_SDXL]
+    return load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
 
 
 @dataclass

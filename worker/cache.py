@@ -8,6 +8,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+UNTRAINED_MARKER = "imagine-untrained.json"
+"""A file the builders of the tiny test models write into their directory: the model is
+untrained (seeded textures), so the diagnostics score it with the tiny CLIP (``worker.clip_score``)."""
+
+
+def is_untrained(source: str) -> bool:
+    """Whether ``source`` is a local model directory one of our tiny-model builders made."""
+    return (Path(source) / UNTRAINED_MARKER).is_file()
+
 
 def build_once(target: Path, marker: str, build: Callable[[Path], object]) -> Path:
     """``target``, built by ``build(dir)`` first if its ``marker`` file is missing.

@@ -11,7 +11,8 @@ than CLIP's 77-position window are cut to BOS + 75 tokens + EOS (torchmetrics cu
 dropping the EOS; for prompts that fit both agree).
 
 Which CLIP model: ``clip_source_for(spec)`` gives openai/clip-vit-large-patch14 (SD 1.x's own text
-tower; the ``IMAGINE_CLIP_MODEL`` setting overrides it), and for the offline ``tiny`` model a tiny CLIPModel
+tower; the ``IMAGINE_CLIP_MODEL`` setting overrides it), and for the offline ``tiny`` model (and the
+other tiny test models, whose directories carry ``worker.cache.UNTRAINED_MARKER``) a tiny CLIPModel
 built from a config right after ``torch.manual_seed(0)`` (untrained: its scores mean nothing),
 saved once under the model cache and loaded with ``from_pretrained`` like any other.
 """
@@ -27,7 +28,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 from transformers.utils import logging as transformers_logging
 
 from imagine.model_specs import ModelSpec
-from worker.cache import build_once
+from worker.cache import build_once, is_untrained
 from worker.models import hub_weights
 
 DEPLOY_CLIP = "openai/clip-vit-large-patch14"
@@ -38,7 +39,7 @@ TINY_IMAGE_SIZE = 32
 
 def clip_source_for(spec: ModelSpec, configured: str = "") -> str:
     """The CLIP model that scores ``spec``'s images (``configured``: the IMAGINE_CLIP_MODEL setting)."""
-    if spec.family == "tiny":
+    if spec.family == "tiny" or is_untrained(spec.source):
         return TINY_CLIP
     return configured or DEPLOY_CLIP
 

@@ -11,7 +11,8 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
 - Guidance (--stylize s, 0-1000) for CFG models: ``g = min(20, 1 + (g0 - 1) 2 ** ((100 - s) / 300))``
   with g0 the model's guidance: s = 100 gives g0; lower stylize follows the prompt more
   closely (s = 0: 9.2 for SD 1.5), higher drifts from it (s = 1000: 1.8), as in Midjourney.
-  Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so.
+  Models without CFG (SD-Turbo, g = 0) ignore --stylize; a note says so. A distilled guidance
+  (FLUX.1-dev's input, not CFG) follows the same rule from its own g0.
 - Ignored parameters: a parameter set on a model whose family it does not change (the
   table's ``families``, ``imagine.params``) gets a note, as do the parser's own notes
   (a rounded --quality).
@@ -27,12 +28,16 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
   is still unit Gaussian noise; two images' noises correlate by rho: 0.5 at --chaos 0 (similar
   compositions), 0 at --chaos 100 (independent). Image-to-image jobs draw their own noise.
 - Stop (--stop p): denoising ends after ``ceil(steps * p / 100)`` steps; what there is is decoded.
-- Tile (--tile): every Conv2d of the UNet and VAE pads circularly during this job only.
+- Tile (--tile): every Conv2d of the UNet and VAE pads circularly during this job only
+  (UNet families; the others note it as ignored).
 - Variation: image-to-image from the parent image at strength 0.35 (subtle) or 0.7 (strong,
   the default), four images, the grid's seeds. Upscale: the parent image resized 2x (Lanczos)
   and refined by image-to-image at strength 0.3, one image, seed job.seed; --stop does not apply.
 - Out of GPU memory: the batch is retried once as two sequential halves (same seeds, same
   images), then ``OutOfMemory`` is raised.
+- Families (``worker.families``): the steps are the same for every model; what differs
+  (encoders, whether CFG runs, the latent shape and packing of the noise, decoding, previews,
+  what --tile pads) the model's ``ModelFamily`` says.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -56,7 +62,6 @@ from imagine.jobs import Job, JobKind
 from imagine.params import ignored_notes
 from imagine.request import AspectRatio
 from worker.models import LoadedModel, ModelSpec
-from worker.preview import latents_to_preview
 from worker.text_encoding import Conditioning
 
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
@@ -128,16 +133,17 @@ def generate(
     plan = _resolve(model, job, parent_image)
     timings: dict[str, float] = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
 
-    # 3. Encode prompt
+    # 3. Encode prompt (the family's encoders)
     start = time.perf_counter()
-    cond = model.text_encoder.encode_request(job.request, cfg=plan.cfg)
+    cond = model.prompt_encoder.encode_request(job.request, cfg=plan.cfg)
     timings["encode"] = time.perf_counter() - start
 
     # 4. Prepare noise (text-to-image; image-to-image draws its own from the generators)
     noise = None if plan.init_image is not None else _starting_noise(model, plan, job)
 
     # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
-    denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel)
+    denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel,
+                           preview=lambda latents: model.family.preview(model.pipe, latents, plan.width, plan.height))
     with _circular_padding(model, enabled=job.request.params.tile):
         images = _run_with_memory_fallback(model, plan, cond, noise, denoising, timings)
 
@@ -218,7 +224,7 @@ def guidance_scale(spec: ModelSpec, stylize: int) -> float:
     up: ``g = 1 + (g0 - 1) * 2 ** ((100 - s) / 300)``, halving the push above 1 every 300.
     SD 1.5 (g0 = 7.5): s=0 -> 9.2, 100 -> 7.5, 250 -> 5.6, 750 -> 2.5, 1000 -> 1.8.
     """
-    if not spec.supports_cfg:
+    if spec.guidance_kind == "none":
         return spec.guidance_scale
     return min(MAX_GUIDANCE, 1 + (spec.guidance_scale - 1) * 2 ** ((100 - stylize) / 300))
 
@@ -268,7 +274,7 @@ def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> 
         steps=steps,
         steps_to_run=steps_to_run,
         guidance_scale=guidance,
-        cfg=guidance > 1 and model.pipe.unet.config.time_cond_proj_dim is None,  # the pipeline's rule
+        cfg=model.family.runs_cfg(model.pipe, guidance, negatives=bool(job.request.negatives)),  # the pipeline's rule
         seeds=[(job.seed + i) % SEED_SPACE for i in range(n_images)],
         init_image=init_image,
         strength=strength,
@@ -286,12 +292,13 @@ def chaos_mix(noises: torch.Tensor, shared: torch.Tensor, chaos: int) -> torch.T
 
 
 def _starting_noise(model: LoadedModel, plan: _Plan, job: Job) -> torch.Tensor:
-    """x_i for each image (module docstring), drawn on the CPU so that any device gives the same."""
-    factor = model.pipe.vae_scale_factor
-    shape = (1, model.pipe.unet.config.in_channels, plan.height // factor, plan.width // factor)
+    """x_i for each image (module docstring), drawn on the CPU so that any device gives the same,
+    in the family's latent shape, then packed as its pipeline takes latents."""
+    shape = model.family.latent_shape(model.pipe, plan.width, plan.height)
     noises = torch.cat([randn_tensor(shape, generator=_generator(seed)) for seed in plan.seeds])
     shared = randn_tensor(shape, generator=_generator((job.seed + SEED_SPACE // 2) % SEED_SPACE))
-    return chaos_mix(noises, shared, job.request.params.chaos).to(model.device, model.dtype)
+    mixed = chaos_mix(noises, shared, job.request.params.chaos)
+    return model.family.pack_noise(model.pipe, mixed, plan.width, plan.height).to(model.device, model.dtype)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -305,9 +312,15 @@ class _Denoising:
     """The pipeline's step callback: progress and previews, --stop, cancellation."""
 
     def __init__(
-        self, steps_to_run: int, on_progress: Callable[[Progress], None] | None, should_cancel: Callable[[], bool]
+        self,
+        steps_to_run: int,
+        on_progress: Callable[[Progress], None] | None,
+        should_cancel: Callable[[], bool],
+        *,
+        preview: Callable[[torch.Tensor], list[Image.Image]],
     ) -> None:
         self.steps_to_run = steps_to_run
+        self.preview = preview
         self.passes = 1
         self.done = 0
         self.cancelled = False
@@ -333,7 +346,7 @@ class _Denoising:
             total = self.steps_to_run * self.passes
             preview = None
             if self.done % PREVIEW_EVERY_STEPS == 0 and not last:  # at the end the images follow
-                preview = make_grid(latents_to_preview(callback_kwargs["latents"]))
+                preview = make_grid(self.preview(callback_kwargs["latents"]))
             self.on_progress(Progress(self.done, total, 100 * self.done / total, preview))
         return callback_kwargs
 
@@ -384,8 +397,8 @@ def _run_batches(
         timings["denoise"] += time.perf_counter() - start
         if denoising.cancelled:
             raise JobCancelled("The job was cancelled.")
-        start = time.perf_counter()
-        images += _decode(model, latents)
+        start = time.perf_counter()  # 6. Decode, as the family's pipeline does
+        images += model.family.decode(model.pipe, latents, plan.width, plan.height)
         timings["decode"] += time.perf_counter() - start
     return images
 
@@ -400,14 +413,14 @@ def _denoise(
 ) -> torch.Tensor:
     """The pipeline's denoising loop for the images in ``batch``; returns their latents."""
     seeds = plan.seeds[batch]
-    kwargs = dict(
+    kwargs: dict[str, Any] = {
         **cond.pipeline_kwargs(len(seeds)),
-        guidance_scale=plan.guidance_scale,
-        num_inference_steps=plan.steps,
-        generator=[_generator(seed) for seed in seeds],
-        output_type="latent",  # 6. decodes, so that a cancelled job is never decoded
-        callback_on_step_end=denoising,
-    )
+        **model.family.guidance_kwargs(plan.guidance_scale, plan.cfg),
+        "num_inference_steps": plan.steps,
+        "generator": [_generator(seed) for seed in seeds],
+        "output_type": "latent",  # 6. decodes, so that a cancelled job is never decoded
+        "callback_on_step_end": denoising,
+    }
     if plan.init_image is None:
         assert noise is not None
         return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
@@ -422,11 +435,13 @@ def _free_memory(device: torch.device) -> None:
 
 @contextmanager
 def _circular_padding(model: LoadedModel, *, enabled: bool) -> Iterator[None]:
-    """--tile: circular padding on every Conv2d of the UNet and VAE, restored afterwards."""
+    """--tile: circular padding on every Conv2d of the family's tiled networks (the UNet and the
+    VAE), restored afterwards."""
     if not enabled:
         yield
         return
-    convs = [m for net in (model.pipe.unet, model.pipe.vae) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    nets = model.family.tile_modules(model.pipe)
+    convs = [m for net in nets for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     saved = [conv.padding_mode for conv in convs]
     try:
         for conv in convs:
@@ -435,17 +450,6 @@ def _circular_padding(model: LoadedModel, *, enabled: bool) -> Iterator[None]:
     finally:
         for conv, mode in zip(convs, saved, strict=True):
             conv.padding_mode = mode
-
-
-# 6. Decode -----------------------------------------------------------------------------------
-
-
-def _decode(model: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
-    """Latents to PIL images through the VAE, as the pipeline itself decodes."""
-    vae = model.pipe.vae
-    with torch.inference_mode():
-        pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-    return model.pipe.image_processor.postprocess(pixels, output_type="pil")
 
 
 # 7. Output -----------------------------------------------------------------------------------

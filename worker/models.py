@@ -1,7 +1,9 @@
 """Loading a model onto a device, once per worker.
 
-Every model, the embedded ``tiny`` included, is loaded by ``StableDiffusionPipeline.from_pretrained``
-from a diffusers directory or Hub id (its ``ModelSpec`` in ``imagine.model_specs`` says which).
+Every model, the embedded ``tiny`` included, is loaded by its family's pipeline class
+(``worker.families``: ``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ...) with
+``from_pretrained`` from a diffusers directory or Hub id (its ``ModelSpec`` in
+``imagine.model_specs`` says which).
 Hub models come from the Hugging Face cache (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` nothing is
 downloaded, and weights that are not there end in one ``ModelNotCached`` line saying how to get
 them (``hub_weights``). A worker loads each model once and keeps the ``LoadedModel``;
@@ -20,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import constants as hub_constants
 from transformers.utils import logging as transformers_logging
 
 from imagine.errors import ModelNotCached
 from imagine.model_specs import BUILTIN_SHAPES, BUILTIN_SPECS, BUILTIN_TINY, ModelSpec, load_model_specs
+from worker.families import ModelFamily, family_of
 from worker.shapes.model import ensure_shapes_model
-from worker.text_encoding import TextEncoder
+from worker.text_encoding import PromptEncoder, TextEncoder
 from worker.tiny import ensure_tiny_model
 
 __all__ = ["BUILTIN_SPECS", "LOAD_COUNT", "LoadedModel", "ModelSpec", "load_model", "load_model_specs", "pick_device"]
@@ -57,15 +60,19 @@ def pick_device(pref: str = "auto", dtype: str = "auto") -> tuple[torch.device, 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to generate: text-to-image and image-to-image pipelines sharing one set of weights."""
+    """A model ready to generate: text-to-image and image-to-image pipelines sharing one set of
+    weights, its family (what generation asks of it), its prompt encoding, and the first text
+    tower as a ``TextEncoder`` for the diagnostics."""
 
     spec: ModelSpec
-    pipe: StableDiffusionPipeline
-    img2img: StableDiffusionImg2ImgPipeline
+    pipe: DiffusionPipeline
+    img2img: DiffusionPipeline
     text_encoder: TextEncoder
     device: torch.device
     dtype: torch.dtype
     load_seconds: float
+    family: ModelFamily
+    prompt_encoder: PromptEncoder
 
 
 def load_model(
@@ -78,44 +85,42 @@ def load_model(
 ) -> LoadedModel:
     """Load ``spec``'s weights onto ``device``; ``cache_dir`` holds the built ``tiny`` model.
 
-    On CUDA the UNet and VAE use channels-last memory and PyTorch's SDPA attention (diffusers'
-    default); ``compile`` wraps the UNet and the VAE decoder in ``torch.compile`` (each new
-    image size then compiles once).
+    On CUDA the denoiser (UNet or transformer) and the VAE use channels-last memory and
+    PyTorch's SDPA attention (diffusers' default); ``compile`` wraps the denoiser and the VAE
+    decoder in ``torch.compile`` (each new image size then compiles once).
     """
     start = time.perf_counter()
     diffusers_logging.disable_progress_bar()  # loading bars would bury the worker's own log
     transformers_logging.disable_progress_bar()
+    family = family_of(spec)
     source = model_source(spec, cache_dir)
     with hub_weights(f"model `{spec.name}`", source):
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source,
-            dtype=dtype,
-            safety_checker=None,
-            requires_safety_checker=False,
-            local_files_only=hub_offline(),
-        )
+        pipe = family.load(source, dtype=dtype, local_files_only=hub_offline())
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (e.g. the VAE) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-        pipe.unet.to(memory_format=torch.channels_last)
+        family.denoiser(pipe).to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         if compile:
-            pipe.unet = torch.compile(pipe.unet)
+            setattr(pipe, family.denoiser_name, torch.compile(family.denoiser(pipe)))
             pipe.vae.decode = torch.compile(pipe.vae.decode)
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    img2img = family.img2img(pipe)
     img2img.set_progress_bar_config(disable=True)
+    text_encoder = family.text_encoder(pipe)
     LOAD_COUNT[spec.name] += 1
     return LoadedModel(
         spec=spec,
         pipe=pipe,
         img2img=img2img,
-        text_encoder=TextEncoder(pipe.tokenizer, pipe.text_encoder),
+        text_encoder=text_encoder,
         device=device,
         dtype=dtype,
         load_seconds=time.perf_counter() - start,
+        family=family,
+        prompt_encoder=family.prompt_encoder(pipe, text_encoder),
     )
 
 

@@ -2,8 +2,10 @@
 
 SD 1.x latents have 4 channels at 1/8 of the image size. A fixed linear map (the well-known
 4x3 coefficients fitted to the SD 1.x VAE) turns each latent pixel into an approximate RGB
-colour in [-1, 1]; the preview is that image, at most ``MAX_SIDE`` pixels on its long side.
-For other latent spaces (the untrained ``tiny`` model) the colours are merely indicative.
+colour in [-1, 1]: ``rgb = z @ F + b``; the preview is that image, at most ``MAX_SIDE`` pixels
+on its long side. Each VAE has its own map: SDXL's (``SDXL_LATENT_RGB`` and its bias, the
+coefficients ComfyUI fits to the SDXL VAE) differs from SD 1.x's. For other latent spaces (the
+untrained tiny models) the colours are merely indicative.
 """
 
 from __future__ import annotations
@@ -25,9 +27,26 @@ SD1_LATENT_RGB = torch.tensor(
 )
 
 
-def latents_to_preview(latents: torch.Tensor) -> list[Image.Image]:
-    """One RGB preview per item of ``latents`` [B, 4, h, w] (h, w: 1/8 of the image)."""
-    rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), SD1_LATENT_RGB)
+SDXL_LATENT_RGB = torch.tensor(
+    [
+        #   R        G        B
+        [0.3651, 0.4232, 0.4341],
+        [-0.2533, -0.0042, 0.1068],
+        [0.1076, 0.1111, -0.0362],
+        [-0.3165, -0.2492, -0.2188],
+    ]
+)
+SDXL_LATENT_RGB_BIAS = torch.tensor([0.1084, -0.0175, -0.0011])
+
+
+def latents_to_preview(
+    latents: torch.Tensor, factors: torch.Tensor = SD1_LATENT_RGB, bias: torch.Tensor | None = None
+) -> list[Image.Image]:
+    """One RGB preview per item of ``latents`` [B, c, h, w] (h, w: 1/8 of the image), with the
+    latent space's ``factors`` [c, 3] and ``bias`` [3]."""
+    rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), factors)
+    if bias is not None:
+        rgb = rgb + bias
     pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     return [_fit(Image.fromarray(np.ascontiguousarray(p))) for p in pixels]
 

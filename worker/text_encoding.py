@@ -16,7 +16,12 @@ Stable-Diffusion model (whose text encoder is CLIP's text tower, a Transformer):
 
 3. Contextual embeddings: the encoder's last hidden state h_1 ... h_L (for CLIP after its final
    layer norm), each h_i depending on the tokens around it through self-attention. This is
-   ``E(text)``, shape ``[L, d]``, and it is what the UNet cross-attends to.
+   ``E(text)``, shape ``[L, d]``, and it is what the UNet cross-attends to. An encoder made
+   with ``layer="penultimate"`` gives instead the output of the layer before the last, without
+   the final layer norm (``hidden_states[-2]``: what SDXL's UNet was trained on). Beside the
+   states, each chunk's pooled vector comes out of the same pass: ``text_embeds`` of a CLIP
+   tower with a projection (``CLIPTextModelWithProjection``: the final layer norm's EOS state
+   times the projection), else the model's ``pooler_output``.
 
 4. One text vector t for the whole prompt, by pooling the h_i (``pool``): "cls" (the first
    position), "mean" or "max" over the real positions (BOS, tokens, EOS), or "eos" (the last
@@ -41,6 +46,10 @@ Stable-Diffusion model (whose text encoder is CLIP's text tower, a Transformer):
    CFG (guidance <= 1, e.g. SD-Turbo) never evaluates N: negatives are then ignored, and the
    returned information says so.
 
+The formula is written once (``blend``) for any set of named tensors, so a family whose
+pipeline takes more than one tensor (SDXL: the sequence and the pooled vector) weights every one
+of them the same way (``worker/encoders/sdxl.py``).
+
 Every distinct text is encoded once per request; E("") once per model (cached here).
 """
 
@@ -48,6 +57,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Literal, Protocol
@@ -58,6 +68,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from imagine.request import ImagineRequest
 
 Pooling = Literal["cls", "mean", "max", "eos"]
+Layer = Literal["last", "penultimate"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,37 @@ class PromptEncoder(Protocol):
     def encode_request(self, request: ImagineRequest, *, cfg: bool) -> Conditioning: ...
 
 
+def blend(
+    request: ImagineRequest,
+    encoded: Callable[[str], dict[str, torch.Tensor]],
+    empty: dict[str, torch.Tensor],
+    *,
+    cfg: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, float]:
+    """C, N and a of the module docstring (step 5) for each named tensor.
+
+    ``encoded(text)``: E(text) for every name, already padded to the request's common length;
+    ``empty``: E("") for every name, padded the same. N is None when ``cfg`` is off.
+    """
+    positives = request.positives  # normalized weights w_i
+    if not positives:
+        raise ValueError("the request has no part with a positive weight")
+    cond = {name: reduce(operator.add, (p.weight * encoded(p.text)[name] for p in positives)) for name in empty}
+    if not cfg:
+        return cond, None, 0.0
+    negatives = request.negatives
+    if not negatives:
+        return cond, dict(empty), 0.0
+    neg_total = sum(-n.weight for n in negatives)
+    alpha = min(1.0, neg_total / sum(p.weight for p in request.parts if p.weight > 0))
+    negative = {
+        name: (1 - alpha) * empty[name]
+        + alpha * sum((-n.weight / neg_total) * encoded(n.text)[name] for n in negatives)
+        for name in empty
+    }
+    return cond, negative, alpha
+
+
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
     """One vector per sequence from token vectors ``hidden`` [..., L, d] and ``mask`` [..., L].
 
@@ -137,11 +179,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor
 
 
 class TextEncoder:
-    """A tokenizer and its encoder (any HF model returning ``last_hidden_state``)."""
+    """A tokenizer and its encoder (any HF model returning ``last_hidden_state``); ``layer``:
+    the hidden states it gives, the last (after the final norm) or the penultimate."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, *, layer: Layer = "last") -> None:
         self.tokenizer = tokenizer
         self.model = model
+        self.layer = layer
         self.window = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self.chunk_size = self.window - 2
         self.bos_id = _first_id(tokenizer, "bos_token_id", "cls_token_id")
@@ -152,7 +196,7 @@ class TextEncoder:
         self.use_attention_mask = getattr(
             model.config, "use_attention_mask", not model.config.model_type.startswith("clip")
         )
-        self._empty: torch.Tensor | None = None
+        self._empty: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     # 1. Tokens -----------------------------------------------------------------------------
 
@@ -181,73 +225,77 @@ class TextEncoder:
     # 3. Contextual embeddings --------------------------------------------------------------
 
     def contextual_embeddings(self, text: str) -> torch.Tensor:
-        """E(text): the last hidden state of every chunk, concatenated: [k * W, d]."""
+        """E(text): the hidden states (``layer``) of every chunk, concatenated: [k * W, d]."""
         return self.encode_tokens(self.tokenize(text))
 
-    @torch.inference_mode()
     def encode_tokens(self, tokens: TokenInfo) -> torch.Tensor:
         """E of an already tokenized text: [k * W, d] (chunks encoded as a batch, then joined)."""
+        return self.encode_chunks(tokens)[0]
+
+    @torch.inference_mode()
+    def encode_chunks(self, tokens: TokenInfo) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """E of an already tokenized text, [k * W, d], and each chunk's pooled vector, [k, d_pooled]
+        (None for a model without one), from one pass over the chunks."""
         mask = tokens.attention_mask.to(self.model.device) if self.use_attention_mask else None
-        out = self.model(input_ids=tokens.chunk_ids.to(self.model.device), attention_mask=mask)
-        return out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])
+        penultimate = self.layer == "penultimate"
+        out = self.model(
+            input_ids=tokens.chunk_ids.to(self.model.device), attention_mask=mask, output_hidden_states=penultimate
+        )
+        hidden = out.hidden_states[-2] if penultimate else out.last_hidden_state
+        pooled = getattr(out, "text_embeds", None)
+        if pooled is None:
+            pooled = getattr(out, "pooler_output", None)
+        return hidden.reshape(-1, hidden.shape[-1]), pooled
 
     def empty_embeddings(self) -> torch.Tensor:
         """E(""): one chunk, [W, d]; encoded once per model and kept."""
+        return self.empty_encoding()[0]
+
+    def empty_encoding(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """E("") and its pooled vector ([1, d_pooled] or None), encoded once per model and kept."""
         if self._empty is None:
-            self._empty = self.contextual_embeddings("")
+            self._empty = self.encode_chunks(self.tokenize(""))
         return self._empty
 
     # 5. Conditioning -----------------------------------------------------------------------
 
     def encode_request(self, request: ImagineRequest, *, cfg: bool) -> Conditioning:
         """C and N for ``request`` as in the module docstring; N only when ``cfg`` is on."""
-        positives = request.positives  # normalized weights w_i
-        if not positives:
-            raise ValueError("the request has no part with a positive weight")
-        negatives = request.negatives if cfg else ()
-        encodings = self._encode_texts([p.text for p in (*positives, *negatives)])
-        n_chunks = max(e.shape[0] // self.window for e, _ in encodings.values())
+        encodings = self.encode_texts(request_texts(request, cfg=cfg))
+        n_chunks = max(e.shape[0] // self.window for e, _, _ in encodings.values())
 
-        def padded(text: str) -> torch.Tensor:
-            return self._pad(encodings[text][0], n_chunks).float()
+        def padded(text: str) -> dict[str, torch.Tensor]:
+            return {"embeds": self.pad(encodings[text][0], n_chunks).float()}
 
-        cond: torch.Tensor = reduce(operator.add, (p.weight * padded(p.text) for p in positives))
-        negative_cond, alpha = None, 0.0
-        if cfg:
-            negative_cond = self._pad(self.empty_embeddings(), n_chunks).float()
-            if negatives:
-                neg_total = sum(-n.weight for n in negatives)
-                alpha = min(1.0, neg_total / sum(p.weight for p in request.parts if p.weight > 0))
-                blend = sum((-n.weight / neg_total) * padded(n.text) for n in negatives)
-                negative_cond = (1 - alpha) * negative_cond + alpha * blend
-
-        info, notes = self._describe(request, encodings, n_chunks, cfg=cfg, alpha=alpha)
+        cond, negative, alpha = blend(request, padded, padded(""), cfg=cfg)
+        info, notes = self.describe(request, encodings, n_chunks, cfg=cfg, alpha=alpha)
         dtype = self.model.dtype
         return Conditioning(
-            prompt_embeds=cond.to(dtype).unsqueeze(0),
-            negative_prompt_embeds=None if negative_cond is None else negative_cond.to(dtype).unsqueeze(0),
+            prompt_embeds=cond["embeds"].to(dtype).unsqueeze(0),
+            negative_prompt_embeds=None if negative is None else negative["embeds"].to(dtype).unsqueeze(0),
             info=info,
             notes=notes,
         )
 
-    def _encode_texts(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, TokenInfo]]:
-        """Each distinct text tokenized and encoded once (E("") from the model's cache)."""
-        out: dict[str, tuple[torch.Tensor, TokenInfo]] = {}
+    def encode_texts(self, texts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor | None, TokenInfo]]:
+        """Each distinct text tokenized and encoded once (E("") from the model's cache): its
+        states, its chunks' pooled vectors and its tokens."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor | None, TokenInfo]] = {}
         for text in texts:
             if text not in out:
                 tokens = self.tokenize(text)
-                out[text] = (self.empty_embeddings() if text == "" else self.encode_tokens(tokens), tokens)
+                out[text] = (*(self.empty_encoding() if text == "" else self.encode_chunks(tokens)), tokens)
         return out
 
-    def _pad(self, encoding: torch.Tensor, n_chunks: int) -> torch.Tensor:
+    def pad(self, encoding: torch.Tensor, n_chunks: int) -> torch.Tensor:
         """``encoding`` followed by E("") for each chunk it lacks up to ``n_chunks``."""
         missing = n_chunks - encoding.shape[0] // self.window
         return torch.cat([encoding, *[self.empty_embeddings()] * missing])
 
-    def _describe(
+    def describe(
         self,
         request: ImagineRequest,
-        encodings: dict[str, tuple[torch.Tensor, TokenInfo]],
+        encodings: dict[str, tuple[torch.Tensor, torch.Tensor | None, TokenInfo]],
         n_chunks: int,
         *,
         cfg: bool,
@@ -269,7 +317,7 @@ class TextEncoder:
             elif cfg:
                 entry["normalized_weight"] = -part.weight / negative_total
             if used:
-                tokens = encodings[part.text][1]
+                tokens = encodings[part.text][-1]
                 entry.update(token_count=tokens.count, chunks=tokens.n_chunks)
             parts.append(entry)
 
@@ -284,7 +332,7 @@ class TextEncoder:
         info: dict[str, object] = {
             "encoder": type(self.model).__name__,
             "window": self.chunk_size,
-            "token_count": sum(encodings[p.text][1].count for p in request.parts if p.weight > 0),
+            "token_count": sum(encodings[p.text][-1].count for p in request.parts if p.weight > 0),
             "chunks": n_chunks,
             "sequence_length": n_chunks * self.window,
             "truncated": False,
@@ -293,6 +341,13 @@ class TextEncoder:
             "negative_alpha": alpha,
         }
         return info, notes
+
+
+def request_texts(request: ImagineRequest, *, cfg: bool) -> list[str]:
+    """The texts a request's conditioning needs encoded: its positive parts, its negative parts
+    when ``cfg`` is on, and "" (the padding and the unconditional branch)."""
+    negatives = request.negatives if cfg else ()
+    return [p.text for p in (*request.positives, *negatives)] + [""]
 
 
 def _first_id(tokenizer: PreTrainedTokenizerBase, *names: str) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -65,7 +66,7 @@ def build_tiny_model(path: Path) -> Path:
     """Build the ``tiny`` model into ``path`` (created) in the standard diffusers layout."""
     tokenizer = build_tokenizer()
     pipe = StableDiffusionPipeline(
-        vae=_vae(),
+        vae=tiny_vae(),
         text_encoder=_text_encoder(tokenizer),
         tokenizer=tokenizer,
         unet=_unet(),
@@ -86,11 +87,12 @@ def ensure_tiny_model(cache_dir: Path) -> Path:
 # -- tokenizer -----------------------------------------------------------------------------------
 
 
-def build_tokenizer() -> CLIPTokenizer:
+def build_tokenizer(pad_token: str = EOS) -> CLIPTokenizer:
     """A CLIP tokenizer (byte-level BPE, ``</w>`` word ends) whose merges are learned from WORDS.
 
     The vocabulary is laid out as CLIP's: the 256 byte symbols, the same with ``</w>``, one
-    token per merge, then ``<|startoftext|>`` and ``<|endoftext|>`` (also the padding token).
+    token per merge, then ``<|startoftext|>`` and ``<|endoftext|>`` (also the padding token,
+    unless ``pad_token`` names another: OpenCLIP's tokenizer, SDXL's second, pads with ``!``).
     Any text can be tokenized: a word the merges do not cover falls back to smaller pieces,
     down to single bytes.
     """
@@ -98,7 +100,7 @@ def build_tokenizer() -> CLIPTokenizer:
     merges = _learn_merges(WORDS, VOCAB_SIZE - 2 * len(alphabet) - 2)
     tokens = alphabet + [a + END_OF_WORD for a in alphabet] + ["".join(pair) for pair in merges] + [BOS, EOS]
     vocab = {token: i for i, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)
 
 
 def _learn_merges(words: list[str], n_merges: int) -> list[tuple[str, str]]:
@@ -166,9 +168,10 @@ def _unet() -> UNet2DConditionModel:
     )
 
 
-def _vae() -> AutoencoderKL:
+def tiny_vae(**config: Any) -> AutoencoderKL:
+    """The tiny VAE (8x downscale, 4 latent channels); ``config`` adds or overrides settings."""
     torch.manual_seed(SEED)
-    return AutoencoderKL(
+    defaults: dict[str, Any] = dict(
         in_channels=3,
         out_channels=3,
         latent_channels=4,
@@ -179,6 +182,7 @@ def _vae() -> AutoencoderKL:
         norm_num_groups=4,
         sample_size=128,
     )
+    return AutoencoderKL(**(defaults | config))
 
 
 def _scheduler() -> EulerDiscreteScheduler:

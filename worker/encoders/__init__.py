@@ -3,6 +3,7 @@
 Each implements ``worker.text_encoding.PromptEncoder`` (``encode_request(request, *, cfg)``) and
 writes its formula in its docstring:
 
+- ``sdxl``: SDXL (two CLIP towers' penultimate states, the second tower's pooled vector);
 - ``flux``: FLUX.1 (CLIP-L's pooled vector + T5's token states);
 - ``sd3``: SD 3 / 3.5 (CLIP-L and CLIP-G penultimate states with T5's, and both pooled vectors);
 
