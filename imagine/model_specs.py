@@ -300,8 +300,9 @@ def read_family(where: str, source: str) -> dict[str, Any]:
                          f"(served: {known}); add family = one of {families} if it is one of them")
     read: dict[str, Any] = {"family": family, "gated": False}  # on this disk: nothing to accept on the Hub
     unet, vae = _json(directory / "unet" / "config.json"), _json(directory / "vae" / "config.json")
-    if "sample_size" in unet and "block_out_channels" in vae:
-        read["base_size"] = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    denoiser = unet or _json(directory / "transformer" / "config.json")  # SD 3's transformer has a sample_size too
+    if "sample_size" in denoiser and "block_out_channels" in vae:
+        read["base_size"] = int(denoiser["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
     if family == "flux":
         guided = _json(directory / "transformer" / "config.json").get("guidance_embeds", False)
         read["based_on"] = "flux-dev" if guided else "flux-schnell"

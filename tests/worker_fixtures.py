@@ -23,6 +23,8 @@ from worker.describe import Describer, PhraseList
 from worker.diagnostics import Diagnostician
 from worker.models import BUILTIN_SPECS, LoadedModel, load_model, load_model_specs
 from worker.semantic import SemanticEncoder
+from worker.tiny_flux import ensure_tiny_flux
+from worker.tiny_sd3 import ensure_tiny_sd3
 from worker.tiny_sdxl import ensure_tiny_sdxl_model
 from worker.worker import build
 
@@ -67,6 +69,40 @@ def sdxl_models_toml(model_cache: Path) -> Path:
 def tiny_sdxl(model_cache: Path, sdxl_models_toml: Path) -> LoadedModel:
     """The tiny SDXL, loaded once for the session (tests must leave it as they found it)."""
     spec = load_model_specs(sdxl_models_toml)[TINY_SDXL]
+    return load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+
+
+TINY_FLUX, TINY_SD3 = "tiny-flux", "tiny-sd3"
+"""The names the tests serve the tiny FLUX.1 (schnell-like) and SD 3.5 under (``families_models_toml``)."""
+
+
+@pytest.fixture(scope="session")
+def families_models_toml(model_cache: Path) -> Path:
+    """A models.toml serving the tiny FLUX.1 and SD 3.5 (built here) as a deployment names local
+    directories: only their ``source``."""
+    config = model_cache / "families-models.toml"
+    config.write_text(f'[models.{TINY_FLUX}]\nsource = "{ensure_tiny_flux(model_cache)}"\n\n'
+                      f'[models.{TINY_SD3}]\nsource = "{ensure_tiny_sd3(model_cache)}"\n')
+    return config
+
+
+def _small(spec: Any) -> Any:
+    """``spec`` at a 128-pixel budget: a real FLUX.1 directory says nothing of its size (1024 then),
+    and the generation tests need no megapixel from a random model."""
+    return spec.model_copy(update={"base_size": 128})
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(model_cache: Path, families_models_toml: Path) -> LoadedModel:
+    """The tiny FLUX.1, loaded once, at a 128-pixel budget (tests must leave it as they found it)."""
+    spec = _small(load_model_specs(families_models_toml)[TINY_FLUX])
+    return load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(model_cache: Path, families_models_toml: Path) -> LoadedModel:
+    """The tiny SD 3.5, loaded once (its directory says 128 pixels; tests must leave it as they found it)."""
+    spec = load_model_specs(families_models_toml)[TINY_SD3]
     return load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
 
 

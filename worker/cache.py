@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,6 +12,12 @@ from pathlib import Path
 UNTRAINED_MARKER = "imagine-untrained.json"
 """A file the builders of the tiny test models write into their directory: the model is
 untrained (seeded textures), so the diagnostics score it with the tiny CLIP (``worker.clip_score``)."""
+
+
+def mark_untrained(path: Path, builder: str, version: int) -> None:
+    """Write ``UNTRAINED_MARKER`` into a tiny model's directory ``path``."""
+    marker = {"builder": builder, "version": version, "weights": "random, untrained"}
+    (path / UNTRAINED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
 
 
 def is_untrained(source: str) -> bool:

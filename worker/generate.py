@@ -424,7 +424,9 @@ def _denoise(
     if plan.init_image is None:
         assert noise is not None
         return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
-    return model.img2img(image=plan.init_image, strength=plan.strength, **kwargs).images
+    size = model.family.img2img_kwargs(plan.width, plan.height)
+    images = [plan.init_image] * len(seeds)  # one per generator (SD 3's pipeline does not repeat it)
+    return model.img2img(image=images, strength=plan.strength, **size, **kwargs).images
 
 
 def _free_memory(device: torch.device) -> None:

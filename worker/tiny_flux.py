@@ -17,6 +17,7 @@ exactly like ``black-forest-labs/FLUX.1-schnell``:
                             transformer's text stream
       tokenizer_2/          T5TokenizerFast (Unigram, worker/tiny_towers.py)
       scheduler/            FlowMatchEulerDiscreteScheduler as schnell's (shift 1, no dynamic shift)
+      imagine-untrained.json  ``worker.cache.UNTRAINED_MARKER``: the diagnostics score it with the tiny CLIP
 
 Latent layout (as the real one): an image of H x W pixels is a [16, H/8, W/8] latent, packed
 into (H/16)(W/16) tokens of 64 features (2x2 patches); H and W must be multiples of 16.
@@ -34,11 +35,11 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
-from worker.cache import build_once
+from worker.cache import build_once, mark_untrained
 from worker.tiny import SEED, build_tokenizer
 from worker.tiny_towers import build_clip, build_t5_encoder, build_t5_tokenizer
 
-TINY_FLUX_VERSION = 1
+TINY_FLUX_VERSION = 2
 LATENT_CHANNELS = 16
 T5_WIDTH = 32
 CLIP_WIDTH = 32
@@ -60,6 +61,7 @@ def build_tiny_flux(path: Path, *, dev: bool = False) -> Path:
         feature_extractor=None,
     )
     pipe.save_pretrained(path)
+    mark_untrained(path, "worker.tiny_flux", TINY_FLUX_VERSION)
     return path
 
 

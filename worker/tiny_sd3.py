@@ -18,6 +18,7 @@ Random weights, the real architecture and files, loaded with
       text_encoder_3/       T5EncoderModel, d_model 96 (worker/tiny_towers.py)
       tokenizer_3/          T5TokenizerFast (Unigram, worker/tiny_towers.py)
       scheduler/            FlowMatchEulerDiscreteScheduler, shift 3 (SD3's)
+      imagine-untrained.json  ``worker.cache.UNTRAINED_MARKER``: the diagnostics score it with the tiny CLIP
 
 The widths keep the real model's proportions where the encoding depends on them: the two CLIP
 towers differ in width (768 and 1280 in the real model), and their concatenation (80 here, 2048
@@ -35,11 +36,11 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-from worker.cache import build_once
+from worker.cache import build_once, mark_untrained
 from worker.tiny import SEED, build_tokenizer
 from worker.tiny_towers import build_clip, build_t5_encoder, build_t5_tokenizer
 
-TINY_SD3_VERSION = 1
+TINY_SD3_VERSION = 2
 LATENT_CHANNELS = 16
 CLIP_L_WIDTH, CLIP_G_WIDTH = 32, 48
 T5_WIDTH = 96
@@ -63,6 +64,7 @@ def build_tiny_sd3(path: Path) -> Path:
         tokenizer_3=tokenizer_3,
     )
     pipe.save_pretrained(path)
+    mark_untrained(path, "worker.tiny_sd3", TINY_SD3_VERSION)
     return path
 
 

@@ -28,14 +28,13 @@ the directory name carries ``TINY_SDXL_VERSION``, bumped whenever the recipe cha
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from worker.cache import UNTRAINED_MARKER, build_once
+from worker.cache import build_once, mark_untrained
 from worker.tiny import SEED, build_tokenizer, tiny_vae
 
 TINY_SDXL_VERSION = 2
@@ -58,8 +57,7 @@ def build_tiny_sdxl_model(path: Path) -> Path:
         add_watermarker=False,
     )
     pipe.save_pretrained(path)
-    marker = {"builder": "worker.tiny_sdxl", "version": TINY_SDXL_VERSION, "weights": "random, untrained"}
-    (path / UNTRAINED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    mark_untrained(path, "worker.tiny_sdxl", TINY_SDXL_VERSION)
     return path
 
 

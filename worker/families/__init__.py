@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from imagine.model_specs import Family, ModelSpec
 from worker.families.base import ModelFamily
+from worker.families.flux import Flux
 from worker.families.sd import StableDiffusion
+from worker.families.sd3 import StableDiffusion3
 from worker.families.sdxl import StableDiffusionXL
 
 __all__ = ["FAMILIES", "ModelFamily", "family_of"]
@@ -20,8 +22,10 @@ FAMILIES: dict[Family, ModelFamily] = {
     "sd15": _SD,
     "sd-turbo": _SD,
     "sdxl": StableDiffusionXL(),
+    "flux": Flux(),
+    "sd3": StableDiffusion3(),
 }
-"""The families this worker can load (FLUX and SD 3 join with their modules)."""
+"""The families this worker can load."""
 
 
 def family_of(spec: ModelSpec) -> ModelFamily:

@@ -73,6 +73,10 @@ class ModelFamily:
         """The guidance arguments of the pipeline's call."""
         return {"guidance_scale": guidance}
 
+    def img2img_kwargs(self, width: int, height: int) -> dict[str, int]:
+        """Size arguments the image-to-image call needs besides its image (none: it takes the image's)."""
+        return {}
+
     # Latents ------------------------------------------------------------------------------
 
     def latent_shape(self, pipe: Any, width: int, height: int) -> tuple[int, ...]:
