@@ -186,3 +186,10 @@ def test_text_that_is_not_utf8_is_refused_before_anything_runs(
     out, err = capsys.readouterr()
     assert "Invalid prompt" in err and "not valid UTF-8 text" in err and "0xFF" in err
     assert "Traceback" not in err and "\\udc" not in err
+
+
+def test_a_gated_model_not_downloaded_says_its_licence_must_be_accepted(tmp_path: Path) -> None:
+    empty_cache = tmp_path / "hf"
+    run = refusal(imagine("run", "a fox", "--model", "flux-dev", cwd=tmp_path, timeout=300, HF_HOME=str(empty_cache)))
+    assert run.startswith("Model not downloaded: The weights of model `flux-dev` (black-forest-labs/FLUX.1-dev)")
+    assert "It is gated: accept its licence on https://huggingface.co/black-forest-labs/FLUX.1-dev" in run

@@ -94,7 +94,7 @@ def load_model(
     transformers_logging.disable_progress_bar()
     family = family_of(spec)
     source = model_source(spec, cache_dir)
-    with hub_weights(f"model `{spec.name}`", source):
+    with hub_weights(f"model `{spec.name}`", source, gated=spec.gated):
         pipe = family.load(source, dtype=dtype, local_files_only=hub_offline())
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -141,10 +141,11 @@ def hub_offline() -> bool:
 
 
 @contextlib.contextmanager
-def hub_weights(what: str, source: str) -> Iterator[None]:
+def hub_weights(what: str, source: str, *, gated: bool = False) -> Iterator[None]:
     """Around ``from_pretrained(source)``: weights of a Hub id that are neither in the Hugging Face
     cache nor downloadable (offline, no network) raise one ``ModelNotCached`` line saying how to
-    get them, instead of a page of traceback. A local directory's errors pass unchanged."""
+    get them, instead of a page of traceback; for a ``gated`` model it says that the licence must
+    be accepted first. A local directory's errors pass unchanged."""
     try:
         yield
     except OSError as exc:
@@ -158,6 +159,8 @@ def hub_weights(what: str, source: str) -> Iterator[None]:
             f"The weights of {what} ({source}) are not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE}) "
             f"and {why} to download them, or set HF_HOME to a cache that has them "
             "(docker compose: the `hf-cache` volume)."
+            + (f" It is gated: accept its licence on https://huggingface.co/{source} with the Hugging Face account "
+               "whose token the worker uses (HF_TOKEN, or `huggingface-cli login`) before downloading." if gated else "")
         ) from exc
 
 
