@@ -159,8 +159,9 @@ def hub_weights(what: str, source: str, *, gated: bool = False) -> Iterator[None
             f"The weights of {what} ({source}) are not in the Hugging Face cache ({hub_constants.HF_HUB_CACHE}) "
             f"and {why} to download them, or set HF_HOME to a cache that has them "
             "(docker compose: the `hf-cache` volume)."
-            + (f" It is gated: accept its licence on https://huggingface.co/{source} with the Hugging Face account "
-               "whose token the worker uses (HF_TOKEN, or `huggingface-cli login`) before downloading." if gated else "")
+            + (f" It is gated: accept its licence on https://huggingface.co/{source} with the Hugging Face "
+               "account whose token the worker uses (HF_TOKEN, or `huggingface-cli login`) before downloading."
+               if gated else "")
         ) from exc
 
 
