@@ -136,20 +136,26 @@ def _merge(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
 # -- networks ------------------------------------------------------------------------------------
 
 
-def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
-    torch.manual_seed(SEED)
-    config = CLIPTextConfig(
+def clip_config(tokenizer: CLIPTokenizer, hidden: int = 32, **extra: Any) -> CLIPTextConfig:
+    """A tiny CLIP text tower's config for ``tokenizer``: 2 layers of width ``hidden``, 4 heads,
+    a 77-token window (``extra`` adds settings, e.g. ``projection_dim``). The caller seeds."""
+    return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **extra,
     )
-    return CLIPTextModel(config)
+
+
+def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    torch.manual_seed(SEED)
+    return CLIPTextModel(clip_config(tokenizer))
 
 
 def _unet() -> UNet2DConditionModel:

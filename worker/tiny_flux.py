@@ -36,7 +36,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
 from worker.cache import build_once, mark_untrained
-from worker.tiny import SEED, build_tokenizer
+from worker.tiny import SEED, build_tokenizer, tiny_vae
 from worker.tiny_towers import build_clip, build_t5_encoder, build_t5_tokenizer
 
 TINY_FLUX_VERSION = 2
@@ -88,22 +88,8 @@ def _transformer(*, guidance_embeds: bool) -> FluxTransformer2DModel:
 
 
 def _vae() -> AutoencoderKL:
-    torch.manual_seed(SEED)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=LATENT_CHANNELS,
-        block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=128,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-    )
+    return tiny_vae(latent_channels=LATENT_CHANNELS, use_quant_conv=False, use_post_quant_conv=False,
+                    scaling_factor=0.3611, shift_factor=0.1159)
 
 
 def _scheduler(*, dev: bool) -> FlowMatchEulerDiscreteScheduler:

@@ -35,7 +35,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DC
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from worker.cache import build_once, mark_untrained
-from worker.tiny import SEED, build_tokenizer, tiny_vae
+from worker.tiny import SEED, build_tokenizer, clip_config, tiny_vae
 
 TINY_SDXL_VERSION = 2
 HIDDEN_1, HIDDEN_2, PROJECTION = 32, 64, 32
@@ -68,18 +68,7 @@ def ensure_tiny_sdxl_model(cache_dir: Path) -> Path:
 
 def _text_config(tokenizer: CLIPTokenizer, hidden: int, **extra: int) -> CLIPTextConfig:
     torch.manual_seed(SEED)
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
+    return clip_config(tokenizer, hidden, **extra)
 
 
 def _projected_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModelWithProjection:

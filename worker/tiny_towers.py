@@ -37,7 +37,6 @@ from collections import Counter
 
 import torch
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
@@ -46,7 +45,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from worker.tiny import SEED, WORDS
+from worker.tiny import SEED, WORDS, clip_config
 
 METASPACE = "▁"
 MAX_PIECE = 4
@@ -100,16 +99,5 @@ def build_clip(
 ) -> CLIPTextModel | CLIPTextModelWithProjection:
     """A 2-layer CLIP text tower of width ``hidden`` (its projection, if any, as wide)."""
     torch.manual_seed(SEED)
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        projection_dim=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = clip_config(tokenizer, hidden, projection_dim=hidden)
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
