@@ -302,33 +302,13 @@ class TextEncoder:
         alpha: float,
     ) -> tuple[dict[str, object], list[str]]:
         """The encoding as the job result reports it, and notes for the user."""
-        positive_total = sum(p.weight for p in request.parts if p.weight > 0)
-        negative_total = sum(-p.weight for p in request.parts if p.weight < 0)
-        parts: list[dict[str, object]] = []
-        for part in request.parts:
-            used = part.weight > 0 or cfg
-            entry: dict[str, object] = {
-                "text": part.text,
-                "weight": part.weight,
-                "role": "positive" if part.weight > 0 else "negative" if cfg else "ignored",
-            }
-            if part.weight > 0:
-                entry["normalized_weight"] = part.weight / positive_total
-            elif cfg:
-                entry["normalized_weight"] = -part.weight / negative_total
-            if used:
-                tokens = encodings[part.text][-1]
-                entry.update(token_count=tokens.count, chunks=tokens.n_chunks)
-            parts.append(entry)
 
-        notes: list[str] = []
-        if not request.negatives:
-            negatives = 'none: N = E("")'
-        elif cfg:
-            negatives = f'N = {1 - alpha:g} E("") + {alpha:g} (weighted negatives)'
-        else:
-            negatives = "ignored: this job runs without classifier-free guidance"
-            notes.append("Negative prompts (--no, ::-weights) were ignored: this job runs without guidance.")
+        def counts(text: str) -> dict[str, object]:
+            tokens = encodings[text][-1]
+            return {"token_count": tokens.count, "chunks": tokens.n_chunks}
+
+        parts = describe_parts(request, cfg=cfg, counts=counts)
+        negatives, notes = describe_negatives(request, cfg=cfg, alpha=alpha)
         info: dict[str, object] = {
             "encoder": type(self.model).__name__,
             "window": self.chunk_size,
@@ -341,6 +321,42 @@ class TextEncoder:
             "negative_alpha": alpha,
         }
         return info, notes
+
+
+def describe_parts(
+    request: ImagineRequest, *, cfg: bool, counts: Callable[[str], dict[str, object]]
+) -> list[dict[str, object]]:
+    """Each part of ``request`` as the job result reports it: text, raw and normalized weight,
+    role (positive, negative, or ignored without ``cfg``) and, for the parts encoded, what
+    ``counts(text)`` says of them (token counts, chunks)."""
+    positive_total = sum(p.weight for p in request.parts if p.weight > 0)
+    negative_total = sum(-p.weight for p in request.parts if p.weight < 0)
+    parts: list[dict[str, object]] = []
+    for part in request.parts:
+        entry: dict[str, object] = {
+            "text": part.text,
+            "weight": part.weight,
+            "role": "positive" if part.weight > 0 else "negative" if cfg else "ignored",
+        }
+        if part.weight > 0:
+            entry["normalized_weight"] = part.weight / positive_total
+        elif cfg:
+            entry["normalized_weight"] = -part.weight / negative_total
+        if part.weight > 0 or cfg:
+            entry.update(counts(part.text))
+        parts.append(entry)
+    return parts
+
+
+def describe_negatives(request: ImagineRequest, *, cfg: bool, alpha: float) -> tuple[str, list[str]]:
+    """How the negative parts acted (``info["negatives"]``) and the note for the user when they
+    were ignored."""
+    if not request.negatives:
+        return 'none: N = E("")', []
+    if cfg:
+        return f'N = {1 - alpha:g} E("") + {alpha:g} (weighted negatives)', []
+    return ("ignored: this job runs without classifier-free guidance",
+            ["Negative prompts (--no, ::-weights) were ignored: this job runs without guidance."])
 
 
 def request_texts(request: ImagineRequest, *, cfg: bool) -> list[str]:

@@ -19,15 +19,14 @@ ignored and the result says so. ``describe`` builds the job result's ``info`` in
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import reduce
 
 import torch
 
 from imagine.request import ImagineRequest
-from worker.text_encoding import Conditioning
+from worker.text_encoding import Conditioning, describe_negatives, describe_parts
+from worker.text_encoding import blend as blend_named
 
 Encoding = tuple[torch.Tensor, ...]
 """One text's tensors, in a fixed order (e.g. token states, pooled vector)."""
@@ -41,27 +40,17 @@ class Blend:
 
 
 def blend(request: ImagineRequest, encodings: Mapping[str, Encoding], empty: Encoding, *, cfg: bool) -> Blend:
-    """C and N (module docstring) from the aligned ``encodings`` of the request's texts and E("")."""
-    positives = request.positives  # normalized weights w_i
-    if not positives:
-        raise ValueError("the request has no part with a positive weight")
+    """C and N (module docstring) from the aligned ``encodings`` of the request's texts and E(""):
+    ``worker.text_encoding.blend`` on each tensor of the encodings."""
 
-    def weighted(pairs: Sequence[tuple[float, Encoding]]) -> Encoding:
-        return tuple(
-            reduce(operator.add, (w * enc[k].float() for w, enc in pairs)) for k in range(len(pairs[0][1]))
-        )
+    def named(encoding: Encoding) -> dict[str, torch.Tensor]:
+        return {str(k): tensor.float() for k, tensor in enumerate(encoding)}
 
-    positive = weighted([(p.weight, encodings[p.text]) for p in positives])
-    if not cfg:
-        return Blend(positive, None, 0.0)
-    negatives = request.negatives
-    if not negatives:
-        return Blend(positive, tuple(e.float() for e in empty), 0.0)
-    neg_total = sum(-n.weight for n in negatives)
-    alpha = min(1.0, neg_total / sum(p.weight for p in request.parts if p.weight > 0))
-    mixed = weighted([(-n.weight / neg_total, encodings[n.text]) for n in negatives])
-    negative = tuple((1 - alpha) * e.float() + alpha * m for e, m in zip(empty, mixed, strict=True))
-    return Blend(positive, negative, alpha)
+    def ordered(tensors: dict[str, torch.Tensor]) -> Encoding:
+        return tuple(tensors[str(k)] for k in range(len(tensors)))
+
+    positive, negative, alpha = blend_named(request, lambda text: named(encodings[text]), named(empty), cfg=cfg)
+    return Blend(ordered(positive), None if negative is None else ordered(negative), alpha)
 
 
 def conditioning(
@@ -108,32 +97,12 @@ def describe(
     that can cut); ``part_chunks[text]``: the part's CLIP chunk count. ``extra`` keys are added to
     ``info`` (``sequence_length``, ``truncated``, ``chunks``, ...).
     """
-    positive_total = sum(p.weight for p in request.parts if p.weight > 0)
-    negative_total = sum(-p.weight for p in request.parts if p.weight < 0)
-    parts: list[dict[str, object]] = []
-    for part in request.parts:
-        entry: dict[str, object] = {
-            "text": part.text,
-            "weight": part.weight,
-            "role": "positive" if part.weight > 0 else "negative" if cfg else "ignored",
-        }
-        if part.weight > 0:
-            entry["normalized_weight"] = part.weight / positive_total
-        elif cfg:
-            entry["normalized_weight"] = -part.weight / negative_total
-        if part.weight > 0 or cfg:
-            counts = part_tokens[part.text]
-            entry.update(token_count=counts[primary], chunks=part_chunks[part.text], tokens=dict(counts))
-        parts.append(entry)
+    def counts(text: str) -> dict[str, object]:
+        tokens = part_tokens[text]
+        return {"token_count": tokens[primary], "chunks": part_chunks[text], "tokens": dict(tokens)}
 
-    notes: list[str] = []
-    if not request.negatives:
-        negatives = 'none: N = E("")'
-    elif cfg:
-        negatives = f'N = {1 - alpha:g} E("") + {alpha:g} (weighted negatives)'
-    else:
-        negatives = "ignored: this job runs without classifier-free guidance"
-        notes.append("Negative prompts (--no, ::-weights) were ignored: this job runs without guidance.")
+    parts = describe_parts(request, cfg=cfg, counts=counts)
+    negatives, notes = describe_negatives(request, cfg=cfg, alpha=alpha)
     info: dict[str, object] = {
         "encoder": " + ".join(str(e["model"]) for e in encoders),
         "window": next(e["window"] for e in encoders if e["name"] == primary),
