@@ -1,11 +1,11 @@
 """SDXL end to end on the tiny SDXL (``worker.tiny_sdxl``) served as a deployment names a local
-SDXL directory, with only its ``source``: the CLI's run, sizes and their size conditioning,
+SDXL directory, with only its ``source`` (the CLI's run: ``tests/test_transformer_families.py``
+runs it for every family): sizes and their size conditioning,
 guidance, --no, --tile, long prompts, previews, variation and upscale (image-to-image)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from imagine.jobs import JobKind
 from imagine.request import AspectRatio
 from tests.bot_harness import custom_ids_of, feed, queue_of, run_to_delivery, running_bot
 from tests.discord_stub import FakeDiscord
-from tests.test_cli import imagine
 from tests.worker_fixtures import TINY_SDXL, make_job, work_off, worker_settings
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate
@@ -31,25 +30,6 @@ def sdxl_job(prompt: str = "a red fox in the snow", **kwargs: Any) -> Any:
 
 def pixels(result: Generation) -> list[bytes]:
     return [image.tobytes() for image in result.images]
-
-
-def test_run_with_only_a_source_makes_the_asked_ratio_and_the_same_bytes_again(
-    tmp_path: Path, model_cache: Path, sdxl_models_toml: Path
-) -> None:
-    grids = []
-    for out in ("first", "second"):
-        done = imagine("run", "a red fox in the snow --no people --ar 3:2 --seed 5", "--model", TINY_SDXL,
-                       "--out", out, cwd=tmp_path, timeout=300, IMAGINE_MODELS_CONFIG=str(sdxl_models_toml),
-                       IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_TORCH_THREADS="1")
-        assert done.returncode == 0, done.stderr[-3000:]
-        grids.append((tmp_path / out / "grid.png").read_bytes())
-        with Image.open(tmp_path / out / "grid.png") as grid, Image.open(tmp_path / out / "image_1.png") as one:
-            assert grid.size == (2 * one.width, 2 * one.height)  # a 2x2 grid
-            assert one.width * 2 == one.height * 3  # 3:2 exactly
-        result = json.loads((tmp_path / out / "result.json").read_text())
-        assert result["job"]["seed"] == 5
-        assert (tmp_path / out / "diagnostics.json").is_file()  # scored offline (the tiny CLIP: an untrained model)
-    assert grids[0] == grids[1]
 
 
 def test_sizes_are_sent_as_the_pipelines_size_conditioning(tiny_sdxl: LoadedModel) -> None:

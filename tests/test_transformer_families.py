@@ -1,5 +1,6 @@
 """FLUX.1 and SD 3.5 end to end on their tiny models (``worker.tiny_flux``, ``worker.tiny_sd3``)
-served as a deployment names local directories, with only their ``source``: the CLI's run,
+served as a deployment names local directories, with only their ``source``: the CLI's run (SDXL's
+too),
 sizes, same seed same pictures, --no (true CFG on FLUX), long prompts, previews, --tile noted
 as ignored, variation and upscale (image-to-image), and the bot's /imagine with --v and U/V."""
 
@@ -19,7 +20,7 @@ from imagine.request import AspectRatio
 from tests.bot_harness import custom_ids_of, feed, queue_of, run_to_delivery, running_bot
 from tests.discord_stub import FakeDiscord
 from tests.test_cli import imagine
-from tests.worker_fixtures import TINY_FLUX, TINY_SD3, make_job, work_off, worker_settings
+from tests.worker_fixtures import TINY_FLUX, TINY_SD3, TINY_SDXL, make_job, work_off, worker_settings
 from worker.generate import Generation, Progress, generate
 from worker.models import LoadedModel
 
@@ -41,14 +42,17 @@ def pixels(result: Generation) -> list[bytes]:
     return [image.tobytes() for image in result.images]
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize(("name", "config"), [(TINY_SDXL, "sdxl_models_toml"), (TINY_FLUX, "families_models_toml"),
+                                            (TINY_SD3, "families_models_toml")])
 def test_run_with_only_a_source_makes_the_asked_ratio_and_the_same_bytes_again(
-    name: str, tmp_path: Path, model_cache: Path, families_models_toml: Path
+    name: str, config: str, tmp_path: Path, model_cache: Path, request: pytest.FixtureRequest
 ) -> None:
+    """The issue's "done when": a local SDXL, FLUX.1 or SD 3.5 directory named by its source only."""
+    models_toml = request.getfixturevalue(config)
     grids = []
     for out in ("first", "second"):
         done = imagine("run", "a red fox in the snow --no people --ar 3:2 --seed 5", "--model", name,
-                       "--out", out, cwd=tmp_path, timeout=300, IMAGINE_MODELS_CONFIG=str(families_models_toml),
+                       "--out", out, cwd=tmp_path, timeout=300, IMAGINE_MODELS_CONFIG=str(models_toml),
                        IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_TORCH_THREADS="1")
         assert done.returncode == 0, done.stderr[-3000:]
         grids.append((tmp_path / out / "grid.png").read_bytes())
@@ -58,7 +62,8 @@ def test_run_with_only_a_source_makes_the_asked_ratio_and_the_same_bytes_again(
         result = json.loads((tmp_path / out / "result.json").read_text())
         assert result["job"]["seed"] == 5
         negatives = result["result"]["encoding"]["negatives"]
-        assert not negatives.startswith("ignored")  # --no acts: SD3's CFG, FLUX's true CFG
+        assert not negatives.startswith("ignored")  # --no acts: CFG, FLUX's true CFG
+        assert (tmp_path / out / "diagnostics.json").is_file()  # scored offline (the tiny CLIP: an untrained model)
     assert grids[0] == grids[1]
     if name == TINY_FLUX:
         assert "true classifier-free guidance" in done.stdout + done.stderr  # and the user is told it costs twice
