@@ -7,6 +7,7 @@ reason, reproducibility through the whole path, and `imagine run` as a user runs
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,18 +162,18 @@ def test_a_worker_killed_mid_job_leaves_a_failed_job_with_a_reason(
     assert [e.type for e in jq.events(job.id)][-1] == "failed"
 
 
-def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_path, caplog) -> None:
-    """Redis stopped while a worker generates and started again (the compose file keeps an
-    append-only file, as here) only once the worker waits to store the images: progress was
-    skipped while it was away, the images and the result waited for it, and the job ends done
-    with its four images and its delivery entry for the bot."""
+@contextlib.contextmanager
+def run_through_a_redis_outage(tmp_path: Path, models: dict[str, LoadedModel], job: Job, settings: Settings,
+                               *, away_after_waiting_s: float = 0.0, job_timeout_s: int | None = None
+                               ) -> Iterator[JobQueue]:
+    """One job on a real worker while its Redis (append-only, as in compose) is stopped at the
+    job's first progress and started again once the worker waits to store the images (plus
+    ``away_after_waiting_s``); gives a queue on the Redis that came back, stopped afterwards."""
     server = RedisServer(tmp_path, appendonly=True)
-    slow = dataclasses.replace(tiny, spec=tiny.spec.model_copy(update={"name": "slow", "default_steps": 40}))
-    settings = Settings(redis_url=server.url, model_cache_dir=model_cache, torch_threads=1,
-                        worker_heartbeat_s=0.2, worker_ttl_s=30.0)
+    settings = settings.model_copy(update={"redis_url": server.url})
     conn = redis.Redis.from_url(server.url)
-    jq = JobQueue(conn)
-    job = make_job(model="slow")
+    limits = {} if job_timeout_s is None else {"job_timeout_s": job_timeout_s}  # RQ's timeout: set when queued
+    jq = JobQueue(conn, **limits)  # type: ignore[arg-type]
     jq.submit(job)
     outage: dict[str, Any] = {}
     waiting_to_store = threading.Event()
@@ -186,6 +188,7 @@ def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_pa
         next(e for e in follower.follow(job.id, poll_ms=20) if e.type == "progress")
         server.stop()
         waiting_to_store.wait(120)  # generation went on without Redis, up to storing its images
+        time.sleep(away_after_waiting_s)
         outage["server"] = RedisServer(tmp_path, port=server.port, appendonly=True)
 
     restarter = threading.Thread(target=restart_redis_at_first_progress)
@@ -193,25 +196,38 @@ def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_pa
     watch = Watch()
     logging.getLogger("worker.outage").addHandler(watch)
     try:
-        with caplog.at_level(logging.INFO, logger="worker.outage"):
-            rq_worker, heartbeat = worker_mod.build(conn, {"slow": slow}, ["fast"], settings)
-            try:
-                rq_worker.work(burst=True, logging_level="CRITICAL", max_jobs=1)
-            finally:
-                restarter.join(30)
-                heartbeat.stop()
-        state = jq.state(job.id)
-        assert state.status is JobStatus.DONE and len(state.result.images) == 4
-        assert image(conn, state.result.grid).size == (256, 256)
-        assert "done" in [e.type for e in jq.events(job.id)]
-        assert [f[b"job_id"].decode() for _, f in conn.xrange("imagine:deliveries")] == [job.id]
-        said = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
-        assert any("Redis unreachable while publishing progress; skipped" in m for m in said)
-        assert any("Redis unreachable while storing its images; retrying" in m for m in said)
-        assert any("Redis reachable again (storing its images)" in m for m in said)
+        rq_worker, heartbeat = worker_mod.build(conn, models, ["fast"], settings)
+        try:
+            rq_worker.work(burst=True, logging_level="CRITICAL", max_jobs=1)
+        finally:
+            restarter.join(60)
+            heartbeat.stop()
+        assert waiting_to_store.is_set()
+        yield jq
     finally:
         logging.getLogger("worker.outage").removeHandler(watch)
         outage.get("server", server).stop()
+
+
+def test_a_redis_restart_mid_job_costs_the_job_nothing(tiny, model_cache, tmp_path, caplog) -> None:
+    """Redis stopped while a worker generates and started again (the compose file keeps an
+    append-only file, as here) only once the worker waits to store the images: progress was
+    skipped while it was away, the images and the result waited for it, and the job ends done
+    with its four images and its delivery entry for the bot."""
+    slow = dataclasses.replace(tiny, spec=tiny.spec.model_copy(update={"name": "slow", "default_steps": 40}))
+    settings = Settings(model_cache_dir=model_cache, torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=30.0)
+    job = make_job(model="slow")
+    with caplog.at_level(logging.INFO, logger="worker.outage"), \
+            run_through_a_redis_outage(tmp_path, {"slow": slow}, job, settings) as jq:
+        state = jq.state(job.id)
+        assert state.status is JobStatus.DONE and len(state.result.images) == 4
+        assert image(jq.redis, state.result.grid).size == (256, 256)
+        assert "done" in [e.type for e in jq.events(job.id)]
+        assert [f[b"job_id"].decode() for _, f in jq.redis.xrange("imagine:deliveries")] == [job.id]
+    said = [r.getMessage() for r in caplog.records if job.id in r.getMessage()]
+    assert any("Redis unreachable while publishing progress; skipped" in m for m in said)
+    assert any("Redis unreachable while storing its images; retrying" in m for m in said)
+    assert any("Redis reachable again (storing its images)" in m for m in said)
 
 
 def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) -> None:
@@ -280,44 +296,12 @@ def test_a_shorten_job_analyses_the_prompt_without_images(redis_conn, jq, tiny, 
 def test_a_finished_job_waiting_for_redis_past_its_timeout_ends_done(tiny, model_cache, tmp_path) -> None:
     """RQ's job timeout stops a runaway generation, not a finished job that waits for Redis to
     store its images: Redis stays away longer than the whole timeout, and the job still ends done."""
-    server = RedisServer(tmp_path, appendonly=True)
-    settings = Settings(redis_url=server.url, model_cache_dir=model_cache, torch_threads=1,
-                        worker_heartbeat_s=0.2, worker_ttl_s=60.0, job_timeout_s=10)
-    conn = redis.Redis.from_url(server.url)
-    jq = JobQueue(conn, job_timeout_s=settings.job_timeout_s)  # RQ's timeout is set when a job is queued
+    settings = Settings(model_cache_dir=model_cache, torch_threads=1, worker_heartbeat_s=0.2, worker_ttl_s=60.0,
+                        job_timeout_s=10)
     job = make_job()
-    jq.submit(job)
-    outage: dict[str, Any] = {}
-    waiting_to_store = threading.Event()
-
-    class Watch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "while storing its images" in record.getMessage():
-                waiting_to_store.set()
-
-    def stop_redis_at_first_progress() -> None:
-        follower = JobQueue(redis.Redis.from_url(server.url))
-        next(e for e in follower.follow(job.id, poll_ms=20) if e.type == "progress")
-        server.stop()
-        waiting_to_store.wait(120)
-        time.sleep(settings.job_timeout_s + 1)  # past the job's whole timeout
-        outage["server"] = RedisServer(tmp_path, port=server.port, appendonly=True)
-
-    restarter = threading.Thread(target=stop_redis_at_first_progress)
-    restarter.start()
-    watch = Watch()
-    logging.getLogger("worker.outage").addHandler(watch)
-    try:
-        rq_worker, heartbeat = worker_mod.build(conn, {"tiny": tiny}, ["fast"], settings)
-        try:
-            rq_worker.work(burst=True, logging_level="CRITICAL", max_jobs=1)
-        finally:
-            restarter.join(60)
-            heartbeat.stop()
-        assert waiting_to_store.is_set()
+    timeout = settings.job_timeout_s
+    with run_through_a_redis_outage(tmp_path, {"tiny": tiny}, job, settings, away_after_waiting_s=timeout + 1,
+                                    job_timeout_s=timeout) as jq:
         state = jq.state(job.id)
         assert state.status is JobStatus.DONE, state.result
         assert len(state.result.images) == 4
-    finally:
-        logging.getLogger("worker.outage").removeHandler(watch)
-        outage.get("server", server).stop()
