@@ -152,3 +152,28 @@ def test_its_diagnostics_are_scored_by_its_own_aligner(shapes: LoadedModel, mode
     assert diag.alignment is not None and diag.alignment.trained
     assert diag.alignment.scorer == "the shapes model's aligner"
     assert diag.alignment.ranking == [1, 2] and diag.alignment.clip_scores[0] > diag.alignment.clip_scores[1]
+
+
+def high_frequency(image: Image.Image) -> float:
+    """Mean absolute difference of neighbouring pixels (grey): what coloured noise raises."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
+
+
+@pytest.mark.parametrize(("kind", "strength"), [("variation", "subtle"), ("variation", "strong"), ("upscale", None)])
+def test_a_variation_or_upscale_is_never_noisier_than_its_source(shapes: LoadedModel, kind: str,
+                                                                 strength: str | None) -> None:
+    """U1 -> Vary (Subtle) or Upscale on the embedded model came out covered in coloured noise (the
+    pipelines sampled the VAE encoder's untrained variance: unit noise on every latent)."""
+    from imagine.jobs import JobKind
+
+    prompt = "a red circle at the top left on a blue background"
+    source = generate(shapes, make_job(prompt, model="shapes", seed=3)).images[0]
+    follow_up = make_job(prompt, model="shapes", seed=5, kind=JobKind(kind))
+    if strength:
+        follow_up = follow_up.model_copy(update={"strength": strength})
+    result = generate(shapes, follow_up, parent_image=source)
+    reference = source.resize(result.images[0].size, Image.Resampling.LANCZOS)  # an upscale is compared at its size
+    for image in result.images:
+        noise, limit = high_frequency(image), 1.5 * high_frequency(reference)
+        assert noise <= limit, (noise, limit)

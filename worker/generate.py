@@ -26,7 +26,8 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
   ``x_i = sqrt(1 - rho) e_i + sqrt(rho) e_shared`` with ``rho = 0.5 (1 - c / 100)``, where e_i
   comes from image i's seed and e_shared from seed ``(job.seed + 2**31) mod 2**32``. Each x_i
   is still unit Gaussian noise; two images' noises correlate by rho: 0.5 at --chaos 0 (similar
-  compositions), 0 at --chaos 100 (independent). Image-to-image jobs draw their own noise.
+  compositions), 0 at --chaos 100 (independent). Image-to-image jobs start from the parent's
+  latents (the VAE encoder's mean, ``ModelFamily.encode_image``) noised by each seed's generator.
 - Stop (--stop p): denoising ends after ``ceil(steps * p / 100)`` steps; what there is is decoded.
 - Tile (--tile): every Conv2d of the UNet and VAE pads circularly during this job only
   (UNet families; the others note it as ignored).
@@ -138,8 +139,10 @@ def generate(
     cond = model.prompt_encoder.encode_request(job.request, cfg=plan.cfg)
     timings["encode"] = time.perf_counter() - start
 
-    # 4. Prepare noise (text-to-image; image-to-image draws its own from the generators)
-    noise = None if plan.init_image is not None else _starting_noise(model, plan, job)
+    # 4. Prepare the start: text-to-image, the seeds' noise; image-to-image, the parent's latents
+    #    (the VAE encoder's mean; the pipeline noises them with the seeds' generators)
+    noise = _starting_noise(model, plan, job) if plan.init_image is None else model.family.encode_image(
+        model.pipe, plan.init_image)
 
     # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
     denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel,
@@ -424,9 +427,10 @@ def _denoise(
     if plan.init_image is None:
         assert noise is not None
         return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
+    assert noise is not None  # the parent's latents
     size = model.family.img2img_kwargs(plan.width, plan.height)
-    images = [plan.init_image] * len(seeds)  # one per generator (SD 3's pipeline does not repeat it)
-    return model.img2img(image=images, strength=plan.strength, **size, **kwargs).images
+    start = noise.repeat(len(seeds), 1, 1, 1)  # one per generator (SD 3's pipeline does not repeat it)
+    return model.img2img(image=start, strength=plan.strength, **size, **kwargs).images
 
 
 def _free_memory(device: torch.device) -> None:

@@ -73,6 +73,25 @@ class ModelFamily:
         """The guidance arguments of the pipeline's call."""
         return {"guidance_scale": guidance}
 
+    def encode_image(self, pipe: Any, image: Image.Image) -> torch.Tensor:
+        """``image`` as the image-to-image pipeline's starting latents [1, c, h, w]: the VAE
+        encoder's *mean*, scaled as the pipeline scales its own. The pipelines would draw a
+        sample of the encoder's distribution instead; for a VAE whose encoder never learned its
+        variance (the embedded ``shapes`` model's: log-variance 0, so a sample is the latent plus
+        unit noise, five times its size) that made Vary (Subtle) and Upscale come out as coloured
+        noise. The mean is what every VAE was trained to decode."""
+        return self.scale_latents(pipe, self._encoder_mean(pipe, image))
+
+    def scale_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+        """The VAE's latents in the denoiser's space (SD 1.x: times ``scaling_factor``)."""
+        return latents * pipe.vae.config.scaling_factor
+
+    def _encoder_mean(self, pipe: Any, image: Image.Image) -> torch.Tensor:
+        vae = pipe.vae
+        pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+        with torch.inference_mode():
+            return vae.encode(pixels).latent_dist.mode()
+
     def img2img_kwargs(self, width: int, height: int) -> dict[str, int]:
         """Size arguments the image-to-image call needs besides its image (none: it takes the image's)."""
         return {}
