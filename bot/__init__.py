@@ -1,7 +1,8 @@
 """The Discord bot (``imagine bot``): a thin adapter over the core, without torch.
 
     app.py          ImagineBot (dependencies injected) and the launcher
-    cogs/           one extension per feature: imagine, buttons (DynamicItems), info (/info, /show)
+    cogs/           one extension per feature: imagine, buttons (DynamicItems), info (/info, /show),
+                    settings, prefer (/prefer option, /prefer suffix), shorten, describe, admin
     launch.py       admit jobs from an interaction and give each its message
     progress.py     follow running jobs' event streams; throttled progress edits
     delivery.py     the imagine:deliveries consumer group: results posted exactly once

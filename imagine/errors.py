@@ -68,6 +68,12 @@ class InvalidParameter(UserError):
     title = "Invalid parameter"
 
 
+class InvalidPreference(UserError):
+    """A /prefer option or suffix that cannot be stored (``imagine.preferences``)."""
+
+    title = "Invalid preference"
+
+
 class InvalidLink(UserError):
     title = "Invalid link"
 

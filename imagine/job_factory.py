@@ -3,7 +3,8 @@
 
     what was asked   prompt requests (parsed), or the parent job of a button
   + who asked        Requester (where to answer)
-  + their /settings  UserSettings (fills what the prompt did not say)
+  + their /settings  UserSettings (fills what the prompt did not say; its /prefer options and
+                     suffix expand the prompt text before it is parsed: ``expand``)
   + the guild        GuildPolicy (its config and bans: refuses, and decides what the user may not)
   -> validated jobs
 
@@ -33,6 +34,7 @@ from typing import Literal
 from imagine.guilds import GuildConfig, GuildPolicy
 from imagine.jobs import Job, JobKind, Requester
 from imagine.model_specs import configured_name
+from imagine.preferences import expand
 from imagine.request import ImagineRequest, Params, Speed, SubPrompt
 from imagine.user_settings import UserSettings
 
@@ -76,6 +78,12 @@ class JobFactory:
             guild.check(requester, request.text, request.params.speed)
         return [self._from_request(JobKind.IMAGINE, r, requester, settings, guild, fallback_model)
                 for r in requests for _ in range(r.params.repeat)]
+
+    @staticmethod
+    def expand(prompt: str, settings: UserSettings = NO_SETTINGS) -> str:
+        """The prompt as the job will record it: the user's /prefer options (``--NAME``)
+        expanded and their suffix appended (``imagine.preferences``), before it is parsed."""
+        return expand(prompt, settings.options, settings.suffix)
 
     def shorten(self, request: ImagineRequest, *, requester: Requester, settings: UserSettings = NO_SETTINGS,
                 guild: GuildPolicy = NO_POLICY) -> Job:

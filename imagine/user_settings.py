@@ -1,4 +1,5 @@
-"""Per-user defaults, set with /settings: model, --ar, --stylize, fast/relax, diagnostics.
+"""Per-user defaults, set with /settings (model, --ar, --stylize, fast/relax, diagnostics) and /prefer
+(named options, a suffix: ``imagine.preferences``).
 
 Every field is optional; None means "use the deployment's (or the server's) default". A
 user's settings only fill what a prompt did not say: a parameter typed in the prompt always
@@ -52,8 +53,9 @@ class _UserSettings(BaseModel):
     """One user's defaults; None everywhere is "nothing set".
 
     The fields are the parameters the table marks ``settable`` (``imagine.params.PARAMETERS``:
-    aspect, stylize, model, speed), with the table's types and ranges, each optional; and
-    ``diagnostics``.
+    aspect, stylize, model, speed), with the table's types and ranges, each optional;
+    ``diagnostics``; and /prefer's ``options`` (name -> parameters) and ``suffix``
+    (``imagine.preferences``).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")  # a field dropped later: ignored
@@ -111,11 +113,14 @@ if TYPE_CHECKING:
         model: str | None = None
         speed: Speed | None = None
         diagnostics: bool | None = None
+        options: dict[str, str] = {}
+        suffix: str | None = None
 
 else:
     UserSettings = create_model("UserSettings", __base__=_UserSettings, __module__=__name__,
                                 **field_definitions(optional=True, settable_only=True),
-                                diagnostics=(bool | None, None))
+                                diagnostics=(bool | None, None), options=(dict[str, str], {}),
+                                suffix=(str | None, None))
     UserSettings.__doc__ = _UserSettings.__doc__
 
 
@@ -158,7 +163,7 @@ def changed(settings: UserSettings, changes: dict[str, Any]) -> UserSettings:
 
 def stored(settings: UserSettings) -> str:
     """What is stored for a user's settings: the fields set, as JSON."""
-    return settings.model_dump_json(exclude_none=True)
+    return settings.model_dump_json(exclude_defaults=True)
 
 
 class UserSettingsStore:

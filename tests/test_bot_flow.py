@@ -43,7 +43,8 @@ async def test_commands_registered_with_valid_names_descriptions_and_options(red
         assert not fake.find("PUT", r"/applications/\d+/commands$")  # global sync only on request
         commands = {c["name"]: c for c in put.json}
         assert set(commands) == {"imagine", "info", "show", "admin", "queue", "settings", "shorten",
-                                 "describe"}
+                                 "describe", "prefer"}
+        assert {o["name"] for o in commands["prefer"]["options"]} == {"option", "suffix"}
 
         def check(item: dict) -> None:  # commands, subcommand groups, subcommands and options alike
             assert NAME.match(item["name"]) and item["name"] == item["name"].lower()

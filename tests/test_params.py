@@ -82,7 +82,7 @@ def test_the_fields_type_checkers_see_are_the_table_s(module: ModuleType, model:
 def test_settings_fields_are_the_settable_rows() -> None:
     settable = {row.field for row in PARAMETERS if row.settable}
     assert settable == {"aspect", "stylize", "model", "speed"}
-    assert set(UserSettings.model_fields) == settable | {"diagnostics"}
+    assert set(UserSettings.model_fields) == settable | {"diagnostics", "options", "suffix"}  # + /prefer
     assert UserSettings().stylize is None  # nothing set: every field None
     with pytest.raises(ValidationError):  # the table's range
         UserSettings(stylize=1001)

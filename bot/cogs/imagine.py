@@ -6,7 +6,8 @@ A prompt with an error is answered with Midjourney's red embed ("Invalid paramet
 saying how many start now and how many wait; a prompt's jobs are admitted as one unit, so one
 that does not fit the user's free slots is refused whole, before the question.
 Image links must be Discord attachments (``bot.attachments.check_links``).
-The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``).
+The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``),
+after their /prefer options and suffix expanded the prompt (``imagine.preferences``).
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ class ImagineCog(commands.Cog):
     ) -> None:
         """Create images from a prompt."""
         try:
-            requests = parse(prompt, models=self.bot.models)
-            check_links(requests, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
             requester = requester_for(interaction)
             settings, guild = await store.policies(self.bot.redis, requester)
+            requests = parse(self.bot.jobs.expand(prompt, settings), models=self.bot.models)  # /prefer first
+            check_links(requests, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
             jobs = self.bot.jobs.imagine(requests, requester=requester, settings=settings, guild=guild)
         except ImagineError as exc:
             await replies.error(interaction, exc)

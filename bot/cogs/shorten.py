@@ -88,10 +88,10 @@ class ShortenCog(commands.Cog):
     ) -> None:
         """Which words of a prompt matter, and shorter prompts to imagine."""
         try:
-            request = one_prompt(parse(prompt, models=self.bot.models))
-            check_links([request], self.bot.settings.attachment_origins)  # its shorter prompts keep them
             requester = requester_for(interaction)
             settings, guild = await store.policies(self.bot.redis, requester)
+            request = one_prompt(parse(self.bot.jobs.expand(prompt, settings), models=self.bot.models))
+            check_links([request], self.bot.settings.attachment_origins)  # its shorter prompts keep them
             job = self.bot.jobs.shorten(request, requester=requester, settings=settings, guild=guild)
         except ImagineError as exc:
             await replies.error(interaction, exc)
