@@ -59,6 +59,8 @@ class Job(Contract):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     kind: JobKind = JobKind.IMAGINE
     request: ImagineRequest
+    images: tuple[str, ...] = ()  # artifact keys of the image prompts, in order (image_inputs)
+    style_images: tuple[str, ...] = ()  # artifact keys of the --sref images, in order
     model: str  # resolved: the request's --model or the deployment default
     speed: Speed = "fast"  # resolved: the request's --fast/--relax or the user's mode
     seed: int = Field(ge=0, le=4294967295)  # resolved: --seed or drawn at submission
