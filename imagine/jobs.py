@@ -97,6 +97,7 @@ class JobResult(Contract):
     timings: dict[str, float] = {}  # seconds: queued, load, encode, denoise, decode, store, total
     encoding: dict[str, object] = {}  # token count, chunks, what was cut, how weights were applied
     notes: tuple[str, ...] = ()  # things the user should know (e.g. "negatives ignored: no CFG")
+    image_prompt: dict[str, object] = {}  # what the job's images did: path, images, iw, strength or scales
     diagnostics: str | None = None  # artifact key of diagnostics.json (an imagine's analysis)
     shorten: str | None = None  # artifact key of shorten.json (a /shorten's word analysis)
     describe: str | None = None  # artifact key of describe.json (a /describe's prompts)

@@ -26,7 +26,7 @@ from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFiltered, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
-from worker.describe import Describer, as_shown, read_upload
+from worker.describe import Describer, as_shown, open_upload, read_upload
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
@@ -165,11 +165,17 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     model = rt.models[job.model]
     # 2. The parent image, for follow-ups on one image of an earlier job.
     parent = _parent_image(rt, job) if job.kind in (JobKind.VARIATION, JobKind.UPSCALE) else None
+    #    The image prompts and --sref images, stored by the bot (a new prompt's, a 🔄's): never fetched here.
+    prompts = parent is None
+    images = [_input_image(rt, key, redis_calls) for key in job.images] if prompts else []
+    styles = [_input_image(rt, key, redis_calls) for key in job.style_images] if prompts else []
     # 3. Generate, publishing progress and checking the cancel flag every step.
     gen = generate(
         model,
         job,
         parent_image=parent,
+        images=images,
+        style_images=styles,
         on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
         should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
     )
@@ -259,8 +265,18 @@ def _done(
         timings=timings,
         encoding=gen.encoding,
         notes=tuple(gen.notes),
+        image_prompt=gen.image_prompt,
         worker=worker,
     )
+
+
+def _input_image(rt: WorkerRuntime, key: str, redis_calls: RideOut) -> Image.Image:
+    """An image prompt the bot stored (``imagine.image_inputs.input_key``), decoded as RGB."""
+    try:
+        data = redis_calls.must("reading its image prompts", rt.artifacts.get, key)
+    except KeyError:
+        raise JobNotFound("An image of this prompt is no longer stored; submit the prompt again.") from None
+    return open_upload(data)
 
 
 def _parent_image(rt: WorkerRuntime, job: Job) -> Image.Image:
