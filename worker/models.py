@@ -109,7 +109,7 @@ def load_model(
             setattr(pipe, family.denoiser_name, torch.compile(family.denoiser(pipe)))
             pipe.vae.decode = torch.compile(pipe.vae.decode)
     if spec.ip_adapter:  # before the image-to-image pipeline is made: it shares the UNet and image encoder
-        load_ip_adapter(pipe, spec, device=device, dtype=dtype)
+        load_ip_adapter(pipe, spec)
     img2img = family.img2img(pipe)
     img2img.set_progress_bar_config(disable=True)
     text_encoder = family.text_encoder(pipe)
@@ -128,15 +128,15 @@ def load_model(
     )
 
 
-def load_ip_adapter(pipe: DiffusionPipeline, spec: ModelSpec, *, device: torch.device, dtype: torch.dtype) -> None:
+def load_ip_adapter(pipe: DiffusionPipeline, spec: ModelSpec) -> None:
     """``spec``'s IP-Adapter into ``pipe`` (diffusers' ``load_ip_adapter``): the adapter's
-    projection and attention weights into the UNet, its CLIP image encoder beside it."""
+    projection and attention weights into the UNet, its CLIP image encoder beside it, on the
+    pipeline's device and in its dtype."""
     assert spec.ip_adapter is not None
     with hub_weights(f"the IP-Adapter of model `{spec.name}`", spec.ip_adapter):
         pipe.load_ip_adapter(spec.ip_adapter, subfolder=spec.ip_adapter_subfolder,
                              weight_name=spec.ip_adapter_weight, image_encoder_folder=spec.image_encoder,
                              local_files_only=hub_offline())
-    pipe.to(device, dtype)
 
 
 _EMBEDDED = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}
