@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (
     "bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info", "bot.cogs.admin", "bot.cogs.settings",
-    "bot.cogs.shorten", "bot.cogs.describe",
+    "bot.cogs.shorten", "bot.cogs.describe", "bot.cogs.blend",
 )
 """One extension per feature, loaded in ``setup_hook``."""
 
