@@ -4,21 +4,16 @@ random IP-Adapter built in code and loaded through diffusers' ``load_ip_adapter`
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from imagine.jobs import Job, Requester
-from imagine.model_specs import BUILTIN_SPECS
 from imagine.prompt import parse
 from tests.worker_fixtures import make_job
 from worker.generate import Generation, generate
 from worker.image_prompts import img2img_strength, ip_adapter_scale, style_scale
-from worker.models import LoadedModel, load_model, model_source
-from worker.tiny_ip_adapter import IMAGE_ENCODER, SUBFOLDER, WEIGHT_NAME, ensure_tiny_ip_adapter
+from worker.models import LoadedModel
 
 RED_SQUARE = Image.new("RGB", (96, 96), (20, 20, 20))
 RED_SQUARE.paste((230, 30, 30), (24, 24, 72, 72))
@@ -97,16 +92,6 @@ def test_every_family_starts_from_the_images(fixture: str, request: pytest.Fixtu
 
 
 # -- with an IP-Adapter -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny_ip(model_cache: Path) -> LoadedModel:
-    """The tiny model with a tiny random IP-Adapter configured, as models.toml would."""
-    spec = BUILTIN_SPECS["tiny"]
-    adapter = ensure_tiny_ip_adapter(model_cache, Path(model_source(spec, model_cache)))
-    spec = spec.model_copy(update={"name": "tiny-ip", "ip_adapter": str(adapter), "ip_adapter_subfolder": SUBFOLDER,
-                                   "ip_adapter_weight": WEIGHT_NAME, "image_encoder": IMAGE_ENCODER})
-    return load_model(spec, device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
 
 
 def ip_scales(model: LoadedModel) -> list[float]:
