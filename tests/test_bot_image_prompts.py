@@ -167,4 +167,5 @@ async def test_sref_on_a_model_with_an_ip_adapter_ends_in_a_grid(redis_server, r
         assert custom_ids_of(message) == grid_buttons(job_id)
         feed(bot, fake.slash("imagine", prompt=f"a cat --v tiny --sref {cdn.origin}/a/blue.png"))
         embed = await refusal(fake, 2)  # another model of the deployment has none: refused in one line
-        assert embed["title"] == "Invalid parameter" and "model `tiny` has none; use --v tiny-ip" in embed["description"]
+        assert embed["title"] == "Invalid parameter"
+        assert "model `tiny` has none; use --v tiny-ip" in embed["description"]

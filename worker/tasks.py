@@ -167,14 +167,14 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     parent = _parent_image(rt, job) if job.kind in (JobKind.VARIATION, JobKind.UPSCALE) else None
     #    The image prompts and --sref images, stored by the bot (a new prompt's, a 🔄's): never fetched here.
     prompts = parent is None
-    images = [_input_image(rt, key, redis_calls) for key in job.images] if prompts else []
+    prompt_images = [_input_image(rt, key, redis_calls) for key in job.images] if prompts else []
     styles = [_input_image(rt, key, redis_calls) for key in job.style_images] if prompts else []
     # 3. Generate, publishing progress and checking the cancel flag every step.
     gen = generate(
         model,
         job,
         parent_image=parent,
-        images=images,
+        images=prompt_images,
         style_images=styles,
         on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
         should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
