@@ -186,3 +186,29 @@ def test_text_that_is_not_utf8_is_refused_before_anything_runs(
     out, err = capsys.readouterr()
     assert "Invalid prompt" in err and "not valid UTF-8 text" in err and "0xFF" in err
     assert "Traceback" not in err and "\\udc" not in err
+
+
+def test_run_takes_a_local_file_as_an_image_prompt(tmp_path: Path, model_cache: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (220, 40, 40)).save(tmp_path / "ref.png")
+    done = imagine("run", f"file://{tmp_path}/ref.png a shape on a plain background --iw 2 --seed 4",
+                   "--model", "tiny", "--out", "out", cwd=tmp_path, timeout=300,
+                   IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false", IMAGINE_TORCH_THREADS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["result"]["image_prompt"] == {"images": 1, "style_images": 0, "iw": 2.0, "path": "img2img",
+                                                "strength": 0.5}
+    assert "Note: 1 image prompt started the denoising at strength 0.5 (--iw 2)." in done.stderr.splitlines()
+
+
+@pytest.mark.parametrize(("prompt", "says"), [
+    ("./missing.png a cat", "Invalid link: `./missing.png` cannot be read: there is no such file."),
+    ("./page.png a cat", "Invalid image: `./page.png` is not an image;"),
+    ("https://cdn.discordapp.com/a/b.png a cat", "Invalid link: `https://cdn.discordapp.com/a/b.png` is a link;"),
+    ("a cat --sref ./page.png", "Invalid parameter: --sref needs an IP-Adapter"),
+])
+def test_run_refuses_image_prompts_it_cannot_use_in_one_line(tmp_path: Path, prompt: str, says: str) -> None:
+    (tmp_path / "page.png").write_text("<html>not an image</html>")
+    assert refusal(imagine("run", prompt, "--out", "out", cwd=tmp_path)).startswith(says)
+    assert not (tmp_path / "out").exists()

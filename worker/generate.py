@@ -66,7 +66,7 @@ from imagine.errors import JobCancelled, OutOfMemory
 from imagine.jobs import Job, JobKind
 from imagine.params import ignored_notes
 from imagine.request import AspectRatio
-from worker.image_prompts import ImagePrompt, img2img_path_strength, plan_image_prompt
+from worker.image_prompts import ImagePrompt, img2img_path_strength, plan_image_prompt, unused_weight_notes
 from worker.models import LoadedModel, ModelSpec
 from worker.text_encoding import Conditioning
 
@@ -151,9 +151,11 @@ def generate(
     # 3. Encode prompt (the family's encoders) and the images (VAE latents or image embeddings)
     start = time.perf_counter()
     cond = model.prompt_encoder.encode_request(job.request, cfg=plan.cfg)
-    image_prompt = plan_image_prompt(model, images, style_images, iw=job.request.params.iw,
-                                     sw=job.request.params.sw, width=plan.width, height=plan.height)
-    plan = replace(plan, image_prompt=image_prompt)
+    params = job.request.params
+    image_prompt = plan_image_prompt(model, images, style_images, iw=params.iw, sw=params.sw,
+                                     width=plan.width, height=plan.height)
+    unused = unused_weight_notes(params, images, style_images)
+    plan = replace(plan, image_prompt=image_prompt, notes=plan.notes + unused)
     timings["encode"] = time.perf_counter() - start
 
     # 4. Prepare noise (text-to-image; image-to-image draws its own from the generators)

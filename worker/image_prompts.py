@@ -166,6 +166,16 @@ def plan_image_prompt(
     return plan
 
 
+def unused_weight_notes(params: Any, images: list[Image.Image], style_images: list[Image.Image]) -> list[str]:
+    """A note for ``--iw`` without image prompts and ``--sw`` without ``--sref``: nothing to weigh."""
+    notes = []
+    if params.iw != 1 and not images:
+        notes.append(f"--iw {params.iw:g} was ignored: the prompt has no image prompts.")
+    if params.sw != 100 and not style_images:
+        notes.append(f"--sw {params.sw} was ignored: the prompt has no --sref images.")
+    return notes
+
+
 def _count(images: list[Image.Image]) -> str:
     return "1 image prompt" if len(images) == 1 else f"{len(images)} image prompts"
 
@@ -177,4 +187,4 @@ def _zero_embeds(model: Any) -> torch.Tensor:
 
 
 __all__ = ["ImagePrompt", "embedding_average", "img2img_path_strength", "img2img_strength", "ip_adapter_scale",
-           "latent_average", "plan_image_prompt", "style_layers", "style_scale"]
+           "latent_average", "plan_image_prompt", "style_layers", "style_scale", "unused_weight_notes"]
