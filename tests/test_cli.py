@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from PIL import Image
 
 from cli.main import main
 from imagine.queue import REDIS_DOWN
@@ -189,8 +190,6 @@ def test_text_that_is_not_utf8_is_refused_before_anything_runs(
 
 
 def test_run_takes_a_local_file_as_an_image_prompt(tmp_path: Path, model_cache: Path) -> None:
-    from PIL import Image
-
     Image.new("RGB", (64, 64), (220, 40, 40)).save(tmp_path / "ref.png")
     done = imagine("run", f"file://{tmp_path}/ref.png a shape on a plain background --iw 2 --seed 4",
                    "--model", "tiny", "--out", "out", cwd=tmp_path, timeout=300,
