@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from imagine.constants import MAX_IMAGE_BYTES
+from imagine.diagnostics import Diagnostics
 from imagine.image_inputs import input_key
 from imagine.jobs import JobStatus
 from tests.bot_harness import (
@@ -27,6 +28,7 @@ from tests.bot_harness import (
     queue_of,
     run_to_delivery,
     running_bot,
+    wait_until,
 )
 from tests.discord_stub import FakeDiscord, local_origin, snowflake
 from tests.helpers import encoded, png_claiming
@@ -105,6 +107,10 @@ async def test_an_image_link_is_fetched_stored_and_starts_the_grid(redis_server,
         assert state.status is JobStatus.DONE and state.result.image_prompt["path"] == "img2img"
         assert state.result.image_prompt["strength"] == 0.5
         assert custom_ids_of(message) == grid_buttons(job_id)
+        await wait_until(lambda: queue_of(bot).state(job_id).result.diagnostics is not None)
+        key = queue_of(bot).state(job_id).result.diagnostics
+        diagnostics = Diagnostics.model_validate_json(artifacts_of(bot).get(key))
+        assert diagnostics.image_prompt == state.result.image_prompt  # diagnostics.json records it too
 
 
 async def test_every_cap_is_refused_with_its_own_error_before_anything_is_queued(redis_server, redis_conn,

@@ -116,7 +116,7 @@ def run_job(job_id: str) -> dict[str, str]:
         }, rt.name)
     _finish(rt, job, result, redis_calls)
     if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
-        _diagnose(rt, job, images, redis_calls)  # the user has the grid already; the analysis follows
+        _diagnose(rt, job, images, redis_calls, result.image_prompt)  # the user has the grid already
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
@@ -125,7 +125,8 @@ def _wants_diagnostics(job: Job) -> bool:
     return job.diagnostics and job.kind in DIAGNOSED
 
 
-def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut) -> None:
+def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut,
+              image_prompt: dict[str, object]) -> None:
     """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
     follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
     `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
@@ -135,6 +136,7 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_call
     try:
         if diagnostician is not None:
             diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
+            diag = diag.model_copy(update={"image_prompt": image_prompt})  # what the images did, beside it
             key = redis_calls.must("storing its diagnostics", rt.artifacts.put,
                                    artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
     except Exception:  # a bug or out of memory: logged whole; the job itself is done and delivered
