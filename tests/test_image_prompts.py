@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagine.jobs import Job, Requester
+from imagine.jobs import Job, JobKind, Requester
 from imagine.prompt import parse
 from tests.worker_fixtures import make_job
 from worker.generate import Generation, generate
@@ -130,6 +130,12 @@ def test_sref_goes_to_the_style_layers_only(tiny_ip: LoadedModel) -> None:
     assert np.abs(arrays(styled) - arrays(none)).mean() > 0.1
     both = generate(tiny_ip, make_job("a cat", model="tiny-ip", iw=2), images=[RED_SQUARE], style_images=[BLUE_BAR])
     assert both.image_prompt["path"] == "img2img"  # the adapter is busy with the style: prompts start the denoising
+
+
+def test_a_variation_on_a_model_with_an_adapter_runs_without_image_prompts(tiny_ip: LoadedModel) -> None:
+    parent = generate(tiny_ip, make_job("a cat", model="tiny-ip")).images[0]
+    variation = generate(tiny_ip, make_job("a cat", model="tiny-ip", kind=JobKind.VARIATION), parent_image=parent)
+    assert len(variation.images) == 4 and variation.image_prompt == {}
 
 
 def test_sref_without_an_adapter_is_refused(tiny: LoadedModel) -> None:

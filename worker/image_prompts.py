@@ -103,7 +103,7 @@ def embedding_average(model: Any, images: list[Image.Image]) -> torch.Tensor:
         with torch.inference_mode():
             positive, _ = pipe.encode_image(image, model.device, 1)
         embeds.append(positive.float())
-    return torch.stack(embeds).mean(dim=0).unsqueeze(1)
+    return torch.stack(embeds).mean(dim=0).unsqueeze(1).to(model.device, model.dtype)  # the UNet's dtype
 
 
 def style_layers(unet: Any, scale: float) -> dict[str, Any]:
