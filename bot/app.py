@@ -38,7 +38,7 @@ from imagine.artifacts import AsyncArtifactStore, async_artifact_store
 from imagine.errors import RedisUnavailable
 from imagine.guilds import AsyncGuilds
 from imagine.job_factory import JobFactory
-from imagine.model_specs import load_model_specs
+from imagine.model_specs import ModelSpec, load_model_specs
 from imagine.settings import Settings
 from imagine.user_settings import AsyncUserSettingsStore
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (
     "bot.cogs.imagine", "bot.cogs.buttons", "bot.cogs.info", "bot.cogs.admin", "bot.cogs.settings",
-    "bot.cogs.shorten", "bot.cogs.describe", "bot.cogs.prefer",
+    "bot.cogs.shorten", "bot.cogs.describe", "bot.cogs.prefer", "bot.cogs.blend",
 )
 """One extension per feature, loaded in ``setup_hook``."""
 
@@ -102,14 +102,19 @@ class ImagineBot(commands.Bot):
         self._stopping = False
 
     @cached_property
+    def specs(self) -> dict[str, ModelSpec]:
+        """The configured models, read once from ``models_config``."""
+        return load_model_specs(self.settings.models_config)
+
+    @cached_property
     def models(self) -> list[str]:
-        """The configured model names (``--v``, /settings), read once from ``models_config``."""
-        return sorted(load_model_specs(self.settings.models_config))
+        """The configured model names (``--v``, /settings)."""
+        return sorted(self.specs)
 
     @cached_property
     def jobs(self) -> JobFactory:
         """Where every job the bot starts is made (``imagine.job_factory``)."""
-        return JobFactory(self.settings.default_model, self.models)
+        return JobFactory(self.settings.default_model, self.models, self.specs)
 
     async def login(self, token: str) -> None:
         if self.http.connector is discord.utils.MISSING:  # created here: it needs the running loop

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import discord
 
@@ -34,6 +34,8 @@ from imagine.queue import wait_per_place
 from imagine.unserved import serves
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 DEFER_AFTER_S = 1.5
 """Defer the response when admission has not answered within this many seconds."""
@@ -199,4 +201,19 @@ async def _admit_in_time(bot: Launcher, interaction: discord.Interaction, jobs: 
         if not done:
             log.warning("job %s: admission is slow; deferring the response", jobs[0].id)
             await replies.defer(interaction)
+    return await task
+
+
+async def in_time(interaction: discord.Interaction, work: Awaitable[_T]) -> _T:
+    """``work``, deferring the response ("thinking…") if it takes longer than ``DEFER_AFTER_S``:
+    a large image can take longer to download than Discord's 3 seconds."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
+    if not done:
+        log.info("interaction %s: the download is slow; deferring the response", interaction.id)
+        try:
+            await replies.defer(interaction)
+        except discord.HTTPException:
+            task.cancel()
+            raise
     return await task

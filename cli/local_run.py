@@ -7,6 +7,10 @@ four images and result.json written to a directory (``--out``, default ``out``).
 - Without it, everything runs here: a private redis-server started for this command and a
   real RQ worker in this process (burst mode), loading the model once. Nothing to install.
 
+Image prompts and ``--sref`` images are local files here (a path or a ``file://`` URL), checked
+with the caps every command applies (``imagine.image_inputs``) and stored in the artifact store
+before anything is submitted; links are for the bot, which fetches them.
+
 The directory holds one run: an earlier run's files there (and only those) are replaced, and
 the command says so; a directory holding anything else is refused before any job is submitted.
 """
@@ -29,10 +33,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from imagine.artifacts import ArtifactStore, artifact_store
 from imagine.chart import render_chart
 from imagine.diagnostics import Diagnostics
-from imagine.errors import InvalidParameter, quote
+from imagine.errors import InvalidParameter, OriginNotAllowed, quote
+from imagine.image_inputs import FetchedImage, input_key, local_path, read_local, request_images
 from imagine.job_factory import JobFactory
 from imagine.jobs import Job, JobStatus, Requester
-from imagine.model_specs import model_names
+from imagine.model_specs import load_model_specs
 from imagine.prompt import parse
 from imagine.queue import JobQueue
 from imagine.redis_server import RedisServer
@@ -54,8 +59,13 @@ JOB_FOLDER = re.compile(r"\d{2}-[0-9a-f]{8}")
 
 def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local") -> int:
     settings = get_settings()
-    requests = parse(prompt, models=model_names(settings.models_config))
-    jobs = JobFactory(model or settings.default_model).imagine(requests, requester=Requester(user_id=user))
+    specs = load_model_specs(settings.models_config)
+    requests = parse(prompt, models=sorted(specs))
+    factory = JobFactory(model or settings.default_model, specs=specs)
+    factory.check_style_references(requests)
+    local = {ref: read_local_image(ref) for r in requests for ref in request_images(r.image_urls, r.params.sref)}
+    inputs = {ref: input_key(image.data) for ref, image in local.items()}
+    jobs = factory.imagine(requests, requester=Requester(user_id=user), inputs=inputs)
     replaced = clear_earlier_run(Path(out))
     with contextlib.ExitStack() as stack:
         if settings.redis_url:
@@ -63,6 +73,9 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
         else:
             server = stack.enter_context(RedisServer())
             conn = redis.Redis.from_url(server.url)
+        store = artifact_store(conn, settings.artifact_dir, settings.result_ttl_s)
+        for ref, image in local.items():
+            store.put(inputs[ref], image.data)
         jq = JobQueue(
             conn,
             running_limit=settings.running_limit,
@@ -87,8 +100,15 @@ def run_prompt(prompt: str, *, model: str | None, out: str, user: str = "local")
             _work_off(*worker, jq, jobs)
         if replaced:
             console.print(f"Replaced the files of an earlier run in {out}/.", highlight=False)
-        return _write_outputs(jq, artifact_store(conn, settings.artifact_dir, settings.result_ttl_s),
-                              jobs, Path(out))
+        return _write_outputs(jq, store, jobs, Path(out))
+
+
+def read_local_image(ref: str) -> FetchedImage:
+    """An image prompt of `imagine run`: a local file (path or file:// URL), checked with the caps."""
+    if local_path(ref) is None:
+        raise OriginNotAllowed(f"{quote(ref)} is a link; `imagine run` reads image prompts from local files "
+                               "(a path or a file:// URL): download it first.")
+    return read_local(ref)
 
 
 def clear_earlier_run(out: Path) -> bool:

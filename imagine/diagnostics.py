@@ -208,3 +208,4 @@ class Diagnostics(Frozen):
     pooling: PoolingComparison
     alignment: Alignment | None  # None: no images
     timings_ms: dict[str, float]  # tokens, semantic, proposals, pooling, clip, total (not the chart)
+    image_prompt: dict[str, object] = {}  # what the job's image prompts / --sref did (JobResult.image_prompt)

@@ -5,8 +5,13 @@
      │    │                   (ephemeral, red embed) or printed as one line; never retried
      │    ├── InvalidPrompt       "Invalid prompt"    empty, too long, bad weights, too many jobs
      │    ├── InvalidParameter    "Invalid parameter" unknown/repeated/out-of-range --param
-     │    ├── InvalidLink         "Invalid link"      image URL that is not https or not an image
-     │    ├── InvalidImage        "Invalid image"     an image too large, too many pixels, or no PNG/JPEG/WebP/GIF
+     │    ├── InvalidLink         "Invalid link"      image URL that is malformed, not an image, or unreadable
+     │    │    └── OriginNotAllowed    an image link from an origin the deployment does not fetch from
+     │    ├── InvalidImage        "Invalid image"     an image prompt the caps refuse, one type per cap:
+     │    │    ├── TooManyImages       more image prompts (or /blend images) than allowed
+     │    │    ├── ImageTooLarge       more bytes than MAX_IMAGE_BYTES
+     │    │    ├── TooManyPixels       more pixels than MAX_IMAGE_PIXELS
+     │    │    └── NotAnImage          not a PNG, JPEG, WebP or GIF
      │    ├── QueueFull           "Queue full"        the user's waiting limit is reached
      │    ├── JobNotFound         "Job not found"     unknown or expired job id
      │    │    └── ResultExpired      "Images/Analysis/Prompts expired"  a finished job whose files are gone
@@ -78,8 +83,28 @@ class InvalidLink(UserError):
     title = "Invalid link"
 
 
+class OriginNotAllowed(InvalidLink):
+    """An image link from an origin the deployment does not fetch from (``imagine.image_inputs``)."""
+
+
 class InvalidImage(UserError):
     title = "Invalid image"
+
+
+class TooManyImages(InvalidImage):
+    """More image prompts (or /blend images) than ``imagine.image_inputs.MAX_IMAGE_PROMPTS``."""
+
+
+class ImageTooLarge(InvalidImage):
+    """An image of more bytes than ``MAX_IMAGE_BYTES``."""
+
+
+class TooManyPixels(InvalidImage):
+    """An image of more pixels than ``MAX_IMAGE_PIXELS`` (read from its header)."""
+
+
+class NotAnImage(InvalidImage):
+    """A file that is not a PNG, JPEG, WebP or GIF image."""
 
 
 class QueueFull(UserError):

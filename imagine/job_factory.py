@@ -18,7 +18,10 @@ Every job field that is decided rather than typed is decided here:
 - seed: the prompt's ``--seed`` or drawn here, once per job (a button always draws a new one);
 - diagnostics: on unless the user's /settings (or, for a button, the parent) or the guild
   turn them off; /describe has none;
-- output filter: the guild's.
+- output filter: the guild's;
+- image inputs: the artifact keys of the request's image prompts and ``--sref`` images, from the
+  ``inputs`` the caller stored (url -> key: the bot fetched them, `imagine run` read the files;
+  ``imagine.image_inputs``); a button's job keeps its parent's. Workers read only these keys.
 
 The guild's checks (banned user, channel, banned words, ``--fast`` on a relax-only server) run
 here too, before any job exists: a refused prompt submits nothing.
@@ -28,12 +31,13 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Literal
 
+from imagine.errors import InvalidParameter
 from imagine.guilds import GuildConfig, GuildPolicy
 from imagine.jobs import Job, JobKind, Requester
-from imagine.model_specs import configured_name
+from imagine.model_specs import ModelSpec, configured_name, style_reference_refusal
 from imagine.preferences import expand
 from imagine.request import ImagineRequest, Params, Speed, SubPrompt
 from imagine.user_settings import UserSettings
@@ -60,23 +64,33 @@ def draw_seed() -> int:
 class JobFactory:
     """Makes jobs for a deployment: its default model and its configured model names."""
 
-    def __init__(self, default_model: str, models: Collection[str] | None = None) -> None:
+    def __init__(self, default_model: str, models: Collection[str] | None = None,
+                 specs: Mapping[str, ModelSpec] | None = None) -> None:
         self.default_model = default_model
         self.models = models  # None: any name (the CLI checks nothing)
+        self.specs = specs  # the configured models, to refuse --sref on one without an IP-Adapter; None: unchecked
+
+    def check_style_references(self, requests: list[ImagineRequest]) -> None:
+        """Refuse ``--sref`` at once when no configured model has an IP-Adapter (before anything is
+        fetched); each job is checked again against its own model when it is made."""
+        if self.specs is not None and any(r.params.sref for r in requests):
+            if not any(s.ip_adapter for s in self.specs.values()):
+                raise InvalidParameter(style_reference_refusal(None, list(self.specs.values())) or "")
 
     # --- from a prompt ---------------------------------------------------------------------------
 
     def imagine(
         self, requests: list[ImagineRequest], *, requester: Requester, settings: UserSettings = NO_SETTINGS,
-        guild: GuildPolicy = NO_POLICY, fallback_model: str | None = None,
+        guild: GuildPolicy = NO_POLICY, fallback_model: str | None = None, inputs: Mapping[str, str] | None = None,
     ) -> list[Job]:
-        """/imagine (and `imagine run`, and a /describe suggestion): one IMAGINE job per expanded
-        request and ``--repeat``. ``fallback_model`` replaces the deployment's default (a /describe
-        suggestion runs on the model that described the image)."""
+        """/imagine (and `imagine run`, /blend, and a /describe suggestion): one IMAGINE job per
+        expanded request and ``--repeat``. ``fallback_model`` replaces the deployment's default (a
+        /describe suggestion runs on the model that described the image); ``inputs``: the stored
+        image of each image link (url -> artifact key), every link of the requests included."""
         requests = [settings.apply(r, models=self.models) for r in requests]
         for request in requests:
             guild.check(requester, request.text, request.params.speed)
-        return [self._from_request(JobKind.IMAGINE, r, requester, settings, guild, fallback_model)
+        return [self._from_request(JobKind.IMAGINE, r, requester, settings, guild, fallback_model, inputs or {})
                 for r in requests for _ in range(r.params.repeat)]
 
     @staticmethod
@@ -86,11 +100,12 @@ class JobFactory:
         return expand(prompt, settings.options, settings.suffix)
 
     def shorten(self, request: ImagineRequest, *, requester: Requester, settings: UserSettings = NO_SETTINGS,
-                guild: GuildPolicy = NO_POLICY) -> Job:
-        """/shorten: one SHORTEN job; its shorter prompts inherit what the /settings filled in."""
+                guild: GuildPolicy = NO_POLICY, inputs: Mapping[str, str] | None = None) -> Job:
+        """/shorten: one SHORTEN job; its shorter prompts inherit what the /settings filled in, and
+        its stored image links (``inputs``)."""
         request = settings.apply(request, models=self.models)
         guild.check(requester, request.text, request.params.speed)
-        return self._from_request(JobKind.SHORTEN, request, requester, settings, guild, None)
+        return self._from_request(JobKind.SHORTEN, request, requester, settings, guild, None, inputs)
 
     def describe(self, filename: str, *, requester: Requester, settings: UserSettings = NO_SETTINGS,
                  guild: GuildPolicy = NO_POLICY) -> Job:
@@ -136,12 +151,26 @@ class JobFactory:
     # --- the decisions ---------------------------------------------------------------------------
 
     def _from_request(self, kind: JobKind, request: ImagineRequest, requester: Requester, settings: UserSettings,
-                      guild: GuildPolicy, fallback_model: str | None) -> Job:
+                      guild: GuildPolicy, fallback_model: str | None, inputs: Mapping[str, str] | None) -> Job:
         params = request.params
-        diagnostics = settings.diagnostics is not False and guild.config.diagnostics
-        return Job(kind=kind, request=request, model=self._model(request, guild, fallback_model),
+        diagnostics = settings.diagnostics is not False and guild.config.diagnostics and bool(request.text)
+        model = self._model(request, guild, fallback_model)
+        if params.sref and self.specs is not None:
+            refusal = style_reference_refusal(self.specs.get(model), list(self.specs.values()))
+            if refusal:
+                raise InvalidParameter(refusal)
+        images: tuple[str, ...] = ()
+        style: tuple[str, ...] = ()
+        if inputs is not None:  # a job that makes images: every link must have been stored
+            missing = [u for u in (*request.image_urls, *params.sref) if u not in inputs]
+            if missing:
+                raise ValueError(f"image links not stored before making the job: {missing}")
+            images = tuple(inputs[u] for u in request.image_urls)
+            style = tuple(inputs[u] for u in params.sref)
+        return Job(kind=kind, request=request, model=model,
                    speed=self._speed(params.speed, settings.speed, guild),
                    seed=params.seed if params.seed is not None else draw_seed(), requester=requester,
+                   images=images, style_images=style,
                    diagnostics=diagnostics, output_filter=guild.config.output_filter)
 
     def _from_parent(self, parent: Job, request: ImagineRequest, kind: JobKind, requester: Requester,
@@ -150,6 +179,7 @@ class JobFactory:
         guild.check(requester, request.text, request.params.speed)
         return Job(kind=kind, request=request, model=self._model(request, guild, parent.model),
                    speed=self._speed(None, parent.speed, guild), seed=seed, requester=requester,
+                   images=parent.images, style_images=parent.style_images,
                    parent_id=parent.id if kind in FOLLOW_UPS else None, index=index, strength=strength,
                    diagnostics=parent.diagnostics and guild.config.diagnostics,
                    output_filter=guild.config.output_filter)

@@ -59,6 +59,8 @@ class Job(Contract):
     id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     kind: JobKind = JobKind.IMAGINE
     request: ImagineRequest
+    images: tuple[str, ...] = ()  # artifact keys of the image prompts, in order (image_inputs)
+    style_images: tuple[str, ...] = ()  # artifact keys of the --sref images, in order
     model: str  # resolved: the request's --model or the deployment default
     speed: Speed = "fast"  # resolved: the request's --fast/--relax or the user's mode
     seed: int = Field(ge=0, le=4294967295)  # resolved: --seed or drawn at submission
@@ -95,6 +97,7 @@ class JobResult(Contract):
     timings: dict[str, float] = {}  # seconds: queued, load, encode, denoise, decode, store, total
     encoding: dict[str, object] = {}  # token count, chunks, what was cut, how weights were applied
     notes: tuple[str, ...] = ()  # things the user should know (e.g. "negatives ignored: no CFG")
+    image_prompt: dict[str, object] = {}  # what the job's images did: path, images, iw, strength or scales
     diagnostics: str | None = None  # artifact key of diagnostics.json (an imagine's analysis)
     shorten: str | None = None  # artifact key of shorten.json (a /shorten's word analysis)
     describe: str | None = None  # artifact key of describe.json (a /describe's prompts)

@@ -24,6 +24,16 @@ has a guidance embedding (``guidance_embeds``) starts from ``flux-dev``, else ``
 A turbo SD or SDXL directory cannot be told from its files: name ``based_on = "sdxl-turbo"``
 (or ``family = "sd-turbo"``). A Hub id without a family is refused with the list of families.
 
+IP-Adapter (image prompts and ``--sref`` through cross-attention; SD 1.x and SDXL UNets)::
+
+    [models.sd15]
+    ip_adapter = "h94/IP-Adapter"                  # Hub id or directory of the adapter weights
+    ip_adapter_subfolder = "models"                # where the weight file is ("sdxl_models" for SDXL)
+    ip_adapter_weight = "ip-adapter_sd15.safetensors"
+    image_encoder = "models/image_encoder"         # the CLIP image encoder, a subfolder of ip_adapter
+
+Without one, image prompts start the denoising (img2img) and ``--sref`` is refused.
+
 Guidance (``guidance_kind``): "cfg" is classifier-free guidance at ``guidance_scale`` (two
 UNet passes a step, the negative prompt in one); "distilled" is a guidance strength the model
 was distilled to take as an input (FLUX.1-dev: one pass, no negative branch); "none" runs
@@ -69,6 +79,10 @@ class ModelSpec(BaseModel):
     description: str = ""
     licence: str = ""  # the weights' licence when it restricts use ("": a permissive one)
     gated: bool = False  # the Hub gives the weights only to accounts that accepted ``licence``
+    ip_adapter: str | None = None  # IP-Adapter weights (Hub id or directory); None: image prompts by img2img
+    ip_adapter_subfolder: str = "models"
+    ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
+    image_encoder: str = "models/image_encoder"  # the CLIP image encoder's folder inside ``ip_adapter``
 
     @property
     def guidance_kind(self) -> GuidanceKind:
@@ -92,7 +106,27 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name}: a gated model names the licence to accept (licence)")
         if self.base_size % self.size_multiple:
             raise ValueError(f"model {self.name}: base_size must be a multiple of {self.size_multiple}")
+        if self.ip_adapter and self.family not in IP_ADAPTER_FAMILIES:
+            raise ValueError(f"model {self.name}: an IP-Adapter is supported on the families "
+                             f"{', '.join(IP_ADAPTER_FAMILIES)}, not {self.family}")
         return self
+
+
+IP_ADAPTER_FAMILIES: tuple[Family, ...] = ("tiny", "sd15", "sd-turbo", "sdxl")
+"""The families whose pipelines load an IP-Adapter here (the UNet ones: SD 1.x/2.x and SDXL)."""
+
+
+def style_reference_refusal(spec: ModelSpec | None, specs: Collection[ModelSpec]) -> str | None:
+    """Why ``--sref`` cannot run on ``spec``'s model (None: it can). It needs an IP-Adapter; the
+    message names what the deployment must configure, and the models that have one."""
+    if spec is not None and spec.ip_adapter:
+        return None
+    having = sorted(s.name for s in specs if s.ip_adapter)
+    where = f"model `{spec.name}` has none" if spec is not None else "no model is given"
+    use = f"; use --v {' or --v '.join(having)}" if having else ""
+    return (f"--sref needs an IP-Adapter and {where}{use}. The deployment must configure one in models.toml "
+            "(`ip_adapter = \"h94/IP-Adapter\"` with `ip_adapter_weight` and `image_encoder`, "
+            "for an SD 1.5 or SDXL model).")
 
 
 BUILTIN_SPECS: dict[str, ModelSpec] = {

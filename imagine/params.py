@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["FAMILIES", "PARAMETERS", "QUALITIES", "UNET_FAMILIES", "AspectRatio", "Kind", "Parameter", "by_field",
            "field_definitions", "fmt", "ignored_notes", "or_list", "params_text"]
 
-Kind = Literal["ratio", "int", "number", "quality", "choice", "flag", "list", "model"]
+Kind = Literal["ratio", "int", "number", "quality", "choice", "flag", "list", "links", "model"]
 
 FAMILIES: tuple[Family, ...] = get_args(Family)
 """Every model family: the ``families`` of a parameter that changes the images of all models."""
@@ -110,6 +110,8 @@ class Parameter:
             return or_list([f"`{c}`" for c in self.choices])
         if self.kind == "list":
             return "a comma-separated list of things to leave out, like `people, cars`"
+        if self.kind == "links":
+            return "1 to 5 image links (Discord attachments) separated by spaces"
         if self.kind == "model":
             return "a model name"
         return "no value"
@@ -121,6 +123,8 @@ class Parameter:
             return flag
         if self.kind == "list":
             return f"{flag} {', '.join(value)}"
+        if self.kind == "links":
+            return f"{flag} {' '.join(value)}"
         if isinstance(value, float):
             return f"{flag} {value:g}"
         return f"{flag} {value}"
@@ -145,8 +149,11 @@ PARAMETERS: tuple[Parameter, ...] = (
               needs_guidance=True, help="strength of the house style (guidance)"),
     Parameter("stop", (), "int", "stop", 100, 10, 100, echo="--stop", help="finish early, at this percentage"),
     Parameter("weird", ("w",), "int", "weird", 0, 0, 3000, echo="--weird", families=(), help="experimental"),
-    Parameter("iw", (), "number", "iw", 1.0, 0, 3, echo="--iw", families=(),
+    Parameter("iw", (), "number", "iw", 1.0, 0, 3, echo="--iw",
               help="weight of the image prompts vs the text"),
+    Parameter("sref", (), "links", "sref", (), echo="--sref",
+              help="style reference images (needs a model with an IP-Adapter)"),
+    Parameter("sw", (), "int", "sw", 100, 0, 1000, echo="--sw", help="weight of the --sref style"),
     Parameter("seed", (), "int", "seed", None, 0, 4294967295, echo="--seed", help="reproducibility"),
     Parameter("style", (), "choice", "style", None, choices=("raw",), echo="--style", families=(),
               help="`raw`: less house style"),
@@ -203,7 +210,7 @@ def _field_type(rows: tuple[Parameter, ...]) -> tuple[Any, dict[str, Any]]:
     if row.kind == "flag":
         values = tuple(r.flag_value for r in rows)
         return (bool, {}) if values == (True,) else (Literal.__getitem__(values), {})
-    if row.kind == "list":
+    if row.kind in ("list", "links"):
         return tuple[str, ...], {}
     return str, {"min_length": 1, "max_length": 100}  # "model": a configured model's name
 

@@ -4,8 +4,12 @@ Grammar (what ``/imagine prompt:`` accepts), applied in this order::
 
     prompt      := permutation-expanded text, then for each expansion:
     expansion   := image_url* text parameter*
-    image_url   := a leading token containing "://" or starting with "www."
-                   (must be https:// and end in .png .jpg .jpeg .webp .gif; query allowed)
+    image_url   := a leading token containing "://", starting with "www.", or a local path
+                   ("/", "./", "../", "~/"): an https://, http:// or file:// link or a path
+                   ending in .png .jpg .jpeg .webp .gif (a query allowed); at most 5.
+                   Where it may come from is not the parser's business: the bot fetches
+                   only from the allowed origins, `imagine run` reads local files too
+                   (``imagine.image_inputs``)
     text        := part ("::" weight? part)*        -- at least one non-empty part
     weight      := [+-]? (digits ["." digits] | "." digits), right after "::",
                    followed by whitespace, "::" or the end; absent = 1
@@ -28,7 +32,8 @@ Grammar (what ``/imagine prompt:`` accepts), applied in this order::
    ranges, defaults and help. A ``--quality`` we do not offer is rounded to the nearest one
    (``--q 3`` -> 2, ``--q .75`` -> 1: halfway rounds up), and the request's ``notes`` say so;
    a quality that is not a number above 0 is refused.
-4. **Image links** are the leading URL-looking tokens; text is required after them.
+4. **Image links** are the leading URL-looking tokens; text after them is optional (a prompt
+   of images alone is encoded as the empty text). ``--sref`` takes links the same way.
 5. **Multi-prompts.** ``::`` splits the text into weighted parts (``hot::2 dog`` -> ``hot``
    at 2, ``dog`` at 1). Empty parts are dropped. Each ``--no`` item is appended as a part
    at ``NO_WEIGHT`` (-0.5). A total of the ``::`` weights that is not above 0 is refused
@@ -53,6 +58,7 @@ from pydantic import ValidationError
 
 from imagine.constants import MAX_ASPECT, MAX_JOBS_PER_PROMPT, MAX_PROMPT_CHARS, NO_WEIGHT
 from imagine.errors import InvalidLink, InvalidParameter, InvalidPrompt, quote
+from imagine.image_inputs import MAX_IMAGE_PROMPTS, check_count, is_local_path
 from imagine.model_specs import configured_name
 from imagine.params import PARAMETERS, AspectRatio, Parameter, or_list
 from imagine.params import fmt as _fmt
@@ -261,15 +267,14 @@ def _parse_one(text: str, models: Collection[str] | None) -> ImagineRequest:
     urls: list[str] = []
     while tokens and _looks_like_url(tokens[0]):
         urls.append(_check_url(tokens.pop(0)))
-    if not tokens:
-        if urls:
-            raise InvalidPrompt("Add a text prompt after the image links, like `<link> a fox in the snow`.")
+    check_count(len(urls))
+    if not tokens and not urls:
         raise InvalidPrompt(
             "The prompt has no text before its parameters; write what you want to see first, "
             "like `a fox in the snow --ar 16:9`."
         )
     prompt_text = " ".join(tokens)
-    parts = _split_weights(prompt_text)
+    parts = _split_weights(prompt_text) if tokens else [("", 1.0)]  # images alone: the empty text
     parts.extend((item, NO_WEIGHT) for item in values.get("no", ()))
 
     try:
@@ -301,14 +306,21 @@ def _parse_one(text: str, models: Collection[str] | None) -> ImagineRequest:
 
 
 def _looks_like_url(token: str) -> bool:
-    return "://" in token or token[:4].lower() == "www."
+    path = token.strip("<>")  # a local path only when it names an image: `/r/ memes` stays text
+    local = is_local_path(path) and path.lower().endswith(IMAGE_EXTENSIONS)
+    return "://" in token or token[:4].lower() == "www." or local
 
 
 def _check_url(token: str) -> str:
-    """Return the usable https image URL, or raise ``InvalidLink``."""
+    """Return the image link (or local path), or raise ``InvalidLink``."""
     url = token[1:-1] if token.startswith("<") and token.endswith(">") and len(token) > 2 else token
-    allowed = "image links must be https:// links ending in .png, .jpg, .jpeg, .webp or .gif"
-    if url[:8].lower() != "https://":
+    allowed = ("image links must be https:// links (or, for `imagine run`, files) ending in "
+               ".png, .jpg, .jpeg, .webp or .gif")
+    if is_local_path(url) or url[:7].lower() == "file://":
+        if not url.lower().endswith(IMAGE_EXTENSIONS):
+            raise InvalidLink(f"{quote(token)} does not point to an image file; {allowed}.")
+        return url
+    if url[:8].lower() != "https://" and url[:7].lower() != "http://":
         raise InvalidLink(f"{quote(token)} is not an https:// link; {allowed}.")
     try:
         parts = urlsplit(url)
@@ -440,6 +452,12 @@ def _parse_value(
                 "parameters go at the end of the prompt, after the text."
             )
         return spec.flag_value
+    if spec.kind == "links":
+        if not tokens:
+            raise InvalidParameter(f"{quote(written)} is missing its value; {flag} takes {spec.allowed}.")
+        links = tuple(_check_url(token) for token in tokens)
+        check_count(len(links), f"{flag} images", MAX_IMAGE_PROMPTS)
+        return links
     if spec.kind == "list":
         items = tuple(item.strip() for item in " ".join(tokens).split(","))
         items = tuple(item for item in items if item)

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
         stop: int = 100
         weird: int = 0
         iw: float = 1.0
+        sref: tuple[str, ...] = ()
+        sw: int = 100
         seed: int | None = None
         style: Literal["raw"] | None = None
         model: str | None = None

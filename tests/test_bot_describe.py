@@ -166,12 +166,12 @@ async def test_only_the_owner_or_an_admin_may_press_and_the_admin_gets_the_job(
         assert f"{job.request.text} --ar {job.request.params.aspect}" == result.suggestions[1].text
 
 
-async def test_imagine_refuses_image_links_that_are_not_discord_attachments(redis_server, redis_conn) -> None:
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+async def test_imagine_refuses_image_links_that_are_not_discord_attachments(redis_server, redis_conn, cdn) -> None:
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, attachment_origins=[cdn]) as bot:
         feed(bot, fake.slash("imagine", prompt="https://example.com/cat.png a cat in a hat"))
         [callback] = await fake.wait_for("POST", r"/callback$")
         [embed] = callback.json["data"]["embeds"]
         assert callback.json["data"]["flags"] == 64 and (embed["title"], embed["color"]) == ("Invalid link", RED)
         assert "cdn.discordapp.com" in embed["description"]
-        feed(bot, fake.slash("imagine", prompt="https://cdn.discordapp.com/attachments/1/2/cat.png a cat in a hat"))
+        feed(bot, fake.slash("imagine", prompt=f"{cdn}/a/red.png a cat in a hat"))  # an allowed origin
         await wait_until(lambda: len(FakeWorker(redis_conn).open_jobs()) == 1)

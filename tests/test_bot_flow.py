@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import redis
+from aiohttp import web
 
 from imagine.guilds import Guilds
 from imagine.jobs import JobKind, JobStatus
@@ -27,7 +28,8 @@ from tests.bot_harness import (
     view_attached,
     wait_until,
 )
-from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord
+from tests.discord_stub import GUILD_ID, MANAGE_GUILD, OTHER_USER_ID, USER_ID, FakeDiscord, local_origin
+from tests.helpers import encoded
 from tests.test_bot_render import discord_reads
 
 NAME = re.compile(r"^[-_\w]{1,32}$")
@@ -43,7 +45,7 @@ async def test_commands_registered_with_valid_names_descriptions_and_options(red
         assert not fake.find("PUT", r"/applications/\d+/commands$")  # global sync only on request
         commands = {c["name"]: c for c in put.json}
         assert set(commands) == {"imagine", "info", "show", "admin", "queue", "settings", "shorten",
-                                 "describe", "prefer"}
+                                 "describe", "prefer", "blend"}
         assert {o["name"] for o in commands["prefer"]["options"]} == {"option", "suffix"}
 
         def check(item: dict) -> None:  # commands, subcommand groups, subcommands and options alike
@@ -113,9 +115,13 @@ async def test_imagine_waits_progresses_and_ends_in_one_message_with_buttons(red
 
 async def test_an_image_link_in_the_prompt_is_echoed_as_a_link(redis_server, redis_conn) -> None:
     """The prompt's markdown is shown as typed; its image link (``_`` and ``*`` in it) stays a link."""
-    url = "https://cdn.discordapp.com/attachments/1/2/a_b*c.png"
+    async def cdn(request: web.Request) -> web.Response:  # the allowed origin the bot fetches the image from
+        return web.Response(body=encoded("PNG"), headers={"Content-Type": "image/png"})
+
     worker = FakeWorker(redis_conn)
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+    async with (local_origin(cdn) as origin, FakeDiscord() as fake,
+                running_bot(redis_server.url, fake, attachment_origins=[origin]) as bot):
+        url = f"{origin}/attachments/1/2/a_b*c.png"
         _job_id, message = await run_to_delivery(bot, fake, fake.slash("imagine", prompt=f"{url} a_cat *in* a hat"),
                                                  worker.run)
         [callback] = fake.find("POST", r"/callback$")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from PIL import Image
 
 from cli.main import main
 from imagine.queue import REDIS_DOWN
@@ -193,3 +194,27 @@ def test_a_gated_model_not_downloaded_says_its_licence_must_be_accepted(tmp_path
     run = refusal(imagine("run", "a fox", "--model", "flux-dev", cwd=tmp_path, timeout=300, HF_HOME=str(empty_cache)))
     assert run.startswith("Model not downloaded: The weights of model `flux-dev` (black-forest-labs/FLUX.1-dev)")
     assert "It is gated: accept its licence on https://huggingface.co/black-forest-labs/FLUX.1-dev" in run
+
+
+def test_run_takes_a_local_file_as_an_image_prompt(tmp_path: Path, model_cache: Path) -> None:
+    Image.new("RGB", (64, 64), (220, 40, 40)).save(tmp_path / "ref.png")
+    done = imagine("run", f"file://{tmp_path}/ref.png a shape on a plain background --iw 2 --seed 4",
+                   "--model", "tiny", "--out", "out", cwd=tmp_path, timeout=300,
+                   IMAGINE_MODEL_CACHE_DIR=str(model_cache), IMAGINE_DIAGNOSTICS="false", IMAGINE_TORCH_THREADS="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["result"]["image_prompt"] == {"images": 1, "style_images": 0, "iw": 2.0, "path": "img2img",
+                                                "strength": 0.5}
+    assert "Note: 1 image prompt started the denoising at strength 0.5 (--iw 2)." in done.stderr.splitlines()
+
+
+@pytest.mark.parametrize(("prompt", "says"), [
+    ("./missing.png a cat", "Invalid link: `./missing.png` cannot be read: there is no such file."),
+    ("./page.png a cat", "Invalid image: `./page.png` is not an image;"),
+    ("https://cdn.discordapp.com/a/b.png a cat", "Invalid link: `https://cdn.discordapp.com/a/b.png` is a link;"),
+    ("a cat --sref ./page.png", "Invalid parameter: --sref needs an IP-Adapter"),
+])
+def test_run_refuses_image_prompts_it_cannot_use_in_one_line(tmp_path: Path, prompt: str, says: str) -> None:
+    (tmp_path / "page.png").write_text("<html>not an image</html>")
+    assert refusal(imagine("run", prompt, "--out", "out", cwd=tmp_path)).startswith(says)
+    assert not (tmp_path / "out").exists()

@@ -200,8 +200,8 @@ def test_parameters_a_model_does_not_use_are_noted(tiny: LoadedModel) -> None:  
     assert pixels(ignored) == pixels(plain)
     assert ignored.notes == [
         "--weird 250 was ignored: tiny does not use it yet.",
-        "--iw 2 was ignored: tiny does not use it yet.",
         "--style raw was ignored: tiny does not use it yet.",
+        "--iw 2 was ignored: the prompt has no image prompts.",
     ]
     assert plain.notes == []
 

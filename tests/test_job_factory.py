@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from imagine.errors import InvalidParameter
 from imagine.guilds import BannedPrompt, GuildConfig, GuildPolicy, NotAllowedHere
 from imagine.job_factory import NO_POLICY, NO_SETTINGS, JobFactory
 from imagine.jobs import Job, JobKind, Requester
+from imagine.model_specs import BUILTIN_SPECS
 from imagine.prompt import parse
 from imagine.request import ImagineRequest
 from imagine.user_settings import UserSettings
@@ -131,3 +133,42 @@ def test_a_describe_suggestion_falls_back_to_the_model_that_described_the_image(
 def test_exact_jobs_decide_nothing() -> None:
     job = JobFactory.exact(one("warm up"), model="sd15", seed=0, user="warm-up")
     assert (job.model, job.seed, job.speed, job.requester.user_id) == ("sd15", 0, "fast", "warm-up")
+
+
+# -- image inputs ------------------------------------------------------------------------------
+
+RED_KEY, BLUE_KEY = "a" * 32 + "/input", "b" * 32 + "/input"
+
+
+def test_jobs_carry_the_stored_keys_of_their_image_links_and_buttons_keep_them() -> None:
+    requests = parse("https://cdn.discordapp.com/r.png {a cat, a dog} --sref https://cdn.discordapp.com/b.png")
+    inputs = {"https://cdn.discordapp.com/r.png": RED_KEY, "https://cdn.discordapp.com/b.png": BLUE_KEY}
+    jobs = FACTORY.imagine(requests, requester=ALICE, inputs=inputs)
+    assert [(j.images, j.style_images) for j in jobs] == [((RED_KEY,), (BLUE_KEY,))] * 2
+    reroll = FACTORY.follow_up(jobs[0], JobKind.REROLL, requester=ALICE)
+    assert (reroll.images, reroll.style_images) == ((RED_KEY,), (BLUE_KEY,))
+    with pytest.raises(ValueError, match="not stored"):  # a bug, never a silent job that ignores its image
+        FACTORY.imagine(requests, requester=ALICE, inputs={})
+
+
+def test_a_prompt_of_images_alone_has_no_diagnostics() -> None:
+    [job] = FACTORY.imagine(parse("https://cdn.discordapp.com/r.png --iw 2"), requester=ALICE,
+                            inputs={"https://cdn.discordapp.com/r.png": RED_KEY})
+    assert job.images == (RED_KEY,) and job.request.text == "" and not job.diagnostics
+
+
+def test_sref_is_refused_on_a_model_without_an_ip_adapter_naming_what_to_configure() -> None:
+    adapter = BUILTIN_SPECS["sd15"].model_copy(update={"ip_adapter": "h94/IP-Adapter"})
+    requests = parse("a cat --sref https://cdn.discordapp.com/b.png")
+    inputs = {"https://cdn.discordapp.com/b.png": BLUE_KEY}
+    none = JobFactory("tiny", ["tiny"], {"tiny": BUILTIN_SPECS["tiny"]})
+    with pytest.raises(InvalidParameter, match="--sref needs an IP-Adapter and no model is given") as refused:
+        none.check_style_references(requests)
+    assert 'ip_adapter = "h94/IP-Adapter"' in refused.value.message
+    some = JobFactory("tiny", ["tiny", "sd15"], {"tiny": BUILTIN_SPECS["tiny"], "sd15": adapter})
+    some.check_style_references(requests)  # a model of the deployment has one: decided per job
+    with pytest.raises(InvalidParameter, match="model `tiny` has none; use --v sd15"):
+        some.imagine(requests, requester=ALICE, inputs=inputs)
+    [job] = some.imagine(parse("a cat --v sd15 --sref https://cdn.discordapp.com/b.png", models=["tiny", "sd15"]),
+                         requester=ALICE, inputs=inputs)
+    assert job.model == "sd15" and job.style_images == (BLUE_KEY,)

@@ -93,7 +93,6 @@ def test_a_parameter_that_changes_nothing_on_a_model_is_noted_once_each() -> Non
     shapes, turbo = BUILTIN_SPECS["shapes"], BUILTIN_SPECS["sd-turbo"]
     assert ignored_notes(request.params, shapes) == [
         "--weird 250 was ignored: shapes does not use it yet.",
-        "--iw 2 was ignored: shapes does not use it yet.",
         "--style raw was ignored: shapes does not use it yet.",
     ]
     assert ignored_notes(request.params, turbo)[0] == "--stylize 250 was ignored: sd-turbo runs without guidance."

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from imagine.constants import MAX_JOBS_PER_PROMPT, MAX_PROMPT_CHARS, NO_WEIGHT
-from imagine.errors import InvalidLink, InvalidParameter, InvalidPrompt, UserError
+from imagine.errors import InvalidLink, InvalidParameter, InvalidPrompt, TooManyImages, UserError
 from imagine.prompt import PARAMETERS, count_jobs, parse
 from imagine.request import AspectRatio, ImagineRequest, Params, SubPrompt
 
@@ -281,10 +281,34 @@ def test_six_thousand_characters():
     assert "6,001" in err.message and "6,000" in err.message
 
 
-def test_text_is_required():
+def test_text_is_required_unless_images_are_given():
     refused("--ar 1:1", InvalidPrompt)
-    refused("https://example.com/a.png", InvalidPrompt)
-    refused("https://example.com/a.png --iw 2", InvalidPrompt)
+    alone = one("https://example.com/a.png --iw 2")  # images alone, as Midjourney allows
+    assert alone.image_urls == ("https://example.com/a.png",) and alone.positive_text == ""
+    assert alone.params.iw == 2 and alone.total_weight > 0
+
+
+def test_local_files_and_plain_http_links_are_image_prompts_whose_origin_is_checked_later():
+    r = one("file:///tmp/ref.png ./b.jpg ~/c.webp http://127.0.0.1:9/d.gif a shape")
+    assert r.image_urls == ("file:///tmp/ref.png", "./b.jpg", "~/c.webp", "http://127.0.0.1:9/d.gif")
+    assert r.text == "a shape"
+    assert one("/r/ memes are fun").image_urls == ()  # a path that names no image is text
+
+
+def test_more_than_five_image_prompts_are_refused():
+    links = " ".join(f"https://e.com/{i}.png" for i in range(6))
+    with pytest.raises(TooManyImages, match="6 image prompts were given; at most 5"):
+        parse(f"{links} a cat")
+    with pytest.raises(TooManyImages, match="6 `--sref` images"):
+        parse(f"a cat --sref {links}")
+
+
+def test_sref_takes_links_and_sw_a_weight():
+    r = one("a cat --sref https://e.com/a.png <https://e.com/b.png> --sw 250")
+    assert r.params.sref == ("https://e.com/a.png", "https://e.com/b.png") and r.params.sw == 250
+    refused("a cat --sref", InvalidParameter, "--sref")
+    refused("a cat --sref https://e.com/a.pdf", InvalidLink, "https://e.com/a.pdf")
+    refused("a cat --sref https://e.com/a.png --sw 1001", InvalidParameter, "--sw 1001")
 
 
 @pytest.mark.parametrize("text", ["\x00", "a\x00b", "\x00 --ar 1:1", "a\x1b[31m red", "\x7f\x01\x02 --\x00"])
@@ -348,11 +372,11 @@ def test_link_after_text_is_text():
 
 @pytest.mark.parametrize(
     "url",
-    ["http://e.com/a.png", "www.e.com/a.png", "https://e.com/a.pdf", "https://e.com/", "ftp://e.com/a.png", "https://", "https://[::1/a.png"],
+    ["www.e.com/a.png", "https://e.com/a.pdf", "https://e.com/", "ftp://e.com/a.png", "https://", "https://[::1/a.png"],
 )
 def test_invalid_links(url):
     err = refused(f"{url} a cat", InvalidLink, url)
-    assert "https://" in err.message and ".png" in err.message
+    assert "https://" in err.message and ".png" in err.message  # http:// is the origin rule's (image_inputs)
 
 
 # ---------------------------------------------------------------------------------------

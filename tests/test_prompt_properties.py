@@ -28,7 +28,7 @@ def check(text: str, **kw) -> list[ImagineRequest] | None:
     try:
         requests = parse(text, **kw)
     except UserError as err:
-        assert err.message and err.title in {"Invalid prompt", "Invalid parameter", "Invalid link"}
+        assert err.message and err.title in {"Invalid prompt", "Invalid parameter", "Invalid link", "Invalid image"}
         return None
     assert isinstance(requests, list) and requests
     assert all(isinstance(r, ImagineRequest) for r in requests)
@@ -39,9 +39,13 @@ def check(text: str, **kw) -> list[ImagineRequest] | None:
 
 
 def assert_sane(r: ImagineRequest) -> None:
-    """Every accepted request: text present, total weight > 0, every field in its range."""
-    assert r.text.strip()
-    assert r.parts and all(p.text.strip() for p in r.parts)
+    """Every accepted request: text present (or image prompts alone, the empty text their one part),
+    total weight > 0, every field in its range."""
+    if r.image_urls and not r.text:
+        assert [p.text for p in r.written_parts] == [""]
+    else:
+        assert r.text.strip()
+        assert r.parts and all(p.text.strip() for p in r.parts)
     written = r.parts[: len(r.parts) - len(r.params.no)]  # --no items (-0.5 each) are not counted
     assert r.total_weight == math.fsum(p.weight for p in written) > 0
     assert all(abs(p.weight) <= MAX_WEIGHT for p in r.parts)
@@ -62,6 +66,8 @@ def assert_in_range(spec: Parameter, value) -> None:
         assert 1 / MAX_ASPECT <= value.ratio <= MAX_ASPECT
     elif spec.kind == "list":
         assert all(item.strip() == item and item for item in value)
+    elif spec.kind == "links":
+        assert len(value) <= 5 and all("://" in link or link[:1] in "/.~" for link in value)
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,6 +178,9 @@ def valid_value(spec: Parameter) -> st.SearchStrategy[str]:
         return st.lists(st.sampled_from(["people", "red cars", "text"]), min_size=1, max_size=2).map(", ".join)
     if spec.kind == "model":
         return st.sampled_from(["sdxl", "flux"])
+    if spec.kind == "links":
+        links = st.sampled_from(["https://cdn.discordapp.com/a/1.png", "<https://e.com/b.jpg>"])
+        return st.lists(links, min_size=1, max_size=3).map(" ".join)
     return st.just("")
 
 

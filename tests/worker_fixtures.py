@@ -21,9 +21,10 @@ from imagine.settings import Settings
 from worker.clip_score import TINY_CLIP, ClipScorer
 from worker.describe import Describer, PhraseList
 from worker.diagnostics import Diagnostician
-from worker.models import BUILTIN_SPECS, LoadedModel, load_model, load_model_specs
+from worker.models import BUILTIN_SPECS, LoadedModel, ModelSpec, load_model, load_model_specs, model_source
 from worker.semantic import SemanticEncoder
 from worker.tiny_flux import ensure_tiny_flux
+from worker.tiny_ip_adapter import IMAGE_ENCODER, SUBFOLDER, WEIGHT_NAME, ensure_tiny_ip_adapter
 from worker.tiny_sd3 import ensure_tiny_sd3
 from worker.tiny_sdxl import ensure_tiny_sdxl_model
 from worker.worker import build
@@ -50,6 +51,42 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory, worker_env: None) -> P
 def tiny(model_cache: Path) -> LoadedModel:
     """The ``tiny`` model, loaded once for the session (tests must leave it as they found it)."""
     return load_model(BUILTIN_SPECS["tiny"], device=torch.device("cpu"), dtype=torch.float32, cache_dir=model_cache)
+
+
+TINY_IP = "tiny-ip"
+"""The name the tests serve the tiny model with a tiny random IP-Adapter under (``tiny_ip``)."""
+
+
+def tiny_ip_spec(model_cache: Path) -> ModelSpec:
+    """The tiny model with the tiny IP-Adapter (``worker.tiny_ip_adapter``) configured, as
+    models.toml's ``ip_adapter`` fields would (``tiny_ip_models_toml`` writes them)."""
+    spec = BUILTIN_SPECS["tiny"]
+    adapter = ensure_tiny_ip_adapter(model_cache, Path(model_source(spec, model_cache)))
+    return spec.model_copy(update={"name": TINY_IP, "ip_adapter": str(adapter), "ip_adapter_subfolder": SUBFOLDER,
+                                   "ip_adapter_weight": WEIGHT_NAME, "image_encoder": IMAGE_ENCODER})
+
+
+@pytest.fixture(scope="session")
+def tiny_ip(model_cache: Path) -> LoadedModel:
+    """The tiny model with a tiny random IP-Adapter, loaded once (through ``load_ip_adapter``)."""
+    return load_model(tiny_ip_spec(model_cache), device=torch.device("cpu"), dtype=torch.float32,
+                      cache_dir=model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_ip_models_toml(model_cache: Path) -> Path:
+    """A models.toml serving ``tiny-ip``: the embedded tiny model with the tiny IP-Adapter."""
+    spec = tiny_ip_spec(model_cache)
+    path = model_cache / "tiny-ip-models.toml"
+    path.write_text(f'''[models.{TINY_IP}]
+source = "builtin:tiny"
+family = "tiny"
+ip_adapter = "{spec.ip_adapter}"
+ip_adapter_subfolder = "{SUBFOLDER}"
+ip_adapter_weight = "{WEIGHT_NAME}"
+image_encoder = "{IMAGE_ENCODER}"
+''')
+    return path
 
 
 TINY_SDXL = "tiny-sdxl"

@@ -34,6 +34,11 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
 - Variation: image-to-image from the parent image at strength 0.35 (subtle) or 0.7 (strong,
   the default), four images, the grid's seeds. Upscale: the parent image resized 2x (Lanczos)
   and refined by image-to-image at strength 0.3, one image, seed job.seed; --stop does not apply.
+- Image prompts, /blend and --sref (``worker.image_prompts``): without an IP-Adapter the images,
+  averaged in the VAE's latent space, start the denoising at strength ``1 - 0.25 iw``, the
+  job's own size and seeds (image-to-image); with one, their averaged CLIP image embedding
+  steers cross-attention at scale ``0.5 iw`` (``--sref``: the style layers only, at
+  ``2 sw / (sw + 100)``). The result records what was used.
 - Out of GPU memory: the batch is retried once as two sequential halves (same seeds, same
   images), then ``OutOfMemory`` is raised.
 - Families (``worker.families``): the steps are the same for every model; what differs
@@ -49,7 +54,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -62,6 +67,7 @@ from imagine.errors import JobCancelled, OutOfMemory
 from imagine.jobs import Job, JobKind
 from imagine.params import ignored_notes
 from imagine.request import AspectRatio
+from worker.image_prompts import ImagePrompt, img2img_path_strength, plan_image_prompt, unused_weight_notes
 from worker.models import LoadedModel, ModelSpec
 from worker.text_encoding import Conditioning
 
@@ -98,6 +104,7 @@ class Generation:
     timings: dict[str, float]  # seconds: encode, denoise, decode
     encoding: dict[str, object]
     notes: list[str] = field(default_factory=list)
+    image_prompt: dict[str, object] = field(default_factory=dict)  # what the job's images did (image_prompts)
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class _Plan:
     init_image: Image.Image | None  # image-to-image from it, or text-to-image
     strength: float | None
     notes: list[str]
+    image_prompt: ImagePrompt | None = None  # the job's images: init latents and/or IP-Adapter embeddings
 
 
 def generate(
@@ -121,28 +129,45 @@ def generate(
     job: Job,
     *,
     parent_image: Image.Image | None = None,
+    images: list[Image.Image] | None = None,
+    style_images: list[Image.Image] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] = lambda: False,
 ) -> Generation:
-    """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``."""
+    """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``.
+    ``images`` and ``style_images``: the job's image prompts and --sref images, read from the store."""
+    images, style_images = list(images or ()), list(style_images or ())
     # 1. Check inputs
     check_inputs(model, job, parent_image)
+    if (images or style_images) and parent_image is not None:
+        raise ValueError(f"a {job.kind} job starts from its parent image, not from image prompts")
     if should_cancel():
         raise JobCancelled("The job was cancelled before it started.")
 
-    # 2. Resolve size, steps, guidance, seeds
-    plan = _resolve(model, job, parent_image)
+    # 2. Resolve size, steps, guidance, seeds (image prompts taken as image-to-image: its strength)
+    strength = img2img_path_strength(model, job, images, style_images)
+    plan = _resolve(model, job, parent_image, image_strength=strength)
     timings: dict[str, float] = {"encode": 0.0, "denoise": 0.0, "decode": 0.0}
 
-    # 3. Encode prompt (the family's encoders)
+    # 3. Encode prompt (the family's encoders) and the images (VAE latents or image embeddings)
     start = time.perf_counter()
     cond = model.prompt_encoder.encode_request(job.request, cfg=plan.cfg)
+    params = job.request.params
+    image_prompt = plan_image_prompt(model, images, style_images, iw=params.iw, sw=params.sw,
+                                     width=plan.width, height=plan.height)
+    unused = unused_weight_notes(params, images, style_images)
+    plan = replace(plan, image_prompt=image_prompt, notes=plan.notes + unused)
     timings["encode"] = time.perf_counter() - start
 
-    # 4. Prepare the start: text-to-image, the seeds' noise; image-to-image, the parent's latents
-    #    (the VAE encoder's mean; the pipeline noises them with the seeds' generators)
-    noise = _starting_noise(model, plan, job) if plan.init_image is None else model.family.encode_image(
-        model.pipe, plan.init_image)
+    # 4. Prepare the start: text-to-image, the seeds' noise; a follow-up, the parent's latents (the
+    #    VAE encoder's mean; the pipeline noises them with the seeds' generators); image prompts
+    #    bring their own (step 3)
+    if plan.init_image is not None:
+        noise: torch.Tensor | None = model.family.encode_image(model.pipe, plan.init_image, plan.width, plan.height)
+    elif image_prompt is not None and image_prompt.init_latents is not None:
+        noise = None
+    else:
+        noise = _starting_noise(model, plan, job)
 
     # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
     denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel,
@@ -160,7 +185,8 @@ def generate(
         guidance_scale=plan.guidance_scale,
         timings=timings,
         encoding=cond.info,
-        notes=plan.notes + cond.notes + denoising.notes,
+        notes=plan.notes + (image_prompt.notes if image_prompt else []) + cond.notes + denoising.notes,
+        image_prompt=image_prompt.record if image_prompt else {},
     )
 
 
@@ -238,7 +264,8 @@ def denoising_steps(spec: ModelSpec, quality: float) -> int:
     return min(steps, spec.max_steps) if spec.max_steps else steps
 
 
-def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> _Plan:
+def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None, *,
+             image_strength: float | None = None) -> _Plan:
     spec, params = model.spec, job.request.params
     notes = [*job.request.notes, *ignored_notes(params, spec)]
     steps = denoising_steps(spec, params.quality)
@@ -256,6 +283,10 @@ def _resolve(model: LoadedModel, job: Job, parent_image: Image.Image | None) -> 
             notes.append(f"--ar {params.aspect} was made as {made.numerator}:{made.denominator} ({width}x{height}), "
                          f"the nearest ratio {spec.name} can make.")
         run = steps
+        if image_strength is not None:  # image prompts start the denoising: image-to-image at their size
+            strength = image_strength
+            steps = max(steps, math.ceil(1 / strength))
+            run = min(int(steps * strength), steps)
     else:  # variation, upscale: image-to-image
         if job.kind == JobKind.UPSCALE:
             n_images, strength, stop = 1, UPSCALE_STRENGTH, 100
@@ -424,6 +455,14 @@ def _denoise(
         "output_type": "latent",  # 6. decodes, so that a cancelled job is never decoded
         "callback_on_step_end": denoising,
     }
+    prompt = plan.image_prompt
+    if prompt is not None and prompt.ip_embeds is not None:  # the IP-Adapter: its scale, then its embeddings
+        model.pipe.set_ip_adapter_scale(prompt.ip_scale)
+        kwargs.update(prompt.ip_kwargs(len(seeds), plan.cfg))
+    if prompt is not None and prompt.init_latents is not None:  # image prompts: image-to-image from their latents
+        size = model.family.img2img_kwargs(plan.width, plan.height)
+        init = prompt.init_latents.to(model.device, model.dtype).repeat(len(seeds), 1, 1, 1)
+        return model.img2img(image=init, strength=prompt.strength, **size, **kwargs).images
     if plan.init_image is None:
         assert noise is not None
         return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images

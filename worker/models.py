@@ -73,6 +73,7 @@ class LoadedModel:
     load_seconds: float
     family: ModelFamily
     prompt_encoder: PromptEncoder
+    ip_adapter: bool = False  # an IP-Adapter is loaded into the UNet (worker.image_prompts)
 
 
 def load_model(
@@ -107,6 +108,8 @@ def load_model(
         if compile:
             setattr(pipe, family.denoiser_name, torch.compile(family.denoiser(pipe)))
             pipe.vae.decode = torch.compile(pipe.vae.decode)
+    if spec.ip_adapter:  # before the image-to-image pipeline is made: it shares the UNet and image encoder
+        load_ip_adapter(pipe, spec)
     img2img = family.img2img(pipe)
     img2img.set_progress_bar_config(disable=True)
     text_encoder = family.text_encoder(pipe)
@@ -121,7 +124,19 @@ def load_model(
         load_seconds=time.perf_counter() - start,
         family=family,
         prompt_encoder=family.prompt_encoder(pipe, text_encoder),
+        ip_adapter=bool(spec.ip_adapter),
     )
+
+
+def load_ip_adapter(pipe: DiffusionPipeline, spec: ModelSpec) -> None:
+    """``spec``'s IP-Adapter into ``pipe`` (diffusers' ``load_ip_adapter``): the adapter's
+    projection and attention weights into the UNet, its CLIP image encoder beside it, on the
+    pipeline's device and in its dtype."""
+    assert spec.ip_adapter is not None
+    with hub_weights(f"the IP-Adapter of model `{spec.name}`", spec.ip_adapter):
+        pipe.load_ip_adapter(spec.ip_adapter, subfolder=spec.ip_adapter_subfolder,
+                             weight_name=spec.ip_adapter_weight, image_encoder_folder=spec.image_encoder,
+                             local_files_only=hub_offline())
 
 
 _EMBEDDED = {BUILTIN_TINY: ensure_tiny_model, BUILTIN_SHAPES: ensure_shapes_model}

@@ -26,7 +26,7 @@ from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFiltered, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
-from worker.describe import Describer, as_shown, read_upload
+from worker.describe import Describer, as_shown, open_upload, read_upload
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
@@ -116,7 +116,7 @@ def run_job(job_id: str) -> dict[str, str]:
         }, rt.name)
     _finish(rt, job, result, redis_calls)
     if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
-        _diagnose(rt, job, images, redis_calls)  # the user has the grid already; the analysis follows
+        _diagnose(rt, job, images, redis_calls, result.image_prompt)  # the user has the grid already
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
@@ -125,7 +125,8 @@ def _wants_diagnostics(job: Job) -> bool:
     return job.diagnostics and job.kind in DIAGNOSED
 
 
-def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut) -> None:
+def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut,
+              image_prompt: dict[str, object]) -> None:
     """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
     follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
     `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
@@ -135,6 +136,7 @@ def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_call
     try:
         if diagnostician is not None:
             diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
+            diag = diag.model_copy(update={"image_prompt": image_prompt})  # what the images did, beside it
             key = redis_calls.must("storing its diagnostics", rt.artifacts.put,
                                    artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
     except Exception:  # a bug or out of memory: logged whole; the job itself is done and delivered
@@ -165,11 +167,17 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
     model = rt.models[job.model]
     # 2. The parent image, for follow-ups on one image of an earlier job.
     parent = _parent_image(rt, job) if job.kind in (JobKind.VARIATION, JobKind.UPSCALE) else None
+    #    The image prompts and --sref images, stored by the bot (a new prompt's, a 🔄's): never fetched here.
+    prompts = parent is None
+    prompt_images = [_input_image(rt, key, redis_calls) for key in job.images] if prompts else []
+    styles = [_input_image(rt, key, redis_calls) for key in job.style_images] if prompts else []
     # 3. Generate, publishing progress and checking the cancel flag every step.
     gen = generate(
         model,
         job,
         parent_image=parent,
+        images=prompt_images,
+        style_images=styles,
         on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
         should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
     )
@@ -259,8 +267,18 @@ def _done(
         timings=timings,
         encoding=gen.encoding,
         notes=tuple(gen.notes),
+        image_prompt=gen.image_prompt,
         worker=worker,
     )
+
+
+def _input_image(rt: WorkerRuntime, key: str, redis_calls: RideOut) -> Image.Image:
+    """An image prompt the bot stored (``imagine.image_inputs.input_key``), decoded as RGB."""
+    try:
+        data = redis_calls.must("reading its image prompts", rt.artifacts.get, key)
+    except KeyError:
+        raise JobNotFound("An image of this prompt is no longer stored; submit the prompt again.") from None
+    return open_upload(data)
 
 
 def _parent_image(rt: WorkerRuntime, job: Job) -> Image.Image:

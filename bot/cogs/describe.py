@@ -19,11 +19,9 @@ templates, ``bot.custom_ids``); a press on an expired job says so.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -32,7 +30,7 @@ from discord.ext import commands
 from bot import custom_ids, replies, store
 from bot.attachments import check_size, fetch_image
 from bot.cogs.buttons import Button, JobButton
-from bot.launch import DEFER_AFTER_S, answering_failures, launch, requester_for
+from bot.launch import answering_failures, in_time, launch, requester_for
 from imagine.describe import DescribeResult, upload_key
 from imagine.errors import ImagineError, JobNotFound, quote
 from imagine.guilds import GuildConfig
@@ -44,8 +42,6 @@ if TYPE_CHECKING:
     from bot.app import ImagineBot
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 # --- the job ------------------------------------------------------------------------------------
@@ -85,28 +81,13 @@ class DescribeCog(commands.Cog):
         """The DESCRIBE job (and its guild's config), the image checked, downloaded and stored for
         the worker first."""
         check_size(image.size, image.filename)  # as Discord declares it; the download checks again
-        fetched = await _in_time(interaction, fetch_image(  # checks the link first: Discord's attachments only
+        fetched = await in_time(interaction, fetch_image(  # checks the link first: Discord's attachments only
             image.url, name=image.filename, extra_origins=self.bot.settings.attachment_origins))
         requester = requester_for(interaction)
         settings, guild = await store.policies(self.bot.redis, requester)
         job = self.bot.jobs.describe(image.filename, requester=requester, settings=settings, guild=guild)
         await self.bot.artifacts.put(upload_key(job.id), fetched.data)
         return job, guild.config
-
-
-async def _in_time(interaction: discord.Interaction, work: Awaitable[_T]) -> _T:
-    """``work``, deferring the response ("thinking…") if it takes longer than ``DEFER_AFTER_S``:
-    a large image can take longer to download than Discord's 3 seconds."""
-    task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
-    if not done:
-        log.info("interaction %s: the download is slow; deferring the response", interaction.id)
-        try:
-            await replies.defer(interaction)
-        except discord.HTTPException:
-            task.cancel()
-            raise
-    return await task
 
 
 # --- the buttons under its result ---------------------------------------------------------------

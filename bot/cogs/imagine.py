@@ -5,7 +5,10 @@ A prompt with an error is answered with Midjourney's red embed ("Invalid paramet
 ``CONFIRM_JOBS_ABOVE`` jobs (permutations, ``--repeat``) first asks Yes/No, as Midjourney does,
 saying how many start now and how many wait; a prompt's jobs are admitted as one unit, so one
 that does not fit the user's free slots is refused whole, before the question.
-Image links must be Discord attachments (``bot.attachments.check_links``).
+Image links (and ``--sref`` images) must come from the allowed origins (``bot.attachments``);
+the bot downloads each once, with the caps every command applies, and stores it for the
+workers (``store_images``), the job carrying its key, before anything is queued. ``--sref`` is
+refused at once when no configured model has an IP-Adapter.
 The user's /settings (one Redis read) fill what the prompt did not say (``imagine.user_settings``),
 after their /prefer options and suffix expanded the prompt (``imagine.preferences``).
 """
@@ -19,8 +22,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render, replies, store
-from bot.attachments import check_links
-from bot.launch import answering_failures, launch, requester_for
+from bot.attachments import check_links, links_of, store_images
+from bot.launch import answering_failures, in_time, launch, requester_for
 from imagine.constants import CONFIRM_JOBS_ABOVE, MAX_PROMPT_CHARS
 from imagine.errors import ImagineError
 from imagine.guilds import GuildConfig
@@ -69,8 +72,13 @@ class ImagineCog(commands.Cog):
             requester = requester_for(interaction)
             settings, guild = await store.policies(self.bot.redis, requester)
             requests = parse(self.bot.jobs.expand(prompt, settings), models=self.bot.models)  # /prefer first
-            check_links(requests, self.bot.settings.attachment_origins)  # image links: Discord's attachments only
-            jobs = self.bot.jobs.imagine(requests, requester=requester, settings=settings, guild=guild)
+            origins = self.bot.settings.attachment_origins
+            check_links(requests, origins)  # image links: the allowed origins only, before any download
+            self.bot.jobs.check_style_references(requests)
+            inputs = await in_time(interaction, store_images(self.bot.artifacts, links_of(requests),
+                                                             extra_origins=origins))
+            jobs = self.bot.jobs.imagine(requests, requester=requester, settings=settings, guild=guild,
+                                         inputs=inputs)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return

@@ -30,9 +30,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import custom_ids, render_analysis, replies, store
-from bot.attachments import check_links
+from bot.attachments import check_links, links_of, store_images
 from bot.cogs.buttons import Button, JobButton
-from bot.launch import answering_failures, launch, requester_for
+from bot.launch import answering_failures, in_time, launch, requester_for
 from imagine.constants import MAX_PROMPT_CHARS
 from imagine.diagnostics import ShortenResult
 from imagine.errors import ImagineError, InvalidPrompt, JobNotFound, quote
@@ -91,8 +91,13 @@ class ShortenCog(commands.Cog):
             requester = requester_for(interaction)
             settings, guild = await store.policies(self.bot.redis, requester)
             request = one_prompt(parse(self.bot.jobs.expand(prompt, settings), models=self.bot.models))
-            check_links([request], self.bot.settings.attachment_origins)  # its shorter prompts keep them
-            job = self.bot.jobs.shorten(request, requester=requester, settings=settings, guild=guild)
+            origins = self.bot.settings.attachment_origins
+            check_links([request], origins)  # its shorter prompts keep them
+            self.bot.jobs.check_style_references([request])
+            inputs = await in_time(interaction, store_images(self.bot.artifacts, links_of([request]),
+                                                             extra_origins=origins))
+            job = self.bot.jobs.shorten(request, requester=requester, settings=settings, guild=guild,
+                                        inputs=inputs)
         except ImagineError as exc:
             await replies.error(interaction, exc)
             return

@@ -12,6 +12,9 @@ decode, output). Where families differ, it asks the model's ``ModelFamily``:
   negative prompt, ``true_cfg_scale``);
 - step 4, noise: the latent shape of one image (``latent_shape``), on which --chaos mixes the
   seeds' noises, then ``pack_noise`` (FLUX packs 2x2 patches into tokens);
+- image prompts without an IP-Adapter: ``encode_image``, a picture as the init latents its
+  image-to-image pipeline takes in place of an image (what the pipeline's own VAE encoding
+  gives: ``z = (E(x) - shift) * scaling``, with SDXL's per-channel mean and std when its VAE has them);
 - steps 5-6: the module that denoises (``denoiser_name``: ``unet`` or ``transformer``), the
   modules --tile pads circularly (``tile_modules``; none where the family has no UNet), the
   cheap ``preview`` of the latents the step callback sees, and ``decode`` through the VAE.
@@ -73,30 +76,42 @@ class ModelFamily:
         """The guidance arguments of the pipeline's call."""
         return {"guidance_scale": guidance}
 
-    def encode_image(self, pipe: Any, image: Image.Image) -> torch.Tensor:
-        """``image`` as the image-to-image pipeline's starting latents [1, c, h, w]: the VAE
-        encoder's *mean*, scaled as the pipeline scales its own. The pipelines would draw a
-        sample of the encoder's distribution instead; for a VAE whose encoder never learned its
-        variance (the embedded ``shapes`` model's: log-variance 0, so a sample is the latent plus
-        unit noise, five times its size) that made Vary (Subtle) and Upscale come out as coloured
-        noise. The mean is what every VAE was trained to decode."""
-        return self.scale_latents(pipe, self._encoder_mean(pipe, image))
-
-    def scale_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-        """The VAE's latents in the denoiser's space (SD 1.x: times ``scaling_factor``)."""
-        return latents * pipe.vae.config.scaling_factor
-
-    def _encoder_mean(self, pipe: Any, image: Image.Image) -> torch.Tensor:
-        vae = pipe.vae
-        pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
-        with torch.inference_mode():
-            return vae.encode(pixels).latent_dist.mode()
-
     def img2img_kwargs(self, width: int, height: int) -> dict[str, int]:
         """Size arguments the image-to-image call needs besides its image (none: it takes the image's)."""
         return {}
 
     # Latents ------------------------------------------------------------------------------
+
+    def encode_image(self, pipe: Any, image: Image.Image, width: int, height: int) -> torch.Tensor:
+        """``image`` cropped to fill ``width`` x ``height`` and encoded by the VAE (the mode of its
+        posterior, no sampling) into the latents the image-to-image pipeline takes as its
+        ``image``: ``(E(x) - shift) * scaling`` (or ``(E(x) - mean) * scaling / std``), batch 1.
+        Every family's VAE config names what applies; this default serves them all.
+
+        The mean, not a sample: the pipelines would draw a sample of the encoder's distribution,
+        and for a VAE whose encoder never learned its variance (the embedded ``shapes`` model's:
+        log-variance 0, so a sample is the latent plus unit noise, five times its size) that made
+        Vary (Subtle) and Upscale come out as coloured noise. The mean is what every VAE was
+        trained to decode."""
+        vae = pipe.vae
+        config = vae.config
+        pixels = pipe.image_processor.preprocess(image, height=height, width=width, resize_mode="crop")
+        upcast = vae.dtype == torch.float16 and bool(getattr(config, "force_upcast", False))
+        try:
+            if upcast:  # SDXL's VAE overflows in float16, as its pipelines know
+                vae.to(torch.float32)
+            with torch.inference_mode():
+                latents = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode().float()
+        finally:
+            if upcast:
+                vae.to(torch.float16)
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            shape = (1, latents.shape[1], 1, 1)
+            mean_t, std_t = torch.tensor(mean).view(shape).to(latents), torch.tensor(std).view(shape).to(latents)
+            return (latents - mean_t) * config.scaling_factor / std_t
+        shift = getattr(config, "shift_factor", None) or 0.0
+        return (latents - shift) * config.scaling_factor
 
     def latent_shape(self, pipe: Any, width: int, height: int) -> tuple[int, ...]:
         """The starting noise's shape for one ``width`` x ``height`` image (batch 1)."""

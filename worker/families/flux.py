@@ -61,9 +61,6 @@ class Flux(ModelFamily):
     def img2img_kwargs(self, width: int, height: int) -> dict[str, int]:
         return {"width": width, "height": height}  # else FluxImg2ImgPipeline makes 1024x1024 latents
 
-    def scale_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-        return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
-
     def latent_shape(self, pipe: Any, width: int, height: int) -> tuple[int, ...]:
         factor = pipe.vae_scale_factor
         return (1, pipe.transformer.config.in_channels // 4, height // factor, width // factor)

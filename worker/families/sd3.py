@@ -49,9 +49,6 @@ class StableDiffusion3(ModelFamily):
     def img2img_kwargs(self, width: int, height: int) -> dict[str, int]:
         return {"width": width, "height": height}  # else the pipeline resizes the image to its default size
 
-    def scale_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-        return (latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
-
     def latent_shape(self, pipe: Any, width: int, height: int) -> tuple[int, ...]:
         factor = pipe.vae_scale_factor
         return (1, pipe.transformer.config.in_channels, height // factor, width // factor)

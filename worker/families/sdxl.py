@@ -56,26 +56,6 @@ class StableDiffusionXL(ModelFamily):
     def text_encoder(self, pipe: Any) -> TextEncoder:
         return TextEncoder(pipe.tokenizer, pipe.text_encoder, layer="penultimate")
 
-    def _encoder_mean(self, pipe: Any, image: Image.Image) -> torch.Tensor:
-        vae = pipe.vae
-        upcast = vae.dtype == torch.float16 and bool(vae.config.force_upcast)  # as decode: SDXL's VAE overflows
-        try:
-            if upcast:
-                vae.to(torch.float32)
-            return super()._encoder_mean(pipe, image)
-        finally:
-            if upcast:
-                vae.to(torch.float16)
-
-    def scale_latents(self, pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-        config = pipe.vae.config
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-        if mean is None or std is None:
-            return latents * config.scaling_factor
-        shape = (1, latents.shape[1], 1, 1)
-        mean_t, std_t = torch.tensor(mean).view(shape).to(latents), torch.tensor(std).view(shape).to(latents)
-        return (latents - mean_t) * config.scaling_factor / std_t
-
     def decode(self, pipe: Any, latents: torch.Tensor, width: int, height: int) -> list[Image.Image]:
         vae = pipe.vae
         upcast = vae.dtype == torch.float16 and bool(vae.config.force_upcast)
