@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -63,6 +63,9 @@ from imagine.params import ignored_notes
 from imagine.request import AspectRatio
 from worker.models import LoadedModel, ModelSpec
 from worker.text_encoding import Conditioning
+
+if TYPE_CHECKING:
+    from worker.diagnostics.attention import AttentionRecorder
 
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
 UPSCALE_FACTOR = 2
@@ -122,8 +125,12 @@ def generate(
     parent_image: Image.Image | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] = lambda: False,
+    attention: AttentionRecorder | None = None,
 ) -> Generation:
-    """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``."""
+    """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``.
+
+    ``attention``: records the cross-attention maps of a UNet family's denoising (the diagnostics);
+    nothing is installed without it."""
     # 1. Check inputs
     check_inputs(model, job, parent_image)
     if should_cancel():
@@ -143,7 +150,8 @@ def generate(
 
     # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
     denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel,
-                           preview=lambda latents: model.family.preview(model.pipe, latents, plan.width, plan.height))
+                           preview=lambda latents: model.family.preview(model.pipe, latents, plan.width, plan.height),
+                           attention=attention if model.family.denoiser_name == "unet" else None)
     with _circular_padding(model, enabled=job.request.params.tile):
         images = _run_with_memory_fallback(model, plan, cond, noise, denoising, timings)
 
@@ -318,8 +326,10 @@ class _Denoising:
         should_cancel: Callable[[], bool],
         *,
         preview: Callable[[torch.Tensor], list[Image.Image]],
+        attention: AttentionRecorder | None = None,
     ) -> None:
         self.steps_to_run = steps_to_run
+        self.attention = attention
         self.preview = preview
         self.passes = 1
         self.done = 0
@@ -331,6 +341,8 @@ class _Denoising:
     def restart(self, passes: int) -> None:
         """Count progress afresh over ``passes`` sequential batches."""
         self.passes, self.done = passes, 0
+        if self.attention is not None:
+            self.attention.reset()
 
     def __call__(self, pipe: object, i: int, t: object,
                  callback_kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -421,12 +433,25 @@ def _denoise(
         "output_type": "latent",  # 6. decodes, so that a cancelled job is never decoded
         "callback_on_step_end": denoising,
     }
-    if plan.init_image is None:
-        assert noise is not None
-        return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
-    size = model.family.img2img_kwargs(plan.width, plan.height)
-    images = [plan.init_image] * len(seeds)  # one per generator (SD 3's pipeline does not repeat it)
-    return model.img2img(image=images, strength=plan.strength, **size, **kwargs).images
+    with _recording(model, plan, denoising, len(seeds)):
+        if plan.init_image is None:
+            assert noise is not None
+            return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
+        size = model.family.img2img_kwargs(plan.width, plan.height)
+        images = [plan.init_image] * len(seeds)  # one per generator (SD 3's pipeline does not repeat it)
+        return model.img2img(image=images, strength=plan.strength, **size, **kwargs).images
+
+
+@contextmanager
+def _recording(model: LoadedModel, plan: _Plan, denoising: _Denoising, n_images: int) -> Iterator[None]:
+    """The cross-attention recorder around one batch's denoising, when the diagnostics want it."""
+    if denoising.attention is None:
+        yield
+        return
+    factor = model.pipe.vae_scale_factor
+    with denoising.attention.record(model.family.denoiser(model.pipe), n_images=n_images, cfg=plan.cfg,
+                                    latent_hw=(plan.height // factor, plan.width // factor)):
+        yield
 
 
 def _free_memory(device: torch.device) -> None:
