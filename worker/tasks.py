@@ -27,7 +27,9 @@ from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFilter
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
 from worker.describe import Describer, as_shown, read_upload
+from imagine.attention_image import render_attention
 from worker.diagnostics import Diagnostician
+from worker.diagnostics.attention import AttentionRecorder
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
 from worker.outage import RideOut, end_job_timeout
@@ -92,9 +94,11 @@ def run_job(job_id: str) -> dict[str, str]:
     metrics.WORKER_BUSY.set(1)
     t0 = time.perf_counter()
     images: list[Image.Image] = []  # kept for the diagnostics, which come after the delivery
+    # the diagnostics' cross-attention maps, recorded while the images are made (none installed without)
+    recorder = AttentionRecorder() if _wants_diagnostics(job) and job.model in rt.diagnosticians else None
     redis_calls = RideOut(job_id)
     try:
-        result = _execute(rt, job, images, redis_calls)
+        result = _execute(rt, job, images, redis_calls, recorder)
     except JobCancelled:
         result = JobResult(job_id=job_id, status=JobStatus.CANCELLED, worker=rt.name)
     except ImagineError as exc:
@@ -116,7 +120,7 @@ def run_job(job_id: str) -> dict[str, str]:
         }, rt.name)
     _finish(rt, job, result, redis_calls)
     if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
-        _diagnose(rt, job, images, redis_calls)  # the user has the grid already; the analysis follows
+        _diagnose(rt, job, images, redis_calls, recorder)  # the user has the grid already; the analysis follows
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
@@ -125,16 +129,28 @@ def _wants_diagnostics(job: Job) -> bool:
     return job.diagnostics and job.kind in DIAGNOSED
 
 
-def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut) -> None:
-    """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
-    follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
-    `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
+def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut,
+              recorder: AttentionRecorder | None = None) -> None:
+    """7. Diagnostics of a delivered job: what the encoders made of the prompt, what the generator
+    attended to, how well each image follows it. Stored as diagnostics.json (the chart is drawn
+    where it is shown: the bot, `imagine run`), attention.json and attention.png (named in
+    diagnostics.json), and attached to the result; a failure here costs the analysis, never the images."""
     t0 = time.perf_counter()
     key = None
     diagnostician = rt.diagnosticians.get(job.model)
     try:
         if diagnostician is not None:
-            diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
+            model = rt.models[job.model]
+            maps, summary = diagnostician.attention(job, images, model, recorder)
+            if maps is not None:
+                stored = {name: redis_calls.must("storing its attention maps", rt.artifacts.put,
+                                                 artifact_key(job.id, name), data)
+                          for name, data in (("attention.json", maps.model_dump_json().encode()),
+                                             ("attention.png", render_attention(maps, images)))}
+                summary = summary.model_copy(update={"maps": stored["attention.json"],
+                                                     "image": stored["attention.png"]})
+            diag = diagnostician.analyze(job, images, model.text_encoder, model=model, attention=maps,
+                                         attention_summary=summary)
             key = redis_calls.must("storing its diagnostics", rt.artifacts.put,
                                    artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
     except Exception:  # a bug or out of memory: logged whole; the job itself is done and delivered
@@ -155,7 +171,8 @@ def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
     return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error), worker=worker)
 
 
-def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_calls: RideOut) -> JobResult:
+def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_calls: RideOut,
+             recorder: AttentionRecorder | None = None) -> JobResult:
     if job.kind is JobKind.SHORTEN:
         return _shorten(rt, job, redis_calls)
     if job.kind is JobKind.DESCRIBE:
@@ -172,6 +189,7 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
         parent_image=parent,
         on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
         should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
+        attention=recorder,
     )
     # 4. The output filter, before anything is stored.
     flagged = _screen(rt, job, gen.images)
@@ -201,7 +219,8 @@ def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     diagnostician = rt.diagnosticians.get(job.model) or next(iter(rt.diagnosticians.values()), None)
     if diagnostician is None:
         raise RuntimeError("this worker has no diagnostics loaded, so it cannot /shorten")
-    result = diagnostician.shorten(job.request.positive_text)
+    own = job.model in rt.diagnosticians  # its own scorer says whether the model is trained
+    result = diagnostician.shorten(job.request.positive_text, rt.models.get(job.model) if own else None)
     end_job_timeout()
     key = redis_calls.must("storing its analysis", rt.artifacts.put,
                            artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())

@@ -15,8 +15,9 @@ joined) and x_{-i} (x without its i-th word), with the generation model's own pr
 
 and the measure, for word i with token positions T_i and attention mass a_i = sum_{p in T_i} m_p:
 
-    own_i    = a_i                                          (its tokens vanish: the attention they
-                                                             received has nothing left to land on)
+    own_i    = a_i - min_w a_w                              (its tokens vanish: the attention they
+                                                             received, above the floor every word
+                                                             gets, has nothing left to land on)
     change_p = 1 - max_q cos(C_p, C'_q)                     (p has no counterpart left in C')
     ctx_i    = sum_{p not in T_i} m_p change_p              (the context it lent the other positions)
     pool_i   = sum over pooled vectors of 1 - cos(P, P')
@@ -148,14 +149,16 @@ def influence_values(prompt: Encoded, variants: Sequence[Encoded], m: torch.Tens
                      words: Sequence[WordTokens]) -> list[float]:
     """influence_i = own_i + ctx_i + pool_i (module docstring) for variant i (``words[i]`` left out)."""
     unit = F.normalize(prompt.states, dim=-1)
+    owns = [float(m[[p for p in w.positions if p < m.shape[0]]].sum()) for w in words]
+    floor = min(owns, default=0.0)
     out = []
-    for v, word in zip(variants, words, strict=False):
+    for v, word, own_mass in zip(variants, words, owns, strict=False):
         own = torch.zeros_like(m, dtype=torch.bool)
         own[[p for p in word.positions if p < m.shape[0]]] = True
         best = (unit @ F.normalize(v.states, dim=-1).T).amax(-1)  # [L]
         ctx = float((m * (1 - best).clamp(min=0))[~own].sum())
         pool = sum(float(1 - F.cosine_similarity(a, b, dim=0)) for a, b in zip(prompt.pooled, v.pooled, strict=True))
-        out.append(max(0.0, float(m[own].sum()) + ctx + pool))
+        out.append(max(0.0, own_mass - floor + ctx + pool))
     return out
 
 
