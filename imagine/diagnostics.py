@@ -254,8 +254,8 @@ class Diagnostics(Frozen):
     influence: ShortenResult
     pooling: PoolingComparison
     alignment: Alignment | None  # None: no images
-    timings_ms: dict[str, float]
+    timings_ms: dict[str, float]  # tokens, semantic, proposals, pooling, clip, generator, total (not the chart)
     # the word influence the generator itself shows (its conditioning, its cross-attention);
-    # ``influence`` above is MiniLM's, a model-independent view. None: not measured (untrained model)
+    # ``influence`` above is MiniLM's, a model-independent view. None: not measured (no model given)
     generator_influence: ShortenResult | None = None
-    attention: AttentionSummary | None = None  # None: diagnostics written before the maps existed  # tokens, semantic, proposals, pooling, clip, total (not the chart)
+    attention: AttentionSummary | None = None  # None: diagnostics written before the maps existed

@@ -22,12 +22,12 @@ from rq.timeouts import JobTimeoutException
 
 from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_key
+from imagine.attention_image import render_attention
 from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFiltered, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
 from worker.describe import Describer, as_shown, read_upload
-from imagine.attention_image import render_attention
 from worker.diagnostics import Diagnostician
 from worker.diagnostics.attention import AttentionRecorder
 from worker.generate import Generation, Progress, generate, make_grid

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -80,14 +81,14 @@ def encode_all(model: LoadedModel, texts: Sequence[str]) -> list[Encoded]:
                            attention_mask=torch.cat([i.attention_mask for i in infos]))
         hidden = encoder.encode_tokens(merged).float()
         sizes = [i.n_chunks * encoder.window for i in infos]
-        states = list(hidden.split(sizes))
-        return [Encoded(s, _unet_pooled(model, s)) for s in states]
+        parts: list[torch.Tensor] = list(torch.split(hidden, sizes))
+        return [Encoded(s, _unet_pooled(model, s)) for s in parts]
     out = []
     for text in texts:
         cond = encoder.encode_request(single_request(text), cfg=False)
-        states = cond.prompt_embeds[0].float()
+        seq = cond.prompt_embeds[0].float()
         pooled = [] if cond.pooled_prompt_embeds is None else [cond.pooled_prompt_embeds[0].float().reshape(-1)]
-        out.append(Encoded(states, pooled + _unet_pooled(model, states)))
+        out.append(Encoded(seq, pooled + _unet_pooled(model, seq)))
     return out
 
 
@@ -112,7 +113,8 @@ def probe_attention(model: LoadedModel, text: str) -> torch.Tensor | None:
     recorder = AttentionRecorder()
     size = spec.base_size
     factor = pipe.vae_scale_factor
-    with recorder.record(model.family.denoiser(pipe), n_images=1, cfg=False, latent_hw=(size // factor, size // factor)):
+    latent = (size // factor, size // factor)
+    with recorder.record(model.family.denoiser(pipe), n_images=1, cfg=False, latent_hw=latent):
         pipe(**cond.pipeline_kwargs(1), **model.family.guidance_kwargs(1.0, False), height=size, width=size,
              num_inference_steps=min(SHORT_STEPS, spec.max_steps or SHORT_STEPS), output_type="latent",
              generator=torch.Generator("cpu").manual_seed(SHORT_SEED))
