@@ -25,7 +25,8 @@ from worker.generate import generate
 from worker.models import BUILTIN_SPECS, LoadedModel, load_model
 from worker.semantic import SemanticEncoder
 from worker.shapes.checker import quantize, read
-from worker.shapes.world import COLOURS
+from worker.shapes.evaluate import held_out_prompts
+from worker.shapes.world import COLOURS, SHAPE_WORDS, Scene
 
 ISSUE_PROMPTS = [  # the issue's examples: the words /shorten dropped, and must keep
     ("a small red circle at the top left on a blue background", {"red", "circle", "top", "left", "blue"}),
@@ -209,3 +210,29 @@ def test_the_worker_stores_the_maps_beside_the_images(redis_server, redis_conn, 
     assert Image.open(io.BytesIO(store.get(diag.attention.image))).format == "PNG"
     assert diag.generator_influence is not None and "untrained" in diag.generator_influence.encoder
     assert job.kind is JobKind.IMAGINE
+
+
+
+def needed_words(scene: Scene, text: str) -> set[str]:
+    """The words of ``text`` that carry its scene: both colours, the shape, and the position words
+    that are not redundant ("middle" in "at the top middle" says no more than "at the top")."""
+    row, col = divmod(scene.position, 3)
+    keys = {scene.colour, scene.background, "violet" if scene.colour == "purple" else scene.colour}
+    keys |= {w for phrase in SHAPE_WORDS[scene.shape] for w in phrase.split()} - {"round", "shape", "sign"}
+    keys |= {0: {"top", "upper"}, 1: set(), 2: {"bottom", "lower"}}[row]
+    keys |= {0: {"left"}, 1: set(), 2: {"right"}}[col]
+    if (row, col) == (1, 1):
+        keys |= {"middle", "center", "centre"}
+    return {w.strip(",") for w in text.split() if any(part in keys for part in w.strip(",").split("-"))}
+
+
+def test_shorten_keeps_the_scene_of_held_out_captions(shapes: LoadedModel,
+                                                      shapes_diagnostician: Diagnostician) -> None:
+    """Prompts of the model's world: nearly every proposal keeps every word that carries the scene."""
+    captions = held_out_prompts(1, seed=5)[:20]
+    kept = 0
+    for scene, text in captions:
+        needed = needed_words(scene, text)
+        result = shapes_diagnostician.shorten(text, shapes)
+        kept += all(needed <= {w.strip(",") for w in p.text.split()} for p in result.proposals)
+    assert kept >= 0.8 * len(captions)

@@ -26,9 +26,11 @@ and the measure, for word i with token positions T_i and attention mass a_i = su
 A position is compared with its nearest state of the variant rather than the same index, since
 leaving a word out shifts every later token (and, past 75 tokens, the chunks). Weighting by m
 makes a word count as much as the model looks at it and at what it changes. On the ``shapes``
-model the colour, shape and position words rank above the filler words in 39 of 43 of its
-held-out captions (the misses: a sentence-initial "there" whose removal reshapes every
-BERT state), and all of them are influential (at least ``INFLUENTIAL_FROM`` of the top) in 42.
+model, over 72 held-out captions (``held_out_prompts(2, seed=5)``), the words that carry the
+scene (both colours, the shape, the position words that are not redundant) outrank every filler
+word in 64 (89%), and every /shorten proposal keeps all of them in 65 (90%); the misses are
+mostly a sentence-initial "there" (its removal reshapes every BERT state) and a background
+colour the model follows through the pooled path more than through its own token.
 
 The masses m come from the job's own recorded attention (every image averaged) when there is
 one, else from a cheap short denoise (``SHORT_STEPS`` steps of one image without guidance, at
@@ -82,7 +84,8 @@ def encode_all(model: LoadedModel, texts: Sequence[str]) -> list[Encoded]:
         hidden = encoder.encode_tokens(merged).float()
         sizes = [i.n_chunks * encoder.window for i in infos]
         parts: list[torch.Tensor] = list(torch.split(hidden, sizes))
-        return [Encoded(s, _unet_pooled(model, s)) for s in parts]
+        pooled = _unet_pooled_batch(model, parts)
+        return [Encoded(s, p) for s, p in zip(parts, pooled, strict=True)]
     out = []
     for text in texts:
         cond = encoder.encode_request(single_request(text), cfg=False)
@@ -94,13 +97,23 @@ def encode_all(model: LoadedModel, texts: Sequence[str]) -> list[Encoded]:
 
 def _unet_pooled(model: LoadedModel, states: torch.Tensor) -> list[torch.Tensor]:
     """The UNet's own pooled text embedding (``addition_embed_type="text"``), when it has one."""
+    return _unet_pooled_batch(model, [states])[0]
+
+
+def _unet_pooled_batch(model: LoadedModel, states: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """``_unet_pooled`` of each of ``states``, those of one length in one call."""
     if model.family.denoiser_name != "unet":
-        return []
+        return [[] for _ in states]
     unet = model.family.denoiser(model.pipe)
     if getattr(unet.config, "addition_embed_type", None) != "text" or unet.add_embedding is None:
-        return []
-    embedding = unet.add_embedding(states.unsqueeze(0).to(unet.device, unet.dtype))
-    return [embedding[0].float().reshape(-1)]
+        return [[] for _ in states]
+    out: list[list[torch.Tensor]] = [[] for _ in states]
+    for length in {s.shape[0] for s in states}:
+        which = [i for i, s in enumerate(states) if s.shape[0] == length]
+        batch = torch.stack([states[i] for i in which]).to(unet.device, unet.dtype)
+        for i, embedding in zip(which, unet.add_embedding(batch), strict=True):
+            out[i] = [embedding.float().reshape(-1)]
+    return out
 
 
 @torch.inference_mode()
