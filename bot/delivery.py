@@ -267,6 +267,10 @@ class Delivery:
             return
         message = await self._stored_message(state.job, posted)
         post = await self._final_post(state, message.filesize_limit)
+        shown = await self._read_back(message)
+        grid = [a for a in shown.attachments if job_id in a.filename] if shown is not None else []
+        if grid and post.upload is not None:  # the grid is on the message: add only the new files
+            post = post.keeping(grid)
         await self._post(message, post)
         await store.acknowledge(self.redis, entry_id)
         log.info("job %s: diagnostics added to message %s", job_id, posted)

@@ -461,7 +461,9 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
         key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
         queue_of(bot).attach_diagnostics(job_id, key, 0.2)
         [edit] = await fake.wait_for("PATCH", r"/channels/\d+/messages/\d+$")
-        assert [f.filename for f in edit.files] == [f"{job_id}_grid.png", "chart.png"]
+        assert [f.filename for f in edit.files] == ["chart.png"]  # the grid already there is not uploaded again
+        [message] = [m for m in fake.messages.values() if any(job_id in a["filename"] for a in m["attachments"])]
+        assert [a["filename"] for a in message["attachments"]] == [f"{job_id}_grid.png", "chart.png"]
         [embed] = edit.json["embeds"]
         assert "**fox**" in embed["description"] and embed["image"]["url"] == "attachment://chart.png"
         assert custom_ids_of(edit.json) == custom_ids_of(first.json)  # the buttons stay
