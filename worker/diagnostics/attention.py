@@ -97,10 +97,10 @@ class _Sums:
         out = None
         for key, summed in self.sums.items():
             mean = summed / self.calls[key]
-            if key != grid:
-                mode = "area" if key[0] >= grid[0] and key[1] >= grid[1] else "bilinear"
-                mean = F.interpolate(mean, size=grid, mode=mode, **({"align_corners": False} if mode == "bilinear"
-                                                                   else {}))
+            if key != grid and key[0] >= grid[0] and key[1] >= grid[1]:  # finer than the grid (capped)
+                mean = F.interpolate(mean, size=grid, mode="area")
+            elif key != grid:
+                mean = F.interpolate(mean, size=grid, mode="bilinear", align_corners=False)
             part = mean * (self.calls[key] / total)
             out = part if out is None else out + part
         assert out is not None
@@ -236,8 +236,3 @@ def word_attention(maps: torch.Tensor, words: list[WordTokens]) -> list[ImageAtt
         images.append(ImageAttention(words=entries))
     return images
 
-
-def position_mass(maps: torch.Tensor) -> torch.Tensor:
-    """Each text position's attention mass averaged over the images: [L], summing to 1."""
-    mass = maps.mean(dim=(0, 2, 3))
-    return mass / mass.sum().clamp(min=1e-12)

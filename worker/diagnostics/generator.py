@@ -84,8 +84,8 @@ def encode_all(model: LoadedModel, texts: Sequence[str]) -> list[Encoded]:
         hidden = encoder.encode_tokens(merged).float()
         sizes = [i.n_chunks * encoder.window for i in infos]
         parts: list[torch.Tensor] = list(torch.split(hidden, sizes))
-        pooled = _unet_pooled_batch(model, parts)
-        return [Encoded(s, p) for s, p in zip(parts, pooled, strict=True)]
+        unet_pooled = _unet_pooled_batch(model, parts)
+        return [Encoded(s, p) for s, p in zip(parts, unet_pooled, strict=True)]
     out = []
     for text in texts:
         cond = encoder.encode_request(single_request(text), cfg=False)
