@@ -35,6 +35,9 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
   and refined by image-to-image at strength 0.3, one image, seed job.seed; --stop does not apply.
 - Out of GPU memory: the batch is retried once as two sequential halves (same seeds, same
   images), then ``OutOfMemory`` is raised.
+- Attention maps (diagnostics): given an ``AttentionRecorder``, a UNet family's cross-attention
+  layers record their maps during this job's denoising only (``worker.diagnostics.attention``);
+  the images are the same, and without one nothing is installed.
 - Families (``worker.families``): the steps are the same for every model; what differs
   (encoders, whether CFG runs, the latent shape and packing of the noise, decoding, previews,
   what --tile pads) the model's ``ModelFamily`` says.
