@@ -267,6 +267,10 @@ class Delivery:
             return
         message = await self._stored_message(state.job, posted)
         post = await self._final_post(state, message.filesize_limit)
+        shown = await self._read_back(message)
+        grid = [a for a in shown.attachments if job_id in a.filename] if shown is not None else []
+        if grid and post.upload is not None:  # the grid is on the message: add only the new files
+            post = post.keeping(grid)
         await self._post(message, post)
         await store.acknowledge(self.redis, entry_id)
         log.info("job %s: diagnostics added to message %s", job_id, posted)
@@ -356,7 +360,8 @@ class Delivery:
                     buttons=render.describe_buttons(job.id, len(described.suggestions)))
 
     async def _diagnostics(self, result: JobResult) -> tuple[list[render.Embed], list[Upload]]:
-        """The diagnostics summary embed and its chart, when the worker made them."""
+        """The diagnostics summary embed and its chart, and the attention maps (attention.png, in an
+        embed of their own) when the worker made them."""
         if not result.diagnostics:
             return [], []
         try:
@@ -366,7 +371,16 @@ class Delivery:
             return [], []
         chart = await run_cpu_bound(render_chart, diag)  # drawn here, not on the GPU worker
         embed = dict(render_analysis.diagnostics_embed(diag), image={"url": "attachment://chart.png"})
-        return [embed], [Upload("chart.png", chart)]
+        embeds, uploads = [embed], [Upload("chart.png", chart)]
+        if diag.attention is not None and diag.attention.image:
+            try:
+                attention = await self.artifacts.get(diag.attention.image)
+            except KeyError:
+                log.warning("job %s: its attention maps are missing from the artifact store", result.job_id)
+            else:
+                embeds.append(render_analysis.attention_embed(diag, "attachment://attention.png"))
+                uploads.append(Upload("attention.png", attention))
+        return embeds, uploads
 
     async def _post(self, message: JobMessage, post: Post) -> int | None:
         """Turn the job's message into the result, or post it anew; None if Discord refuses for good."""

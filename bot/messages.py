@@ -16,7 +16,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import discord
@@ -62,6 +62,12 @@ class Post:
     upload: Upload | None = None
     buttons: Sequence[ButtonSpec] = ()
     extra_uploads: Sequence[Upload] = ()
+    kept: Sequence[discord.Attachment] = ()  # attachments already on the message that an edit keeps
+
+    def keeping(self, attachments: Sequence[discord.Attachment]) -> Post:
+        """This post as an edit of a message that already shows ``attachments`` in place of its
+        upload: they stay, only the extra uploads are sent (the grid is not uploaded again)."""
+        return replace(self, upload=None, kept=tuple(attachments))
 
     def files(self) -> list[discord.File]:
         uploads = ([self.upload] if self.upload is not None else []) + list(self.extra_uploads)
@@ -86,8 +92,8 @@ class Post:
             "view": make_view(self.buttons),
         }
         files = self.files()
-        if files:
-            kwargs["attachments"] = files
+        if files or self.kept:
+            kwargs["attachments"] = [*self.kept, *files]
         elif not keep_attachments:
             kwargs["attachments"] = []
         return kwargs

@@ -62,12 +62,16 @@ def notes(diag: Diagnostics) -> list[str]:
 
 
 def diagnostics_embed(diag: Diagnostics) -> Embed:
-    """What the encoders made of a job's prompt, under its grid; yellow when there is a warning."""
+    """What the encoders made of a job's prompt, under its grid; yellow when there is a warning.
+    The words are marked by the generator-side measure when there is one, else by MiniLM's."""
+    generator = diag.generator_influence
     fields = [
         _field("Tokens", _tokens_line(diag.tokens), inline=True),
         *([_field("Alignment", _alignment_line(diag.alignment), inline=True)] if diag.alignment else []),
         _field("Sub-prompts", _parts_lines(diag.tokens.parts)),
-        *_shorten_fields(diag.influence),
+        *([_field("Attention (what the generator looked at)", _attention_line(diag))] if diag.attention else []),
+        *(_shorten_fields(generator) if generator else []),
+        *_shorten_fields(diag.influence, proposals=generator is None),
         _field("Pooling (MiniLM)", _pooling_line(diag.pooling)),
     ]
     warnings = notes(diag)
@@ -75,11 +79,23 @@ def diagnostics_embed(diag: Diagnostics) -> Embed:
         fields.append(_field("Warnings", "\n".join(f"⚠️ {escape(n)}" for n in warnings)))
     return _marked_embed(
         title="What the encoders made of your prompt",
-        words=diag.influence,
+        words=generator or diag.influence,
         fields=fields,
         footer=f"diagnostics v{diag.version} · {diag.model} · full numbers in diagnostics.json",
         color=YELLOW if warnings else BLURPLE,
     )
+
+
+def attention_embed(diag: Diagnostics, image_url: str) -> Embed:
+    """attention.png under the diagnostics: where each image's most attended words are."""
+    return clip_embed({
+        "title": "Where the generator looked, word by word",
+        "description": "Each image, then the cross-attention maps of its three most attended words "
+                       "(averaged over the denoising steps, layers and heads: DAAM).",
+        "image": {"url": image_url},
+        "footer": {"text": "every word's map in attention.json"},
+        "color": BLURPLE,
+    })
 
 
 # --- /shorten ---------------------------------------------------------------------------------------
@@ -90,7 +106,7 @@ def shorten_embed(result: ShortenResult) -> Embed:
         title="Shorten: which words matter",
         words=result,
         fields=_shorten_fields(result),
-        footer=f"{result.encoder} · leave-one-out, 1 - cos of the text vector",
+        footer=f"{result.encoder} · leave-one-out, {_measure(result)}",
         color=BLURPLE,
     )
 
@@ -108,7 +124,7 @@ def shorten_details_embed(result: ShortenResult) -> Embed:
     return clip_embed({
         "title": "Shorten: every word's influence",
         "description": fit_lines(words, EMBED_DESCRIPTION) if words else "No word to analyze.",
-        "footer": {"text": f"{result.encoder} · 1 - cos of the text vector without the word · {legend}"},
+        "footer": {"text": f"{result.encoder} · {_measure(result)} without the word · {legend}"},
         "color": BLURPLE,
     })
 
@@ -159,10 +175,33 @@ def _marked_words(result: ShortenResult, budget: int) -> str:
     return " ".join(out)
 
 
-def _shorten_fields(result: ShortenResult) -> list[Embed]:
+def _measure(result: ShortenResult) -> str:
+    if result.measure == "generator":
+        return "the generator's conditioning change weighted by its cross-attention"
+    return "1 - cos of the text vector"
+
+
+def _view(result: ShortenResult) -> str:
+    if result.measure == "generator":
+        return f"generator-side: {_short(result.encoder, 60)}"
+    return "MiniLM, model-independent, 1 - cos"
+
+
+def _attention_line(diag: Diagnostics) -> str:
+    attention = diag.attention
+    assert attention is not None
+    if not attention.available:
+        return escape(attention.note or "not available")
+    lines = [f"#{i} " + ", ".join(escape(_short(w, 30)) for w in words)
+             for i, words in enumerate(attention.top_words, 1)]
+    grid = f" · maps {attention.grid[0]}x{attention.grid[1]} in attention.json" if attention.grid else ""
+    return "\n".join(lines) + f"\nmost attended words per image (attention.png){grid}"
+
+
+def _shorten_fields(result: ShortenResult, *, proposals: bool = True) -> list[Embed]:
     ranked = ", ".join(f"{escape(_short(w.word, 30))} {w.influence:.3f}" for w in result.ranked[:10])
-    fields = [_field("Most influential (1 - cos)", ranked or "no words")]
-    if result.proposals:
+    fields = [_field(f"Most influential ({_view(result)})", ranked or "no words")]
+    if proposals and result.proposals:
         lines = [f"{i}. {escape(_short(p.text, 180))} ({p.similarity:.0%} of the meaning)"
                  for i, p in enumerate(result.proposals, 1)]
         fields.append(_field("Shorter prompts", "\n".join(lines)))

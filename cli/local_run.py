@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 console = Console(stderr=True, soft_wrap=True)
 
-RUN_FILE = re.compile(r"(grid|chart|image_\d+)\.png|(result|diagnostics)\.json")
+RUN_FILE = re.compile(r"(grid|chart|attention|image_\d+)\.png|(result|diagnostics|attention)\.json")
 """The files a run writes into its directory (one job), or into each job's folder (several)."""
 
 JOB_FOLDER = re.compile(r"\d{2}-[0-9a-f]{8}")
@@ -189,6 +189,17 @@ def _follow(jq: JobQueue, jobs: list[Job]) -> None:
                     bar.update(tasks[job.id], completed=100, description=f"{job.id[:8]} {event.type}")
 
 
+def _write_attention(store: ArtifactStore, diag: Diagnostics, target: Path) -> None:
+    """attention.json and attention.png, when the worker made them (a UNet model's job)."""
+    attention = diag.attention
+    for key in (attention.maps, attention.image) if attention is not None else ():
+        if key:
+            try:
+                (target / key.split("/", 1)[1]).write_bytes(store.get(key))
+            except KeyError:
+                console.print(f"[yellow]{key} has expired from the artifact store.[/]", highlight=False)
+
+
 def _write_outputs(jq: JobQueue, store: ArtifactStore, jobs: list[Job], out: Path) -> int:
     failures = 0
     for n, job in enumerate(jobs, 1):
@@ -207,7 +218,9 @@ def _write_outputs(jq: JobQueue, store: ArtifactStore, jobs: list[Job], out: Pat
                 data = store.get(key)
                 (target / key.split("/", 1)[1]).write_bytes(data)
                 if key == result.diagnostics:  # diagnostics.json, and its chart drawn here, beside the images
-                    (target / "chart.png").write_bytes(render_chart(Diagnostics.model_validate_json(data)))
+                    diag = Diagnostics.model_validate_json(data)
+                    (target / "chart.png").write_bytes(render_chart(diag))
+                    _write_attention(store, diag, target)
         payload = {"job": job.model_dump(mode="json"),
                    "result": result.model_dump(mode="json") if result else None}
         (target / "result.json").write_text(json.dumps(payload, indent=2))

@@ -5,7 +5,7 @@
     imagine worker --models M[,M] --queues fast,relax   a GPU (or CPU) worker
     imagine queue [--watch | --repair]      queues, running jobs, workers, failures; repair stuck jobs (admins)
     imagine schema                         the JSON schema of the job contract
-    imagine shorten "PROMPT" [--json]       which words matter, and shorter prompts
+    imagine shorten "PROMPT" [--model M] [--json]   which words matter (to model M's generator), shorter prompts
     imagine embed "TEXT" [--encoder minilm|clip] [--pooling cls|mean|max|eos] [--json]   a text's vector
     imagine bot [--sync-global]            the Discord bot (DISCORD_TOKEN, REDIS_URL)
 
@@ -153,13 +153,25 @@ def cmd_shorten(args: argparse.Namespace) -> int:
     from worker.diagnostics import Diagnostician
 
     text = parse(args.prompt)[0].positive_text  # as /imagine reads it: parameters and --no removed
-    result = Diagnostician.text_only().shorten(text)
+    if args.model:  # ranked by the generator's own conditioning and attention (a trained model)
+        from imagine.settings import get_settings
+        from worker.semantic import SemanticEncoder
+        from worker.worker import load_models, load_rankers_for
+
+        settings = get_settings()
+        models = load_models([args.model], settings)
+        ranker = load_rankers_for(settings, models)[args.model]
+        diagnostician = Diagnostician(SemanticEncoder.load(), ranker, model=args.model)
+        result = diagnostician.shorten(text, models[args.model])
+    else:
+        result = Diagnostician.text_only().shorten(text)
     if args.json:
         print(result.model_dump_json(indent=2))
         return 0
     from rich.table import Table
 
-    table = Table("rank", "word", "1 - cos", "relative", "role", title=f"Word influence ({result.encoder})")
+    measure = "influence" if result.measure == "generator" else "1 - cos"
+    table = Table("rank", "word", measure, "relative", "role", title=f"Word influence ({result.encoder})")
     for w in result.ranked:
         table.add_row(str(w.rank), w.word, f"{w.influence:.4f}", f"{w.relative:.2f}", w.role)
     console = Console()
@@ -236,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shorten", help="which words of a prompt matter, and shorter prompts (no images)")
     p.add_argument("prompt")
+    p.add_argument("--model", help="rank by this model's own conditioning and cross-attention (e.g. shapes); "
+                                   "without it, by MiniLM (model-independent)")
     p.add_argument("--json", action="store_true", help="print the analysis as JSON")
     p.set_defaults(func=cmd_shorten)
 

@@ -72,7 +72,7 @@ def chart_figure(diag: Diagnostics | ShortenResult) -> Figure:
 
 
 def _figure(diag: Diagnostics | ShortenResult) -> Figure:
-    influence = diag if isinstance(diag, ShortenResult) else diag.influence
+    influence = diag if isinstance(diag, ShortenResult) else _shown_influence(diag)
     alignment = None if isinstance(diag, ShortenResult) else diag.alignment
     words = influence.ranked[:MAX_CHART_WORDS]
     bar_labels = [_wrap(w.word) for w in words]
@@ -161,9 +161,19 @@ def _bare(ax: Axes) -> None:
         spine.set_visible(False)
 
 
+def _shown_influence(diag: Diagnostics) -> ShortenResult:
+    """The generator-side view for a trained model, else MiniLM's."""
+    generator = diag.generator_influence
+    if generator is not None and "untrained" not in generator.encoder:
+        return generator
+    return diag.influence
+
+
 def _bars_title(result: ShortenResult, shown: int) -> str:
     which = f"top {shown} of {len(result.words)} words" if len(result.words) > shown else "each word"
-    return f"Word influence: 1 - cos when left out ({which})"
+    if result.measure == "generator":
+        return f"Word influence on the generator: its conditioning and attention without the word ({which})"
+    return f"Word influence (MiniLM, model-independent): 1 - cos when left out ({which})"
 
 
 def _heat_title(al: Alignment, shown: int) -> str:

@@ -93,7 +93,8 @@ WordRole = Literal["influential", "neutral", "removable"]
 
 
 class WordInfluence(Frozen):
-    """How far the text vector moves when one word is left out: ``1 - cos(t, t_without_word)``."""
+    """How much leaving one word out changes what is measured: the semantic view's
+    ``1 - cos(t, t_without_word)``, or the generator-side measure (``worker.diagnostics.generator``)."""
 
     word: str
     index: int  # position among the prompt's words (0-based)
@@ -101,6 +102,7 @@ class WordInfluence(Frozen):
     relative: float  # influence / the largest influence (0..1)
     rank: int  # 1: the most influential
     role: WordRole
+    attention_mass: float | None = None  # generator-side only: the word's share of the image's cross-attention
 
 
 class ShortPrompt(Frozen):
@@ -116,10 +118,14 @@ class ShortenResult(Frozen):
 
     version: Literal[1] = DIAGNOSTICS_VERSION
     text: str  # the analyzed text: the positive parts joined
-    encoder: str  # the semantic encoder (all-MiniLM-L6-v2)
+    encoder: str  # what measured the ranking: the semantic encoder (all-MiniLM-L6-v2) or the generator
     total_words: int
     words: list[WordInfluence]  # the analyzed (leading) words, in prompt order; see MAX_INFLUENCE_WORDS
     proposals: list[ShortPrompt]
+    # "semantic": MiniLM leave-one-out, a model-independent view; "generator": the generation
+    # model's own conditioning weighted by its cross-attention (``worker.diagnostics.generator``)
+    measure: Literal["semantic", "generator"] = "semantic"
+    semantic: list[WordInfluence] | None = None  # with a generator-side ranking: MiniLM's view beside it
     removable_below: float = REMOVABLE_BELOW
     influential_from: float = INFLUENTIAL_FROM
 
@@ -193,6 +199,47 @@ class Alignment(Frozen):
     negative_leak_score: float = NEGATIVE_LEAK_SCORE
 
 
+# 6. Cross-attention maps (attention.json) ----------------------------------------------------------
+
+
+ATTENTION_VERSION: Final = 1
+"""Version of attention.json."""
+
+TOP_ATTENDED = 3
+"""Content words whose maps attention.png lays over each image."""
+
+
+class AttentionWord(Frozen):
+    """One word of the prompt in one image: its tokens and its normalized attention map."""
+
+    word: str
+    tokens: list[str]  # the generation tokenizer's tokens of the word
+    map: list[list[float]]  # rows of the grid the maps were taken at, max 1 (0: never attended)
+    mass: float = 0.0  # the word's share of all image-to-text attention (before normalizing)
+
+
+class ImageAttention(Frozen):
+    words: list[AttentionWord]  # every word of the positive parts, in prompt order
+
+
+class AttentionMaps(Frozen):
+    """attention.json: per image (grid order), per word, the DAAM map (``worker.diagnostics.attention``)."""
+
+    version: Literal[1] = ATTENTION_VERSION
+    images: list[ImageAttention]
+
+
+class AttentionSummary(Frozen):
+    """What diagnostics.json says of the attention maps: where they are, or why there are none."""
+
+    available: bool
+    note: str | None = None  # why not (a transformer family), or how they were taken
+    grid: list[int] | None = None  # [rows, columns] of every map
+    maps: str | None = None  # artifact key of attention.json
+    image: str | None = None  # artifact key of attention.png
+    top_words: list[list[str]] = []  # per image, its most attended content words (as attention.png shows)
+
+
 # The whole ------------------------------------------------------------------------------------------
 
 
@@ -207,5 +254,9 @@ class Diagnostics(Frozen):
     influence: ShortenResult
     pooling: PoolingComparison
     alignment: Alignment | None  # None: no images
-    timings_ms: dict[str, float]  # tokens, semantic, proposals, pooling, clip, total (not the chart)
+    timings_ms: dict[str, float]  # tokens, semantic, proposals, pooling, clip, generator, total (not the chart)
+    # the word influence the generator itself shows (its conditioning, its cross-attention);
+    # ``influence`` above is MiniLM's, a model-independent view. None: not measured (no model given)
+    generator_influence: ShortenResult | None = None
+    attention: AttentionSummary | None = None  # None: diagnostics written before the maps existed
     image_prompt: dict[str, object] = {}  # what the job's image prompts / --sref did (JobResult.image_prompt)

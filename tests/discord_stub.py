@@ -283,7 +283,9 @@ class FakeDiscord:
             if key in body:
                 message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
         if "attachments" in body or files:
-            message["attachments"] = [
+            existing = {a["id"]: a for a in message.get("attachments", [])}
+            kept = [existing[str(a["id"])] for a in body.get("attachments") or [] if str(a.get("id")) in existing]
+            message["attachments"] = kept + [
                 {"id": str(snowflake()), "filename": f.filename, "size": len(f.data),
                  "url": f"https://cdn.example/{f.filename}", "proxy_url": f"https://cdn.example/{f.filename}"}
                 for f in files

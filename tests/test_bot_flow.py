@@ -468,7 +468,9 @@ async def test_diagnostics_made_after_the_grid_was_delivered_edit_it_in(
         key = worker.artifacts.put(artifact_key(job_id, "diagnostics.json"), diag.model_dump_json().encode())
         queue_of(bot).attach_diagnostics(job_id, key, 0.2)
         [edit] = await fake.wait_for("PATCH", r"/channels/\d+/messages/\d+$")
-        assert [f.filename for f in edit.files] == [f"{job_id}_grid.png", "chart.png"]
+        assert [f.filename for f in edit.files] == ["chart.png"]  # the grid already there is not uploaded again
+        [message] = [m for m in fake.messages.values() if any(job_id in a["filename"] for a in m["attachments"])]
+        assert [a["filename"] for a in message["attachments"]] == [f"{job_id}_grid.png", "chart.png"]
         [embed] = edit.json["embeds"]
         assert "**fox**" in embed["description"] and embed["image"]["url"] == "attachment://chart.png"
         assert custom_ids_of(edit.json) == custom_ids_of(first.json)  # the buttons stay
@@ -498,3 +500,36 @@ async def test_a_job_an_idle_worker_takes_at_once_says_starting_not_a_place_0(re
         content = callback.json["data"]["content"]
         assert content.endswith("(Starting)") and "in line" not in content
         idle.close()
+
+
+async def test_the_diagnostics_post_shows_where_the_generator_looked(
+    redis_server, redis_conn, tiny, diagnostician
+) -> None:
+    """attention.png, made by the worker beside the images, in an embed of its own under the summary."""
+    from imagine.artifacts import artifact_key
+    from imagine.attention_image import render_attention
+    from worker.diagnostics.attention import AttentionRecorder
+    from worker.generate import generate
+
+    worker = FakeWorker(redis_conn)
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake) as bot:
+        job, _ = await fox_generated(bot, fake, worker, tiny)
+        recorder = AttentionRecorder()
+        images = generate(tiny, job, attention=recorder).images
+        maps, summary = diagnostician.attention(job, images, tiny, recorder)
+        assert maps is not None
+        summary = summary.model_copy(update={
+            "maps": worker.artifacts.put(artifact_key(job.id, "attention.json"), maps.model_dump_json().encode()),
+            "image": worker.artifacts.put(artifact_key(job.id, "attention.png"), render_attention(maps, images)),
+        })
+        diag = diagnostician.analyze(job, images, tiny.text_encoder, model=tiny, attention=maps,
+                                     attention_summary=summary)
+        key = worker.artifacts.put(artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
+        worker.finish(job.id, diagnostics=key)
+        await wait_until(lambda: delivered(queue_of(bot), job.id))
+        final = fake.find("PATCH", r"/messages/@original$")[-1]
+        assert [f.filename for f in final.files] == [f"{job.id}_grid.png", "chart.png", "attention.png"]
+        summary_embed, attention_embed = final.json["embeds"]
+        assert summary_embed["image"]["url"] == "attachment://chart.png"
+        assert attention_embed["image"]["url"] == "attachment://attention.png"
+        assert any(f["name"].startswith("Attention") for f in summary_embed["fields"])

@@ -20,6 +20,7 @@ from imagine.chart import chart_figure, render_chart
 from imagine.diagnostics import (
     POOLINGS,
     Alignment,
+    AttentionSummary,
     Diagnostics,
     PartTokens,
     PoolingComparison,
@@ -34,8 +35,10 @@ from worker.diagnostics.alignment import negative_leaks
 from worker.diagnostics.influence import proposal_texts, word_influence
 
 
-def fake_diagnostics(request: ImagineRequest, seed: int = 0, *, trained: bool = True) -> Diagnostics:
-    """Diagnostics with random numbers but the real shape of ``request`` (every list as long as it gets)."""
+def fake_diagnostics(request: ImagineRequest, seed: int = 0, *, trained: bool = True,
+                     generator: bool = True) -> Diagnostics:
+    """Diagnostics with random numbers but the real shape of ``request`` (every list as long as it gets);
+    ``generator``: with the generator-side view and the attention summary (a UNet model's job)."""
     rng = random.Random(seed)
     words = request.positive_text.split()
     analyzed = word_influence(words[:60], [rng.random() ** 3 for _ in words[:60]])
@@ -67,6 +70,15 @@ def fake_diagnostics(request: ImagineRequest, seed: int = 0, *, trained: bool = 
                             ranking=sorted(range(1, 5), key=lambda j: -clip[j - 1]), texts=rows,
                             negative_leaks=negative_leaks(rows, scores[0])),
         timings_ms={"total": 1.0},
+        generator_influence=ShortenResult(
+            text=request.positive_text, encoder="shapes (generator-side)", total_words=len(words),
+            words=word_influence(words[:60], [rng.random() for _ in words[:60]]), measure="generator",
+            proposals=[{"text": t, "words": len(t.split()), "similarity": rng.random()} for t in proposals],
+            semantic=analyzed,
+        ) if generator else None,
+        attention=AttentionSummary(available=True, grid=[32, 32], top_words=[words[:3]] * 4,
+                                   maps="0" * 32 + "/attention.json", image="0" * 32 + "/attention.png")
+        if generator else None,
     )
 
 
@@ -101,6 +113,9 @@ def test_embed_of_the_longest_prompt_fits_discord() -> None:
     assert notes(diag)
     assert_fits_discord(diagnostics_embed(diag))
     assert_fits_discord(shorten_embed(diag.influence))
+    assert diag.generator_influence is not None
+    assert_fits_discord(shorten_embed(diag.generator_influence))
+    assert_fits_discord(diagnostics_embed(fake_diagnostics(request, generator=False)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,15 +134,22 @@ def test_embed_fits_discord_for_any_prompt(words: list[str], n_negatives: int, s
     assert_fits_discord(shorten_embed(diag.influence))
 
 
-def test_embed_marks_influential_bold_and_removable_struck() -> None:
+@pytest.mark.parametrize("generator", [True, False])
+def test_embed_marks_influential_bold_and_removable_struck(generator: bool) -> None:
+    """By the generator-side view when there is one (a UNet model's job), else by MiniLM's."""
     request = parse("a photo of a red fox")[0]
-    diag = fake_diagnostics(request)
-    description = diagnostics_embed(diag)["description"]
-    for w in diag.influence.words:
+    diag = fake_diagnostics(request, seed=3, generator=generator)
+    embed = diagnostics_embed(diag)
+    marked = diag.generator_influence or diag.influence
+    for w in marked.words:
         if w.role == "influential":
-            assert f"**{w.word}**" in description
+            assert f"**{w.word}**" in embed["description"]
         if w.role == "removable":
-            assert f"~~{w.word}~~" in description
+            assert f"~~{w.word}~~" in embed["description"]
+    names = [f["name"] for f in embed["fields"]]
+    assert any("MiniLM, model-independent" in n for n in names)
+    assert any("generator-side" in n for n in names) == generator
+    assert any(n.startswith("Attention") for n in names) == generator
 
 
 def test_untrained_alignment_raises_no_alignment_warning() -> None:

@@ -249,6 +249,9 @@ def test_imagine_run_writes_the_grid_images_and_result(tmp_path, model_cache) ->
     reads = [read(Image.open(out / f"image_{i}.png").convert("RGB")) for i in range(1, 5)]
     assert sum(r.colour == "red" and r.background == "white" for r in reads) >= 3, reads
     assert Image.open(out / "chart.png").format == "PNG" and (out / "diagnostics.json").is_file()
+    assert Image.open(out / "attention.png").format == "PNG"  # where the generator looked, word by word
+    attention = json.loads((out / "attention.json").read_text())
+    assert len(attention["images"]) == 4 and "circle" in [w["word"] for w in attention["images"][0]["words"]]
     assert str(out) in done.stderr
     assert "Expected types" not in done.stderr  # diffusers' notice about shapes' BERT text encoder reads like an error
 

@@ -41,6 +41,9 @@ How Midjourney's parameters become diffusion settings (``M`` = ``spec.size_multi
   ``2 sw / (sw + 100)``). The result records what was used.
 - Out of GPU memory: the batch is retried once as two sequential halves (same seeds, same
   images), then ``OutOfMemory`` is raised.
+- Attention maps (diagnostics): given an ``AttentionRecorder``, a UNet family's cross-attention
+  layers record their maps during this job's denoising only (``worker.diagnostics.attention``);
+  the images are the same, and without one nothing is installed.
 - Families (``worker.families``): the steps are the same for every model; what differs
   (encoders, whether CFG runs, the latent shape and packing of the noise, decoding, previews,
   what --tile pads) the model's ``ModelFamily`` says.
@@ -56,7 +59,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -70,6 +73,9 @@ from imagine.request import AspectRatio
 from worker.image_prompts import ImagePrompt, img2img_path_strength, plan_image_prompt, unused_weight_notes
 from worker.models import LoadedModel, ModelSpec
 from worker.text_encoding import Conditioning
+
+if TYPE_CHECKING:
+    from worker.diagnostics.attention import AttentionRecorder
 
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
 UPSCALE_FACTOR = 2
@@ -133,9 +139,12 @@ def generate(
     style_images: list[Image.Image] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] = lambda: False,
+    attention: AttentionRecorder | None = None,
 ) -> Generation:
     """Run ``job`` on ``model``; raise ``JobCancelled`` if ``should_cancel()`` turns true, ``OutOfMemory``.
-    ``images`` and ``style_images``: the job's image prompts and --sref images, read from the store."""
+    ``images`` and ``style_images``: the job's image prompts and --sref images, read from the store.
+    ``attention``: records the cross-attention maps of a UNet family's denoising (the diagnostics);
+    nothing is installed without it."""
     images, style_images = list(images or ()), list(style_images or ())
     # 1. Check inputs
     check_inputs(model, job, parent_image)
@@ -171,7 +180,8 @@ def generate(
 
     # 5. Denoise and 6. decode, in one batch or, out of memory, in two halves
     denoising = _Denoising(plan.steps_to_run, on_progress, should_cancel,
-                           preview=lambda latents: model.family.preview(model.pipe, latents, plan.width, plan.height))
+                           preview=lambda latents: model.family.preview(model.pipe, latents, plan.width, plan.height),
+                           attention=attention if model.family.denoiser_name == "unet" else None)
     with _circular_padding(model, enabled=job.request.params.tile):
         images = _run_with_memory_fallback(model, plan, cond, noise, denoising, timings)
 
@@ -352,8 +362,10 @@ class _Denoising:
         should_cancel: Callable[[], bool],
         *,
         preview: Callable[[torch.Tensor], list[Image.Image]],
+        attention: AttentionRecorder | None = None,
     ) -> None:
         self.steps_to_run = steps_to_run
+        self.attention = attention
         self.preview = preview
         self.passes = 1
         self.done = 0
@@ -365,6 +377,8 @@ class _Denoising:
     def restart(self, passes: int) -> None:
         """Count progress afresh over ``passes`` sequential batches."""
         self.passes, self.done = passes, 0
+        if self.attention is not None:
+            self.attention.reset()
 
     def __call__(self, pipe: object, i: int, t: object,
                  callback_kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -459,17 +473,30 @@ def _denoise(
     if prompt is not None and prompt.ip_embeds is not None:  # the IP-Adapter: its scale, then its embeddings
         model.pipe.set_ip_adapter_scale(prompt.ip_scale)
         kwargs.update(prompt.ip_kwargs(len(seeds), plan.cfg))
-    if prompt is not None and prompt.init_latents is not None:  # image prompts: image-to-image from their latents
+    with _recording(model, plan, denoising, len(seeds)):
+        if prompt is not None and prompt.init_latents is not None:  # image prompts: from their latents
+            size = model.family.img2img_kwargs(plan.width, plan.height)
+            init = prompt.init_latents.to(model.device, model.dtype).repeat(len(seeds), 1, 1, 1)
+            return model.img2img(image=init, strength=prompt.strength, **size, **kwargs).images
+        if plan.init_image is None:
+            assert noise is not None
+            return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
+        assert noise is not None  # the parent's latents
         size = model.family.img2img_kwargs(plan.width, plan.height)
-        init = prompt.init_latents.to(model.device, model.dtype).repeat(len(seeds), 1, 1, 1)
-        return model.img2img(image=init, strength=prompt.strength, **size, **kwargs).images
-    if plan.init_image is None:
-        assert noise is not None
-        return model.pipe(height=plan.height, width=plan.width, latents=noise[batch], **kwargs).images
-    assert noise is not None  # the parent's latents
-    size = model.family.img2img_kwargs(plan.width, plan.height)
-    start = noise.repeat(len(seeds), 1, 1, 1)  # one per generator (SD 3's pipeline does not repeat it)
-    return model.img2img(image=start, strength=plan.strength, **size, **kwargs).images
+        start = noise.repeat(len(seeds), 1, 1, 1)  # one per generator (SD 3's pipeline does not repeat it)
+        return model.img2img(image=start, strength=plan.strength, **size, **kwargs).images
+
+
+@contextmanager
+def _recording(model: LoadedModel, plan: _Plan, denoising: _Denoising, n_images: int) -> Iterator[None]:
+    """The cross-attention recorder around one batch's denoising, when the diagnostics want it."""
+    if denoising.attention is None:
+        yield
+        return
+    factor = model.pipe.vae_scale_factor
+    with denoising.attention.record(model.family.denoiser(model.pipe), n_images=n_images, cfg=plan.cfg,
+                                    latent_hw=(plan.height // factor, plan.width // factor)):
+        yield
 
 
 def _free_memory(device: torch.device) -> None:

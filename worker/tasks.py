@@ -22,12 +22,14 @@ from rq.timeouts import JobTimeoutException
 
 from imagine import metrics
 from imagine.artifacts import ArtifactStore, artifact_key
+from imagine.attention_image import render_attention
 from imagine.constants import PROGRESS_MIN_INTERVAL_S
 from imagine.errors import ImagineError, JobCancelled, JobNotFound, OutputFiltered, quote
 from imagine.jobs import ErrorInfo, Job, JobKind, JobResult, JobStatus
 from imagine.queue import JobQueue
 from worker.describe import Describer, as_shown, open_upload, read_upload
 from worker.diagnostics import Diagnostician
+from worker.diagnostics.attention import AttentionRecorder
 from worker.generate import Generation, Progress, generate, make_grid
 from worker.models import LoadedModel
 from worker.outage import RideOut, end_job_timeout
@@ -92,9 +94,11 @@ def run_job(job_id: str) -> dict[str, str]:
     metrics.WORKER_BUSY.set(1)
     t0 = time.perf_counter()
     images: list[Image.Image] = []  # kept for the diagnostics, which come after the delivery
+    # the diagnostics' cross-attention maps, recorded while the images are made (none installed without)
+    recorder = AttentionRecorder() if _wants_diagnostics(job) and job.model in rt.diagnosticians else None
     redis_calls = RideOut(job_id)
     try:
-        result = _execute(rt, job, images, redis_calls)
+        result = _execute(rt, job, images, redis_calls, recorder)
     except JobCancelled:
         result = JobResult(job_id=job_id, status=JobStatus.CANCELLED, worker=rt.name)
     except ImagineError as exc:
@@ -116,7 +120,7 @@ def run_job(job_id: str) -> dict[str, str]:
         }, rt.name)
     _finish(rt, job, result, redis_calls)
     if result.status is JobStatus.DONE and images and _wants_diagnostics(job):
-        _diagnose(rt, job, images, redis_calls, result.image_prompt)  # the user has the grid already
+        _diagnose(rt, job, images, redis_calls, result.image_prompt, recorder)  # the user has the grid already
     metrics.JOB_RUN.labels(job.kind.value, job.model).observe(time.perf_counter() - t0)
     return {"job_id": job_id, "status": result.status.value}
 
@@ -126,16 +130,28 @@ def _wants_diagnostics(job: Job) -> bool:
 
 
 def _diagnose(rt: WorkerRuntime, job: Job, images: list[Image.Image], redis_calls: RideOut,
-              image_prompt: dict[str, object]) -> None:
-    """7. Diagnostics of a delivered job: what the encoders made of the prompt, how well each image
-    follows it. Stored as diagnostics.json (the chart is drawn where it is shown: the bot,
-    `imagine run`) and attached to the result; a failure here costs the analysis, never the images."""
+              image_prompt: dict[str, object], recorder: AttentionRecorder | None = None) -> None:
+    """7. Diagnostics of a delivered job: what the encoders made of the prompt, what the generator
+    attended to, how well each image follows it, and what its image prompts did. Stored as
+    diagnostics.json (the chart is drawn where it is shown: the bot, `imagine run`),
+    attention.json and attention.png (named in diagnostics.json), and attached to the result; a
+    failure here costs the analysis, never the images."""
     t0 = time.perf_counter()
     key = None
     diagnostician = rt.diagnosticians.get(job.model)
     try:
         if diagnostician is not None:
-            diag = diagnostician.analyze(job, images, rt.models[job.model].text_encoder)
+            model = rt.models[job.model]
+            maps, summary = diagnostician.attention(job, images, model, recorder)
+            if maps is not None:
+                stored = {name: redis_calls.must("storing its attention maps", rt.artifacts.put,
+                                                 artifact_key(job.id, name), data)
+                          for name, data in (("attention.json", maps.model_dump_json().encode()),
+                                             ("attention.png", render_attention(maps, images)))}
+                summary = summary.model_copy(update={"maps": stored["attention.json"],
+                                                     "image": stored["attention.png"]})
+            diag = diagnostician.analyze(job, images, model.text_encoder, model=model, attention=maps,
+                                         attention_summary=summary)
             diag = diag.model_copy(update={"image_prompt": image_prompt})  # what the images did, beside it
             key = redis_calls.must("storing its diagnostics", rt.artifacts.put,
                                    artifact_key(job.id, "diagnostics.json"), diag.model_dump_json().encode())
@@ -157,7 +173,8 @@ def _failed(job_id: str, error: dict[str, str], worker: str) -> JobResult:
     return JobResult(job_id=job_id, status=JobStatus.FAILED, error=ErrorInfo(**error), worker=worker)
 
 
-def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_calls: RideOut) -> JobResult:
+def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_calls: RideOut,
+             recorder: AttentionRecorder | None = None) -> JobResult:
     if job.kind is JobKind.SHORTEN:
         return _shorten(rt, job, redis_calls)
     if job.kind is JobKind.DESCRIBE:
@@ -180,6 +197,7 @@ def _execute(rt: WorkerRuntime, job: Job, images_out: list[Image.Image], redis_c
         style_images=styles,
         on_progress=_progress_publisher(rt.queue, job.id, redis_calls),
         should_cancel=lambda: bool(redis_calls.may("checking for a cancel", rt.queue.cancel_requested, job.id)),
+        attention=recorder,
     )
     # 4. The output filter, before anything is stored.
     flagged = _screen(rt, job, gen.images)
@@ -209,7 +227,8 @@ def _shorten(rt: WorkerRuntime, job: Job, redis_calls: RideOut) -> JobResult:
     diagnostician = rt.diagnosticians.get(job.model) or next(iter(rt.diagnosticians.values()), None)
     if diagnostician is None:
         raise RuntimeError("this worker has no diagnostics loaded, so it cannot /shorten")
-    result = diagnostician.shorten(job.request.positive_text)
+    own = job.model in rt.diagnosticians  # its own scorer says whether the model is trained
+    result = diagnostician.shorten(job.request.positive_text, rt.models.get(job.model) if own else None)
     end_job_timeout()
     key = redis_calls.must("storing its analysis", rt.artifacts.put,
                            artifact_key(job.id, "shorten.json"), result.model_dump_json().encode())
