@@ -23,7 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from imagine.errors import InvalidPreference, quote
+from imagine.constants import MAX_PROMPT_CHARS
+from imagine.errors import InvalidPreference, InvalidPrompt, quote
 from imagine.params import PARAMETERS
 
 MAX_OPTIONS = 20
@@ -72,19 +73,30 @@ def check_suffix(suffix: str) -> str:
 
 
 def expand(prompt: str, options: Mapping[str, str], suffix: str | None = None) -> str:
-    """``prompt`` with the user's options expanded and their suffix appended (module docstring)."""
-    expanded = _expand(prompt, options, ())
-    return f"{expanded} {suffix}" if suffix else expanded
+    """``prompt`` with the user's options expanded and their suffix appended (module docstring).
 
+    Each option is expanded once (options naming options several times over could otherwise
+    grow without bound), and an expansion past ``MAX_PROMPT_CHARS`` is refused as soon as it is
+    seen, with the parser's own message for a prompt that long."""
+    done: dict[str, str] = {}
 
-def _expand(text: str, options: Mapping[str, str], inside: tuple[str, ...]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        key = match.group(1).lower()
-        if key not in options or key in inside:  # not an option (the parser's to judge), or a circle
-            return match.group(0)
-        return _expand(options[key], options, (*inside, key))
+    def expanded(text: str, inside: tuple[str, ...]) -> str:
+        def replace(match: re.Match[str]) -> str:
+            key = match.group(1).lower()
+            if key not in options or key in inside:  # not an option (the parser's to judge), or a circle
+                return match.group(0)
+            if key not in done:
+                done[key] = expanded(options[key], (*inside, key))
+            return done[key]
 
-    return _OPTION_RE.sub(replace, text)
+        out = _OPTION_RE.sub(replace, text)
+        if len(out) > MAX_PROMPT_CHARS:
+            raise InvalidPrompt(f"With your /prefer options expanded, the prompt is {len(out):,} characters "
+                                f"long; the limit is {MAX_PROMPT_CHARS:,} characters.")
+        return out
+
+    whole = expanded(prompt, ())
+    return f"{whole} {suffix}" if suffix else whole
 
 
 def _circle(start: str, options: Mapping[str, str]) -> list[str]:

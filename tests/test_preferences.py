@@ -28,6 +28,15 @@ def test_an_option_expands_where_it_is_named_and_the_suffix_goes_last() -> None:
     assert str(request.params.aspect) == "16:9" and request.params.stylize == 250 and request.text == "a fox dark light"
 
 
+def test_options_naming_options_many_times_over_are_refused_not_grown_without_bound() -> None:
+    """20 options, each naming the next 90 times: 90**19 copies if expanded naively."""
+    options = {f"o{i}": " ".join([f"--o{i + 1}"] * 90) for i in range(MAX_OPTIONS - 1)}
+    options[f"o{MAX_OPTIONS - 1}"] = "x"
+    with pytest.raises(InvalidPrompt, match="limit is 6,000 characters"):
+        expand("a fox --o0", options)
+    assert expand("a fox --o18", options) == "a fox " + " ".join(["x"] * 90)
+
+
 def test_a_name_the_user_has_no_option_for_is_left_for_the_parser_to_explain() -> None:
     with pytest.raises(Exception, match="Unknown parameter `--cinema`"):
         parse(expand("a fox --cinema", OPTIONS))
