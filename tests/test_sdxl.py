@@ -1,5 +1,5 @@
 """SDXL end to end on the tiny SDXL (``worker.tiny_sdxl``) served as a deployment names a local
-SDXL directory, with only its ``source`` (the CLI's run: ``tests/test_transformer_families.py``
+SDXL directory, with only its ``source`` (the CLI's run and the bot's /imagine --v with U/V: ``tests/test_transformer_families.py``
 runs it for every family): sizes and their size conditioning,
 guidance, --no, --tile, long prompts, previews, variation and upscale (image-to-image)."""
 
@@ -15,9 +15,7 @@ from PIL import Image
 
 from imagine.jobs import JobKind
 from imagine.request import AspectRatio
-from tests.bot_harness import custom_ids_of, feed, queue_of, run_to_delivery, running_bot
-from tests.discord_stub import FakeDiscord
-from tests.worker_fixtures import TINY_SDXL, make_job, work_off, worker_settings
+from tests.worker_fixtures import TINY_SDXL, make_job
 from worker.diagnostics import Diagnostician
 from worker.generate import Generation, Progress, generate
 from worker.models import LoadedModel
@@ -138,35 +136,3 @@ def test_the_tiny_sdxl_build_is_deterministic(tmp_path: Path) -> None:
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     assert len([f for f in files if f.suffix == ".safetensors"]) == 4  # two towers, the UNet, the VAE
     assert all((first / f).read_bytes() == (second / f).read_bytes() for f in files)
-
-
-async def test_imagine_with_v_naming_sdxl_ends_in_a_grid_and_u_and_v_work(
-    redis_server, redis_conn, tiny_sdxl: LoadedModel, sdxl_models_toml: Path, model_cache: Path
-) -> None:
-    settings = worker_settings(redis_server.url, model_cache)
-
-    def work(job_id: str) -> None:
-        work_off(redis_conn, {TINY_SDXL: tiny_sdxl}, settings)
-
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, models_config=sdxl_models_toml) as bot:
-        payload = fake.slash("imagine", prompt=f"a red fox in the snow --ar 3:2 --q .25 --v {TINY_SDXL.upper()}")
-        job_id, grid = await run_to_delivery(bot, fake, payload, work)
-        assert queue_of(bot).state(job_id).job.model == TINY_SDXL
-        assert custom_ids_of(grid) == [
-            *(f"imagine:U:{job_id}:{n}" for n in range(1, 5)), f"imagine:R:{job_id}",
-            *(f"imagine:V:{job_id}:{n}" for n in range(1, 5))]
-        assert [a["filename"] for a in grid["attachments"]] == [f"{job_id}_grid.png"]
-
-        variation_id, variations = await run_to_delivery(bot, fake, fake.press(f"imagine:V:{job_id}:3", grid), work)
-        variation = queue_of(bot).state(variation_id).job
-        assert (variation.kind, variation.model, variation.parent_id) == (JobKind.VARIATION, TINY_SDXL, job_id)
-        assert f"imagine:U:{variation_id}:1" in custom_ids_of(variations)
-
-        before = len(fake.find("POST", r"/callback$"))
-        feed(bot, fake.press(f"imagine:U:{job_id}:2", grid))
-        [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
-        single = fake.message_of(max(fake.messages))
-        assert [f.filename for f in pick.files] == [f"{job_id}_image_2.png"]
-        upscale_id, upscaled = await run_to_delivery(bot, fake, fake.press(f"imagine:up:{job_id}:2", single), work)
-        assert queue_of(bot).state(upscale_id).job.kind is JobKind.UPSCALE
-        assert upscaled["attachments"]

@@ -129,38 +129,38 @@ def test_variation_and_upscale_start_from_the_parent(model: LoadedModel) -> None
     assert len(up.images) == 1 and up.images[0].size == (2 * parent.width, 2 * parent.height)
 
 
-async def test_imagine_with_v_naming_flux_or_sd3_ends_in_a_grid_and_u_and_v_work(
-    redis_server, redis_conn, tiny_flux: LoadedModel, tiny_sd3: LoadedModel, families_models_toml: Path,
-    model_cache: Path
+@pytest.mark.parametrize(("name", "config", "fixture"), [(TINY_SDXL, "sdxl_models_toml", "tiny_sdxl"),
+                                                     (TINY_FLUX, "families_models_toml", "tiny_flux"),
+                                                     (TINY_SD3, "families_models_toml", "tiny_sd3")])
+async def test_imagine_with_v_naming_each_family_ends_in_a_grid_and_u_and_v_work(
+    redis_server, redis_conn, model_cache: Path, request: pytest.FixtureRequest, name: str, config: str, fixture: str
 ) -> None:
     settings = worker_settings(redis_server.url, model_cache)
-    models = {TINY_FLUX: tiny_flux, TINY_SD3: tiny_sd3}
+    models = {name: request.getfixturevalue(fixture)}
+    models_toml = request.getfixturevalue(config)
 
     def work(job_id: str) -> None:
         work_off(redis_conn, models, settings)
 
-    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, models_config=families_models_toml) as bot:
-        for name in FAMILIES:
-            payload = fake.slash("imagine", prompt=f"a red fox in the snow --ar 3:2 --v {name.upper()}")
-            job_id, grid = await run_to_delivery(bot, fake, payload, work)
-            assert queue_of(bot).state(job_id).job.model == name
-            assert custom_ids_of(grid) == [
-                *(f"imagine:U:{job_id}:{n}" for n in range(1, 5)), f"imagine:R:{job_id}",
-                *(f"imagine:V:{job_id}:{n}" for n in range(1, 5))]
-            assert [a["filename"] for a in grid["attachments"]] == [f"{job_id}_grid.png"]
+    async with FakeDiscord() as fake, running_bot(redis_server.url, fake, models_config=models_toml) as bot:
+        payload = fake.slash("imagine", prompt=f"a red fox in the snow --ar 3:2 --v {name.upper()}")
+        job_id, grid = await run_to_delivery(bot, fake, payload, work)
+        assert queue_of(bot).state(job_id).job.model == name
+        assert custom_ids_of(grid) == [
+            *(f"imagine:U:{job_id}:{n}" for n in range(1, 5)), f"imagine:R:{job_id}",
+            *(f"imagine:V:{job_id}:{n}" for n in range(1, 5))]
+        assert [a["filename"] for a in grid["attachments"]] == [f"{job_id}_grid.png"]
 
-            variation_id, variations = await run_to_delivery(
-                bot, fake, fake.press(f"imagine:V:{job_id}:3", grid), work)
-            variation = queue_of(bot).state(variation_id).job
-            assert (variation.kind, variation.model, variation.parent_id) == (JobKind.VARIATION, name, job_id)
-            assert f"imagine:U:{variation_id}:1" in custom_ids_of(variations)
+        variation_id, variations = await run_to_delivery(bot, fake, fake.press(f"imagine:V:{job_id}:3", grid), work)
+        variation = queue_of(bot).state(variation_id).job
+        assert (variation.kind, variation.model, variation.parent_id) == (JobKind.VARIATION, name, job_id)
+        assert f"imagine:U:{variation_id}:1" in custom_ids_of(variations)
 
-            before = len(fake.find("POST", r"/callback$"))
-            feed(bot, fake.press(f"imagine:U:{job_id}:2", grid))
-            [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
-            single = fake.message_of(max(fake.messages))
-            assert [f.filename for f in pick.files] == [f"{job_id}_image_2.png"]
-            upscale_id, upscaled = await run_to_delivery(
-                bot, fake, fake.press(f"imagine:up:{job_id}:2", single), work)
-            assert queue_of(bot).state(upscale_id).job.kind is JobKind.UPSCALE
-            assert upscaled["attachments"]
+        before = len(fake.find("POST", r"/callback$"))
+        feed(bot, fake.press(f"imagine:U:{job_id}:2", grid))
+        [*_, pick] = await fake.wait_for("POST", r"/callback$", count=before + 1)
+        single = fake.message_of(max(fake.messages))
+        assert [f.filename for f in pick.files] == [f"{job_id}_image_2.png"]
+        upscale_id, upscaled = await run_to_delivery(bot, fake, fake.press(f"imagine:up:{job_id}:2", single), work)
+        assert queue_of(bot).state(upscale_id).job.kind is JobKind.UPSCALE
+        assert upscaled["attachments"]
