@@ -1,7 +1,7 @@
 """SDXL end to end on the tiny SDXL (``worker.tiny_sdxl``) served as a deployment names a local
-SDXL directory, with only its ``source`` (the CLI's run and the bot's /imagine --v with U/V: ``tests/test_transformer_families.py``
-runs it for every family): sizes and their size conditioning,
-guidance, --no, --tile, long prompts, previews, variation and upscale (image-to-image)."""
+SDXL directory, with only its ``source`` (the CLI's run and the bot's /imagine --v with U/V:
+``tests/test_transformer_families.py`` runs them for every family): sizes and their size
+conditioning, guidance, --no, --tile, long prompts, previews, variation and upscale (image-to-image)."""
 
 from __future__ import annotations
 
